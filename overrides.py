@@ -1,0 +1,77 @@
+"""`--name=value` command-line overrides for the UPPER_CASE knobs of an entry point.
+
+Pure and fast: the entry points call it before importing torch, so a typo fails in a second.
+
+    >>> apply_overrides({"MAX_STEPS": 100, "LEARNING_RATE": 5e-6}, ["--max_steps=5"])
+    {'MAX_STEPS': 5, 'LEARNING_RATE': 5e-06}
+"""
+
+from __future__ import annotations
+
+import ast
+
+TRUE = {"true", "1", "yes", "on"}
+FALSE = {"false", "0", "no", "off"}
+
+
+class OverrideError(ValueError):
+    """A bad command-line override: unknown knob, malformed argument or wrong type."""
+
+
+def knobs_of(namespace: dict) -> dict:
+    """The UPPER_CASE, plain-valued globals of a module: its knobs."""
+    kinds = (bool, int, float, str, tuple, list)
+    return {k: v for k, v in namespace.items() if k.isupper() and not k.startswith("_") and isinstance(v, kinds)}
+
+
+def convert(name: str, text: str, default):
+    """Convert `text` to the type of `default`, or raise OverrideError naming the knob."""
+    def fail(expected: str):
+        raise OverrideError(f"--{name.lower()}={text}: expected {expected} (default {default!r})")
+
+    if isinstance(default, bool):
+        low = text.strip().lower()
+        if low in TRUE:
+            return True
+        if low in FALSE:
+            return False
+        fail("true or false")
+    if isinstance(default, int):
+        try:
+            return int(text)
+        except ValueError:
+            fail("an integer")
+    if isinstance(default, float):
+        try:
+            return float(text)
+        except ValueError:
+            fail("a number")
+    if isinstance(default, str):
+        return text
+    if isinstance(default, (tuple, list)):
+        try:
+            value = ast.literal_eval(text)
+        except (ValueError, SyntaxError):
+            value = [part.strip() for part in text.split(",") if part.strip()]
+        if not isinstance(value, (tuple, list)):
+            value = [value]
+        if default:
+            value = [convert(name, str(v), default[0]) if not isinstance(v, type(default[0])) else v for v in value]
+        return type(default)(value)
+    fail(type(default).__name__)
+
+
+def apply_overrides(knobs: dict, args: list[str]) -> dict:
+    """Return a copy of `knobs` with each `--name=value` applied. Raises OverrideError."""
+    out = dict(knobs)
+    for arg in args:
+        if not arg.startswith("--") or "=" not in arg:
+            raise OverrideError(f"{arg!r}: overrides are written --name=value, e.g. --max_steps=5")
+        name, text = arg[2:].split("=", 1)
+        key = name.upper()
+        if key not in knobs:
+            close = [k.lower() for k in knobs if name.lower()[:4] in k.lower()]
+            hint = f" (did you mean {', '.join('--' + c for c in close[:3])}?)" if close else ""
+            raise OverrideError(f"unknown knob --{name}{hint}; the knobs are the UPPER_CASE constants at the top of the script")
+        out[key] = convert(key, text, knobs[key])
+    return out

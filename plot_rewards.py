@@ -1,0 +1,72 @@
+"""Draw the reward curves of a run from its metrics.jsonl.
+
+    python plot_rewards.py outputs            # writes outputs/reward_curves.png
+
+One panel per reward and one for the total: raw values per step (faint) and a moving average.
+train_grpo.py calls this at the end of every run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+
+def read_metrics(path: str) -> list[dict]:
+    with open(path, encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def smooth(values: list[float], window: int) -> list[float]:
+    """Trailing moving average; the first points average what exists so far."""
+    out, total = [], 0.0
+    for i, v in enumerate(values):
+        total += v
+        if i >= window:
+            total -= values[i - window]
+        out.append(total / min(i + 1, window))
+    return out
+
+
+def plot(metrics_path: str, out_path: str | None = None) -> str:
+    """Write the PNG next to the metrics file (or at out_path); return its path."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = read_metrics(metrics_path)
+    if not rows:
+        raise ValueError(f"{metrics_path} has no rows: did the run log any step?")
+    out_path = out_path or os.path.join(os.path.dirname(metrics_path) or ".", "reward_curves.png")
+    series = [k for k in rows[0] if k.startswith("rewards/") and k.endswith("/mean")] + ["reward"]
+    window = max(1, len(rows) // 10)
+    fig, axes = plt.subplots(1, len(series), figsize=(3.2 * len(series), 3.0), squeeze=False)
+    for ax, key in zip(axes[0], series):
+        points = [(r["step"], r[key]) for r in rows if r.get(key) is not None]
+        steps, values = [p[0] for p in points], [p[1] for p in points]
+        ax.plot(steps, values, color="tab:blue", alpha=0.3, linewidth=1, label="per step")
+        ax.plot(steps, smooth(values, window), color="tab:blue", linewidth=2, label=f"mean of {window}")
+        ax.set_title("total reward" if key == "reward" else key.split("/")[1], fontsize=10)
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out_path, dpi=110)
+    plt.close(fig)
+    return out_path
+
+
+def main(argv: list[str]) -> None:
+    if len(argv) != 1:
+        sys.exit("usage: python plot_rewards.py OUTPUT_DIR   (the folder holding metrics.jsonl)")
+    target = argv[0]
+    path = os.path.join(target, "metrics.jsonl") if os.path.isdir(target) else target
+    if not os.path.exists(path):
+        sys.exit(f"plot_rewards.py: no metrics file at {path}")
+    print(plot(path))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

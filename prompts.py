@@ -1,0 +1,163 @@
+"""Format markers, the reasoning system prompt, the base-model chat template, and the dataset.
+
+Pure at import: nothing here loads a model, a tokenizer or a dataset until a function is called.
+
+The completion format the rewards pay for (the generation prompt already opened the reasoning
+block, so a completion starts inside it):
+
+    ...working...<end_working_out><SOLUTION>42</SOLUTION>
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+
+REASONING_START = "<start_working_out>"
+REASONING_END = "<end_working_out>"
+SOLUTION_START = "<SOLUTION>"
+SOLUTION_END = "</SOLUTION>"
+MARKERS = (REASONING_START, REASONING_END, SOLUTION_START, SOLUTION_END)
+
+SYSTEM_PROMPT = (
+    "You are given a problem.\n"
+    "Think about the problem and provide your working out.\n"
+    f"Place it between {REASONING_START} and {REASONING_END}.\n"
+    f"Then, provide your solution between {SOLUTION_START}{SOLUTION_END}"
+)
+
+# A base model has no chat template. This one follows the public recipe: the system text and the
+# assistant text end with EOS, the user text stands bare, and the generation prompt opens the
+# reasoning block so every completion starts inside it.
+CHAT_TEMPLATE = (
+    "{% if messages[0]['role'] == 'system' %}"
+    "{{ messages[0]['content'] + eos_token }}"
+    "{% set loop_messages = messages[1:] %}"
+    "{% else %}"
+    "{{ '" + SYSTEM_PROMPT.replace("\n", "\\n") + "' + eos_token }}"
+    "{% set loop_messages = messages %}"
+    "{% endif %}"
+    "{% for message in loop_messages %}"
+    "{% if message['role'] == 'user' %}{{ message['content'] }}"
+    "{% elif message['role'] == 'assistant' %}{{ message['content'] + eos_token }}"
+    "{% endif %}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '" + REASONING_START + "' }}{% endif %}"
+)
+
+# Columns of open-r1/DAPO-Math-17k-Processed that this project reads; local files use the same.
+PROBLEM_COLUMN = "prompt"
+ANSWER_COLUMN = "solution"
+REQUIRED_COLUMNS = (PROBLEM_COLUMN, ANSWER_COLUMN)
+
+
+class DatasetFormatError(ValueError):
+    """A dataset that cannot be trained on: a missing column, or nothing left after filtering."""
+
+
+def make_conversation(row: dict) -> dict:
+    """Turn one dataset row into GRPO's input: a [system, user] conversation and the gold answer.
+
+    >>> make_conversation({"prompt": "What is 2+3?", "solution": "5"})["answer"]
+    '5'
+    """
+    return {
+        "prompt": [
+            {"role": "system", "content": SYSTEM_PROMPT},
+            {"role": "user", "content": str(row[PROBLEM_COLUMN])},
+        ],
+        "answer": str(row[ANSWER_COLUMN]).strip(),
+    }
+
+
+def format_completion(working: str, answer: str) -> str:
+    """The exact completion text the format rewards pay for (used to prime the tiny smoke model)."""
+    return f"{working}{REASONING_END}{SOLUTION_START}{answer}{SOLUTION_END}"
+
+
+def check_columns(column_names, source: str) -> None:
+    """Raise a clear error naming the missing column(s) and listing the columns found."""
+    missing = [c for c in REQUIRED_COLUMNS if c not in column_names]
+    if missing:
+        raise DatasetFormatError(
+            f"{source}: missing column(s) {missing}; found columns {list(column_names)}. "
+            f"Each row needs '{PROBLEM_COLUMN}' (the problem text) and '{ANSWER_COLUMN}' (the final answer)."
+        )
+
+
+def is_local_path(name: str) -> bool:
+    return name.endswith((".jsonl", ".json", ".parquet")) or os.path.exists(name)
+
+
+def load_problems(name: str, config: str | None = None, split: str = "train"):
+    """Load problems as a `datasets.Dataset` with 'prompt' and 'solution' columns.
+
+    `name` is a Hub dataset id (e.g. open-r1/DAPO-Math-17k-Processed) or a local JSONL/Parquet file.
+    """
+    from datasets import load_dataset
+
+    if is_local_path(name):
+        if not os.path.exists(name):
+            raise FileNotFoundError(f"dataset file not found: {name}")
+        kind = "parquet" if name.endswith(".parquet") else "json"
+        dataset = load_dataset(kind, data_files=name, split="train")
+    else:
+        dataset = load_dataset(name, config, split=split)
+    check_columns(dataset.column_names, name)
+    return dataset
+
+
+def split_holdout(dataset, holdout_size: int, seed: int):
+    """Split off a seeded held-out slice: (train, heldout). The same seed gives the same split.
+
+    `train_grpo.py` trains on `train` only; `evaluate.py` scores on `heldout`.
+    """
+    if holdout_size <= 0:
+        return dataset, dataset.select([])
+    if holdout_size >= len(dataset):
+        raise DatasetFormatError(
+            f"holdout of {holdout_size} rows leaves nothing to train on ({len(dataset)} rows in all)"
+        )
+    parts = dataset.train_test_split(test_size=holdout_size, seed=seed, shuffle=True)
+    return parts["train"], parts["test"]
+
+
+def to_conversations(dataset):
+    """Map raw rows to {"prompt": [system, user], "answer": ...}, dropping the other columns."""
+    return dataset.map(make_conversation, remove_columns=dataset.column_names)
+
+
+def prompt_lengths(dataset, tokenizer) -> list[int]:
+    """Tokenized length of each conversation's prompt, generation prompt included."""
+    return [
+        len(tokenizer.apply_chat_template(p, add_generation_prompt=True, tokenize=True, return_dict=False))
+        for p in dataset["prompt"]
+    ]
+
+
+def length_cutoff(lengths: list[int], percentile: float) -> int:
+    """The length at the given percentile (nearest-rank, 0 < percentile <= 100)."""
+    if not 0 < percentile <= 100:
+        raise ValueError(f"percentile must be in (0, 100], got {percentile}")
+    if not lengths:
+        raise DatasetFormatError("no rows to measure")
+    ordered = sorted(lengths)
+    rank = max(1, math.ceil(percentile / 100 * len(ordered)))
+    return ordered[rank - 1]
+
+
+def filter_by_length(dataset, tokenizer, percentile: float):
+    """Keep prompts at or below the percentile of tokenized length. Returns (dataset, max_prompt_len)."""
+    lengths = prompt_lengths(dataset, tokenizer)
+    cutoff = length_cutoff(lengths, percentile)
+    keep = [i for i, n in enumerate(lengths) if n <= cutoff]
+    if not keep:
+        raise DatasetFormatError(f"no rows survive the length filter (percentile {percentile})")
+    return dataset.select(keep), max(lengths[i] for i in keep)
+
+
+def read_jsonl(path: str) -> list[dict]:
+    """Small helper for the bundled problem file: one JSON object a line."""
+    with open(path, encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]

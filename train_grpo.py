@@ -1,0 +1,323 @@
+"""Turn a base LLM into a step-by-step math reasoner with GRPO (Unsloth LoRA + TRL GRPOTrainer).
+
+    python train_grpo.py                      # the full run, on a CUDA GPU
+    python train_grpo.py --max_steps=300      # any knob below, as --lowercase_name=value
+    python train_grpo.py --smoke              # the same code path on CPU, tiny model, bundled problems
+
+The loop: for each problem, sample NUM_GENERATIONS completions; score each with the four rewards
+(rewards.py); the advantage of a completion is its total reward minus its group's mean, over the
+group's std; the policy gradient raises the likelihood of above-average completions.
+"""
+
+import json
+import os
+import sys
+import time
+
+# -----------------------------------------------------------------------------------------------
+# model
+MODEL_NAME = "unsloth/Qwen3-4B-Base"  # Hub id or local folder of the base model
+MAX_SEQ_LENGTH = 2048  # prompt + completion tokens
+LOAD_IN_4BIT = False  # True: QLoRA (4-bit base weights); the recipe trains 16-bit LoRA
+FAST_INFERENCE = True  # generate with vLLM when it is installed and a GPU is present
+GPU_MEMORY_UTILIZATION = 0.7  # share of GPU memory vLLM may take (fast inference only)
+# LoRA
+LORA_RANK = 32  # adapter rank; ~66M trainable parameters on Qwen3-4B
+LORA_ALPHA = 64  # adapter scale numerator (alpha / rank = 2)
+LORA_TARGET_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")  # layers adapted
+# data
+DATASET_NAME = "open-r1/DAPO-Math-17k-Processed"  # Hub id, or a local .jsonl/.parquet with prompt,solution
+DATASET_CONFIG = "en"  # Hub config name (ignored for local files)
+DATASET_SPLIT = "train"  # Hub split (ignored for local files)
+HOLDOUT_SIZE = 500  # rows held out by a seeded split for evaluate.py; never trained on
+PROMPT_LENGTH_PERCENTILE = 90.0  # drop prompts longer than this percentile of tokenized length
+# GRPO
+LEARNING_RATE = 5e-6  # AdamW learning rate
+WEIGHT_DECAY = 0.001  # AdamW weight decay
+WARMUP_RATIO = 0.1  # share of steps with linear warm-up, in [0, 1)
+LR_SCHEDULER_TYPE = "linear"  # learning-rate schedule after warm-up
+OPTIM = "adamw_8bit"  # optimizer (bitsandbytes 8-bit AdamW on GPU)
+NUM_GENERATIONS = 4  # completions sampled per prompt (the group)
+PER_DEVICE_TRAIN_BATCH_SIZE = 4  # completions per device step; a multiple of NUM_GENERATIONS
+GRADIENT_ACCUMULATION_STEPS = 1  # device steps per optimizer step
+TEMPERATURE = 1.0  # sampling temperature
+MIN_P = 0.1  # drop tokens below this fraction of the top token's probability
+TOP_P = 1.0  # nucleus sampling (1.0 = off)
+MAX_STEPS = 100  # optimizer steps
+SAVE_STEPS = 100  # checkpoint every this many steps
+SEED = 3407  # seeds LoRA init, sampling, the data order and the held-out split
+# rewards
+REWARD_FUNCS = ("match_format_exactly", "match_format_approximately", "check_answer", "check_numbers")  # rewards.py names
+REWARD_WEIGHTS = (1.0, 1.0, 1.0, 1.0)  # weight of each reward in the total, same order
+# output
+OUTPUT_DIR = "outputs"  # checkpoints, metrics.jsonl, reward_curves.png, lora/ (adapter + tokenizer)
+REPORT_TO = "none"  # "none", "wandb", "tensorboard", ...
+LOG_COMPLETIONS = True  # write sampled completions, rewards and extracted answers to OUTPUT_DIR/completions/
+# -----------------------------------------------------------------------------------------------
+
+# --smoke: the same pipeline on a CPU in about a minute. Only what must change changes: the model
+# (a tiny primed Qwen3 built locally; a 64-wide model needs a far larger learning rate than a 4B
+# one), the data source, steps and lengths, and CPU-only settings.
+HERE = os.path.dirname(os.path.abspath(__file__))
+BUNDLED_PROBLEMS = os.path.join(HERE, "data", "problems.jsonl")
+SMOKE_PRESET = dict(
+    MODEL_NAME=os.path.join("outputs", "tiny-qwen3"),
+    MAX_SEQ_LENGTH=256,
+    FAST_INFERENCE=False,
+    DATASET_NAME=BUNDLED_PROBLEMS,
+    HOLDOUT_SIZE=50,
+    LEARNING_RATE=2e-3,
+    WARMUP_RATIO=0.0,
+    OPTIM="adamw_torch",
+    NUM_GENERATIONS=8,
+    PER_DEVICE_TRAIN_BATCH_SIZE=16,
+    MAX_STEPS=10,
+    SAVE_STEPS=1000,
+    OUTPUT_DIR=os.path.join("outputs", "smoke"),
+)
+SMOKE_MAX_COMPLETION_LENGTH = 48  # tokens; a full run uses MAX_SEQ_LENGTH minus the longest prompt
+
+
+def resolve_knobs(argv: list[str]) -> dict:
+    """Knob values for this run: defaults, then the smoke preset (if --smoke), then --name=value.
+
+    Exits with a message naming the knob on any bad override, before anything heavy is imported.
+    """
+    from overrides import OverrideError, apply_overrides, knobs_of
+
+    knobs = knobs_of(globals())
+    smoke = "--smoke" in argv
+    if smoke:
+        knobs.update(SMOKE_PRESET)
+    try:
+        knobs = apply_overrides(knobs, [a for a in argv if a != "--smoke"])
+        check_knobs(knobs)
+    except (OverrideError, ValueError) as e:
+        sys.exit(f"train_grpo.py: error: {e}")
+    knobs["SMOKE"] = smoke
+    return knobs
+
+
+def check_knobs(k: dict) -> None:
+    """Cheap consistency checks, so a bad combination fails before the model loads."""
+    import rewards
+
+    unknown = [n for n in k["REWARD_FUNCS"] if not callable(getattr(rewards, n, None))]
+    if unknown:
+        raise ValueError(f"REWARD_FUNCS names {unknown}, not in rewards.py; known: {[f.__name__ for f in rewards.REWARD_FUNCS]}")
+    if len(k["REWARD_WEIGHTS"]) != len(k["REWARD_FUNCS"]):
+        raise ValueError(f"REWARD_WEIGHTS has {len(k['REWARD_WEIGHTS'])} values for {len(k['REWARD_FUNCS'])} rewards")
+    if k["NUM_GENERATIONS"] < 2:
+        raise ValueError("NUM_GENERATIONS must be at least 2: GRPO compares completions within a group")
+    batch = k["PER_DEVICE_TRAIN_BATCH_SIZE"] * k["GRADIENT_ACCUMULATION_STEPS"]
+    if batch % k["NUM_GENERATIONS"]:
+        raise ValueError(
+            f"PER_DEVICE_TRAIN_BATCH_SIZE x GRADIENT_ACCUMULATION_STEPS = {batch} is not a multiple of NUM_GENERATIONS = {k['NUM_GENERATIONS']}"
+        )
+    if not 0 < k["PROMPT_LENGTH_PERCENTILE"] <= 100:
+        raise ValueError(f"PROMPT_LENGTH_PERCENTILE must be in (0, 100], got {k['PROMPT_LENGTH_PERCENTILE']}")
+    for name in ("MAX_STEPS", "SAVE_STEPS", "MAX_SEQ_LENGTH", "LORA_RANK"):
+        if k[name] < 1:
+            raise ValueError(f"{name} must be positive, got {k[name]}")
+    if not 0 <= k["WARMUP_RATIO"] < 1:
+        raise ValueError(f"WARMUP_RATIO must be in [0, 1), got {k['WARMUP_RATIO']}")
+    if k["LEARNING_RATE"] < 0:
+        raise ValueError(f"LEARNING_RATE must be >= 0, got {k['LEARNING_RATE']}")
+    from prompts import is_local_path
+
+    if is_local_path(k["DATASET_NAME"]) and not os.path.exists(k["DATASET_NAME"]):
+        raise ValueError(f"DATASET_NAME: no such file {k['DATASET_NAME']}")
+
+
+# --- the pieces main() wires together; each is importable for tests --------------------------------
+def from_pretrained_kwargs(k: dict) -> dict:
+    """Keyword arguments for unsloth.FastLanguageModel.from_pretrained."""
+    kwargs = dict(
+        model_name=k["MODEL_NAME"],
+        max_seq_length=k["MAX_SEQ_LENGTH"],
+        load_in_4bit=k["LOAD_IN_4BIT"],
+        fast_inference=k["FAST_INFERENCE"],
+        max_lora_rank=k["LORA_RANK"],
+    )
+    if k["FAST_INFERENCE"]:
+        kwargs["gpu_memory_utilization"] = k["GPU_MEMORY_UTILIZATION"]
+    if k["SMOKE"]:
+        import torch
+
+        kwargs["dtype"] = torch.float32
+    return kwargs
+
+
+def peft_kwargs(k: dict) -> dict:
+    """Keyword arguments for unsloth.FastLanguageModel.get_peft_model (after the model)."""
+    return dict(
+        r=k["LORA_RANK"],
+        lora_alpha=k["LORA_ALPHA"],
+        target_modules=list(k["LORA_TARGET_MODULES"]),
+        use_gradient_checkpointing="unsloth",
+        random_state=k["SEED"],
+    )
+
+
+def grpo_config_kwargs(k: dict, max_prompt_length: int, bf16: bool) -> dict:
+    """Keyword arguments for trl.GRPOConfig. The completion budget is what the longest prompt leaves."""
+    max_completion = SMOKE_MAX_COMPLETION_LENGTH if k["SMOKE"] else k["MAX_SEQ_LENGTH"] - max_prompt_length
+    if max_completion < 1:
+        raise ValueError(f"prompts of {max_prompt_length} tokens leave no room in MAX_SEQ_LENGTH={k['MAX_SEQ_LENGTH']}")
+    return dict(
+        output_dir=k["OUTPUT_DIR"],
+        learning_rate=k["LEARNING_RATE"],
+        weight_decay=k["WEIGHT_DECAY"],
+        warmup_steps=k["WARMUP_RATIO"],  # transformers 5: a float below 1 is a ratio of max_steps
+        lr_scheduler_type=k["LR_SCHEDULER_TYPE"],
+        optim=k["OPTIM"],
+        num_generations=k["NUM_GENERATIONS"],
+        per_device_train_batch_size=k["PER_DEVICE_TRAIN_BATCH_SIZE"],
+        gradient_accumulation_steps=k["GRADIENT_ACCUMULATION_STEPS"],
+        temperature=k["TEMPERATURE"],
+        min_p=k["MIN_P"],
+        top_p=k["TOP_P"],
+        max_completion_length=max_completion,
+        max_steps=k["MAX_STEPS"],
+        save_steps=k["SAVE_STEPS"],
+        seed=k["SEED"],
+        data_seed=k["SEED"],
+        reward_weights=list(k["REWARD_WEIGHTS"]),
+        use_vllm=k["FAST_INFERENCE"],
+        bf16=bf16,
+        fp16=False,
+        logging_steps=1,
+        report_to=k["REPORT_TO"],
+        log_completions=k["LOG_COMPLETIONS"],
+        num_completions_to_print=0,
+    )
+
+
+def reward_funcs(k: dict) -> list:
+    import rewards
+
+    return [getattr(rewards, name) for name in k["REWARD_FUNCS"]]
+
+
+def build_dataset(k: dict, tokenizer):
+    """Load problems, hold out the evaluation slice, build conversations, drop the longest prompts."""
+    import prompts
+
+    raw = prompts.load_problems(k["DATASET_NAME"], k["DATASET_CONFIG"], k["DATASET_SPLIT"])
+    train, _heldout = prompts.split_holdout(raw, k["HOLDOUT_SIZE"], k["SEED"])
+    dataset = prompts.to_conversations(train)
+    dataset, max_prompt_length = prompts.filter_by_length(dataset, tokenizer, k["PROMPT_LENGTH_PERCENTILE"])
+    print(
+        f"data: {len(raw)} rows, {len(_heldout)} held out, {len(dataset)} kept at or below the "
+        f"{k['PROMPT_LENGTH_PERCENTILE']:g}th percentile ({max_prompt_length} prompt tokens)"
+    )
+    return dataset, max_prompt_length
+
+
+METRIC_KEYS = ("reward", "reward_std", "frac_reward_zero_std", "completions/mean_length",
+               "completions/clipped_ratio", "loss", "learning_rate", "kl", "entropy")
+
+
+def metrics_row(logs: dict, step: int, reward_names: list[str]) -> dict:
+    """One metrics.jsonl row from a trainer log dict: step, each reward's mean, total, length, ..."""
+    row = {"step": step}
+    for name in reward_names:
+        row[f"rewards/{name}/mean"] = logs.get(f"rewards/{name}/mean")
+    for key in METRIC_KEYS:
+        if key in logs:
+            row[key] = logs[key]
+    return row
+
+
+def make_metrics_callback(path: str, reward_names: list[str]):
+    """A TrainerCallback that appends one JSON line per logged training step to `path`."""
+    from transformers import TrainerCallback
+
+    class MetricsFile(TrainerCallback):
+        def on_train_begin(self, args, state, control, **kwargs):
+            open(path, "w").close()
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if not logs or "reward" not in logs or not state.is_world_process_zero:
+                return
+            with open(path, "a") as f:
+                f.write(json.dumps(metrics_row(logs, state.global_step, reward_names)) + "\n")
+
+    return MetricsFile()
+
+
+def vllm_available() -> bool:
+    import importlib.util
+
+    import torch
+
+    return torch.cuda.is_available() and importlib.util.find_spec("vllm") is not None
+
+
+def main(argv: list[str]) -> None:
+    k = resolve_knobs(argv)
+    t_start = time.time()
+    import torch
+
+    if not k["SMOKE"] and not torch.cuda.is_available():
+        sys.exit(
+            "train_grpo.py: no CUDA GPU found. The full run needs one (Qwen3-4B, vLLM, 8-bit AdamW).\n"
+            "On a CPU, run the smoke test of the same pipeline instead:  python train_grpo.py --smoke"
+        )
+    if k["FAST_INFERENCE"] and not vllm_available():
+        print("generation: vLLM not available here, falling back to standard Hugging Face generation")
+        k["FAST_INFERENCE"] = False
+    # 1. the model, through Unsloth (imported before trl/transformers/peft so it can patch them)
+    import unsloth  # noqa: F401
+    from unsloth import FastLanguageModel
+
+    if k["SMOKE"]:
+        import tiny_model
+
+        tiny_model.build_tiny_model(k["MODEL_NAME"], BUNDLED_PROBLEMS)
+
+    model, tokenizer = FastLanguageModel.from_pretrained(**from_pretrained_kwargs(k))
+    # 2. LoRA
+    model = FastLanguageModel.get_peft_model(model, **peft_kwargs(k))
+    import prompts
+
+    tokenizer.chat_template = prompts.CHAT_TEMPLATE
+    # 3. data
+    dataset, max_prompt_length = build_dataset(k, tokenizer)
+    # 4. GRPO
+    from trl import GRPOConfig, GRPOTrainer
+
+    bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    config = GRPOConfig(**grpo_config_kwargs(k, max_prompt_length, bf16))
+    os.makedirs(k["OUTPUT_DIR"], exist_ok=True)
+    with open(os.path.join(k["OUTPUT_DIR"], "run_config.json"), "w") as f:
+        json.dump({**k, "MAX_PROMPT_LENGTH": max_prompt_length}, f, indent=2)
+    metrics_path = os.path.join(k["OUTPUT_DIR"], "metrics.jsonl")
+    trainer = GRPOTrainer(
+        model=model,
+        processing_class=tokenizer,
+        reward_funcs=reward_funcs(k),
+        args=config,
+        train_dataset=dataset,
+        callbacks=[make_metrics_callback(metrics_path, list(k["REWARD_FUNCS"]))],
+    )
+    tokens_per_step = config.per_device_train_batch_size * config.gradient_accumulation_steps * config.max_completion_length
+    print(
+        f"run: {k['MAX_STEPS']} steps, {config.per_device_train_batch_size * config.gradient_accumulation_steps // k['NUM_GENERATIONS']} "
+        f"prompts x {k['NUM_GENERATIONS']} completions per step, up to {tokens_per_step} completion tokens per step, "
+        f"bf16={bf16}, optim={config.optim}"
+    )
+    # 5. train
+    trainer.train()
+    # 6. save the adapter and tokenizer
+    lora_dir = os.path.join(k["OUTPUT_DIR"], "lora")
+    model.save_pretrained(lora_dir)
+    tokenizer.save_pretrained(lora_dir)
+    import plot_rewards
+
+    plot_path = plot_rewards.plot(metrics_path)
+    print(f"saved: adapter {lora_dir}, metrics {metrics_path}, curves {plot_path} ({time.time() - t_start:.0f} s)")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
