@@ -105,6 +105,8 @@ def load_problems(name: str, config: str | None = None, split: str = "train"):
     else:
         dataset = load_dataset(name, config, split=split)
     check_columns(dataset.column_names, name)
+    if len(dataset) == 0:
+        raise DatasetFormatError(f"{name}: no rows")
     return dataset
 
 
@@ -149,6 +151,8 @@ def length_cutoff(lengths: list[int], percentile: float) -> int:
 
 def filter_by_length(dataset, tokenizer, percentile: float):
     """Keep prompts at or below the percentile of tokenized length. Returns (dataset, max_prompt_len)."""
+    if len(dataset) == 0:
+        raise DatasetFormatError("no rows to filter: the dataset is empty")
     lengths = prompt_lengths(dataset, tokenizer)
     cutoff = length_cutoff(lengths, percentile)
     keep = [i for i, n in enumerate(lengths) if n <= cutoff]

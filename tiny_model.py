@@ -70,11 +70,15 @@ def build_tokenizer(problems: list[dict]):
 def build_tiny_model(out_dir: str, problems_path: str, prime: bool = True) -> str:
     """Build (once) and save the tiny primed Qwen3 and its tokenizer in out_dir; return out_dir.
 
-    Deterministic for a given SEED. Skips the work if out_dir already holds a finished build.
+    Deterministic for a given SEED. Skips the work if out_dir holds a build of the same recipe.
     """
     marker = os.path.join(out_dir, "tiny_model.json")
+    recipe = {"seed": SEED, "vocab": VOCAB_SIZE, "hidden": HIDDEN, "layers": LAYERS, "heads": HEADS,
+              "prime_steps": PRIME_STEPS if prime else 0, "prime_lr": PRIME_LR, "problems": os.path.getsize(problems_path)}
     if os.path.exists(marker):
-        return out_dir
+        with open(marker) as f:
+            if json.load(f) == recipe:
+                return out_dir
     import torch
     from transformers import Qwen3Config, Qwen3ForCausalLM
 
@@ -104,7 +108,7 @@ def build_tiny_model(out_dir: str, problems_path: str, prime: bool = True) -> st
     model.save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)
     with open(marker, "w") as f:
-        json.dump({"seed": SEED, "primed": prime, "prime_steps": PRIME_STEPS if prime else 0}, f)
+        json.dump(recipe, f)
     return out_dir
 
 

@@ -40,6 +40,7 @@ OPTIM = "adamw_8bit"  # optimizer (bitsandbytes 8-bit AdamW on GPU)
 NUM_GENERATIONS = 4  # completions sampled per prompt (the group)
 PER_DEVICE_TRAIN_BATCH_SIZE = 4  # completions per device step; a multiple of NUM_GENERATIONS
 GRADIENT_ACCUMULATION_STEPS = 1  # device steps per optimizer step
+MAX_COMPLETION_LENGTH = 0  # completion token budget; 0 = MAX_SEQ_LENGTH minus the longest kept prompt
 TEMPERATURE = 1.0  # sampling temperature
 MIN_P = 0.1  # drop tokens below this fraction of the top token's probability
 TOP_P = 1.0  # nucleus sampling (1.0 = off)
@@ -58,24 +59,24 @@ LOG_COMPLETIONS = True  # write sampled completions, rewards and extracted answe
 # --smoke: the same pipeline on a CPU in about a minute. Only what must change changes: the model
 # (a tiny primed Qwen3 built locally; a 64-wide model needs a far larger learning rate than a 4B
 # one), the data source, steps and lengths, and CPU-only settings.
-HERE = os.path.dirname(os.path.abspath(__file__))
-BUNDLED_PROBLEMS = os.path.join(HERE, "data", "problems.jsonl")
-SMOKE_PRESET = dict(
+_HERE = os.path.dirname(os.path.abspath(__file__))
+_BUNDLED_PROBLEMS = os.path.join(_HERE, "data", "problems.jsonl")
+_SMOKE_PRESET = dict(
     MODEL_NAME=os.path.join("outputs", "tiny-qwen3"),
     MAX_SEQ_LENGTH=256,
     FAST_INFERENCE=False,
-    DATASET_NAME=BUNDLED_PROBLEMS,
+    DATASET_NAME=_BUNDLED_PROBLEMS,
     HOLDOUT_SIZE=50,
-    LEARNING_RATE=2e-3,
+    LEARNING_RATE=5e-4,
     WARMUP_RATIO=0.0,
     OPTIM="adamw_torch",
     NUM_GENERATIONS=8,
     PER_DEVICE_TRAIN_BATCH_SIZE=16,
+    MAX_COMPLETION_LENGTH=48,
     MAX_STEPS=10,
     SAVE_STEPS=1000,
     OUTPUT_DIR=os.path.join("outputs", "smoke"),
 )
-SMOKE_MAX_COMPLETION_LENGTH = 48  # tokens; a full run uses MAX_SEQ_LENGTH minus the longest prompt
 
 
 def resolve_knobs(argv: list[str]) -> dict:
@@ -88,7 +89,7 @@ def resolve_knobs(argv: list[str]) -> dict:
     knobs = knobs_of(globals())
     smoke = "--smoke" in argv
     if smoke:
-        knobs.update(SMOKE_PRESET)
+        knobs.update(_SMOKE_PRESET)
     try:
         knobs = apply_overrides(knobs, [a for a in argv if a != "--smoke"])
         check_knobs(knobs)
@@ -116,6 +117,8 @@ def check_knobs(k: dict) -> None:
         )
     if not 0 < k["PROMPT_LENGTH_PERCENTILE"] <= 100:
         raise ValueError(f"PROMPT_LENGTH_PERCENTILE must be in (0, 100], got {k['PROMPT_LENGTH_PERCENTILE']}")
+    if k["MAX_COMPLETION_LENGTH"] < 0:
+        raise ValueError(f"MAX_COMPLETION_LENGTH must be >= 0 (0 = all the room left), got {k['MAX_COMPLETION_LENGTH']}")
     for name in ("MAX_STEPS", "SAVE_STEPS", "MAX_SEQ_LENGTH", "LORA_RANK"):
         if k[name] < 1:
             raise ValueError(f"{name} must be positive, got {k[name]}")
@@ -161,7 +164,8 @@ def peft_kwargs(k: dict) -> dict:
 
 def grpo_config_kwargs(k: dict, max_prompt_length: int, bf16: bool) -> dict:
     """Keyword arguments for trl.GRPOConfig. The completion budget is what the longest prompt leaves."""
-    max_completion = SMOKE_MAX_COMPLETION_LENGTH if k["SMOKE"] else k["MAX_SEQ_LENGTH"] - max_prompt_length
+    room = k["MAX_SEQ_LENGTH"] - max_prompt_length
+    max_completion = min(k["MAX_COMPLETION_LENGTH"], room) if k["MAX_COMPLETION_LENGTH"] else room
     if max_completion < 1:
         raise ValueError(f"prompts of {max_prompt_length} tokens leave no room in MAX_SEQ_LENGTH={k['MAX_SEQ_LENGTH']}")
     return dict(
@@ -214,7 +218,7 @@ def build_dataset(k: dict, tokenizer):
     return dataset, max_prompt_length
 
 
-METRIC_KEYS = ("reward", "reward_std", "frac_reward_zero_std", "completions/mean_length",
+_METRIC_KEYS = ("reward", "reward_std", "frac_reward_zero_std", "completions/mean_length",
                "completions/clipped_ratio", "loss", "learning_rate", "kl", "entropy")
 
 
@@ -223,7 +227,7 @@ def metrics_row(logs: dict, step: int, reward_names: list[str]) -> dict:
     row = {"step": step}
     for name in reward_names:
         row[f"rewards/{name}/mean"] = logs.get(f"rewards/{name}/mean")
-    for key in METRIC_KEYS:
+    for key in _METRIC_KEYS:
         if key in logs:
             row[key] = logs[key]
     return row
@@ -274,7 +278,7 @@ def main(argv: list[str]) -> None:
     if k["SMOKE"]:
         import tiny_model
 
-        tiny_model.build_tiny_model(k["MODEL_NAME"], BUNDLED_PROBLEMS)
+        tiny_model.build_tiny_model(k["MODEL_NAME"], _BUNDLED_PROBLEMS)
 
     model, tokenizer = FastLanguageModel.from_pretrained(**from_pretrained_kwargs(k))
     # 2. LoRA

@@ -1,0 +1,90 @@
+"""Command-line overrides: good values, unknown names, wrong types; all before heavy imports."""
+
+import subprocess
+import sys
+import time
+
+import pytest
+
+from overrides import OverrideError, apply_overrides
+
+KNOBS = {"MAX_STEPS": 100, "LEARNING_RATE": 5e-6, "LOAD_IN_4BIT": False, "OUTPUT_DIR": "outputs",
+         "REWARD_WEIGHTS": (1.0, 1.0), "LORA_TARGET_MODULES": ("q_proj", "v_proj")}
+
+
+@pytest.mark.parametrize(
+    "arg,key,value",
+    [
+        ("--max_steps=5", "MAX_STEPS", 5),
+        ("--learning_rate=1e-5", "LEARNING_RATE", 1e-5),
+        ("--learning_rate=1", "LEARNING_RATE", 1.0),
+        ("--load_in_4bit=true", "LOAD_IN_4BIT", True),
+        ("--load_in_4bit=0", "LOAD_IN_4BIT", False),
+        ("--output_dir=runs/a", "OUTPUT_DIR", "runs/a"),
+        ("--reward_weights=2,0.5", "REWARD_WEIGHTS", (2.0, 0.5)),
+        ("--reward_weights=(1, 3)", "REWARD_WEIGHTS", (1.0, 3.0)),
+        ("--lora_target_modules=q_proj", "LORA_TARGET_MODULES", ("q_proj",)),
+    ],
+)
+def test_good_values(arg, key, value):
+    out = apply_overrides(KNOBS, [arg])
+    assert out[key] == value and type(out[key]) is type(value)
+    assert KNOBS["MAX_STEPS"] == 100  # the defaults are not mutated
+
+
+@pytest.mark.parametrize(
+    "arg,message",
+    [
+        ("--max_stepz=5", "unknown knob --max_stepz"),
+        ("--max_steps=5.5", "--max_steps=5.5: expected an integer"),
+        ("--learning_rate=fast", "expected a number"),
+        ("--load_in_4bit=maybe", "expected true or false"),
+        ("--reward_weights=a,b", "expected a number"),
+        ("max_steps=5", "overrides are written --name=value"),
+        ("--max_steps", "overrides are written --name=value"),
+    ],
+)
+def test_bad_values(arg, message):
+    with pytest.raises(OverrideError, match=message):
+        apply_overrides(KNOBS, [arg])
+
+
+def test_unknown_knob_suggests_a_close_name():
+    with pytest.raises(OverrideError, match="did you mean --max_steps"):
+        apply_overrides(KNOBS, ["--max_step=3"])
+
+
+@pytest.mark.parametrize(
+    "arg,message",
+    [
+        ("--max_stepz=5", "unknown knob --max_stepz"),
+        ("--num_generations=two", "--num_generations=two: expected an integer"),
+        ("--num_generations=3", "not a multiple of NUM_GENERATIONS"),
+        ("--reward_weights=1,1", "REWARD_WEIGHTS has 2 values for 4 rewards"),
+        ("--reward_funcs=check_answer,nope", "not in rewards.py"),
+    ],
+)
+def test_train_script_fails_fast_on_bad_overrides(arg, message):
+    start = time.time()
+    result = subprocess.run([sys.executable, "train_grpo.py", arg], capture_output=True, text=True, timeout=60)
+    assert result.returncode != 0
+    assert message in result.stderr
+    assert time.time() - start < 20, "a bad override must fail before torch or Unsloth load"
+
+
+def test_train_module_imports_nothing_heavy():
+    code = "import sys, train_grpo; print(any(m in sys.modules for m in ('torch', 'unsloth', 'trl', 'transformers')))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.stdout.strip() == "False", out.stderr
+
+
+def test_knobs_are_one_block_of_commented_constants():
+    import train_grpo
+    from overrides import knobs_of
+
+    source = open(train_grpo.__file__).read().splitlines()
+    knob_lines = [i for i, line in enumerate(source) if line.split(" = ")[0] in knobs_of(vars(train_grpo))]
+    assert len(knob_lines) == len(knobs_of(vars(train_grpo)))
+    block = source[min(knob_lines): max(knob_lines) + 1]
+    for line in block:
+        assert line.startswith("#") or " # " in line or "  # " in line, f"knob without a comment: {line}"

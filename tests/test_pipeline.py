@@ -1,0 +1,116 @@
+"""The real Unsloth + TRL pipeline on CPU (no mocks), and the production configuration.
+
+Unsloth is imported first, as in train_grpo.py, so it can patch transformers, trl and peft.
+"""
+
+import json
+import math
+import os
+import subprocess
+import sys
+
+import unsloth  # noqa: F401  (must precede transformers/trl/peft)
+import pytest
+
+import train_grpo
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SCRIPT = os.path.join(ROOT, "train_grpo.py")
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory):
+    """`python train_grpo.py --smoke` exactly as a user runs it, in a fresh folder."""
+    workdir = tmp_path_factory.mktemp("smoke")
+    result = subprocess.run(
+        [sys.executable, SCRIPT, "--smoke"], cwd=workdir, capture_output=True, text=True, timeout=600
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return workdir, result.stdout + result.stderr
+
+
+def test_smoke_writes_adapter_metrics_curves_and_logs(smoke_run):
+    workdir, log = smoke_run
+    out = workdir / "outputs" / "smoke"
+    for name in ("lora/adapter_config.json", "lora/adapter_model.safetensors", "lora/tokenizer_config.json",
+                 "metrics.jsonl", "reward_curves.png", "run_config.json"):
+        assert (out / name).exists(), name
+    assert "saved: adapter" in log and "generation: vLLM not available" not in log  # smoke sets FAST_INFERENCE off
+
+
+def test_smoke_metrics_have_one_row_per_step_with_every_reward(smoke_run):
+    workdir, _ = smoke_run
+    rows = [json.loads(line) for line in open(workdir / "outputs" / "smoke" / "metrics.jsonl")]
+    steps = train_grpo._SMOKE_PRESET["MAX_STEPS"]
+    assert [r["step"] for r in rows] == list(range(1, steps + 1))
+    for row in rows:
+        for name in train_grpo.REWARD_FUNCS:
+            assert math.isfinite(row[f"rewards/{name}/mean"]), (name, row)
+        for key in ("reward", "completions/mean_length", "frac_reward_zero_std"):
+            assert math.isfinite(row[key]), (key, row)
+    # the total is the weighted sum of the per-reward means (weights are all 1 by default)
+    for row in rows:
+        total = sum(row[f"rewards/{n}/mean"] for n in train_grpo.REWARD_FUNCS)
+        assert abs(total - row["reward"]) < 1e-3
+
+
+def test_adapter_loads_onto_the_tiny_base_and_changed(smoke_run):
+    import torch
+    from peft import PeftModel
+    from safetensors.torch import load_file
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    workdir, _ = smoke_run
+    base_dir = workdir / "outputs" / "tiny-qwen3"
+    lora_dir = workdir / "outputs" / "smoke" / "lora"
+    # PEFT initialises every lora_B to zero, so the adapter starts as a no-op: any non-zero B was trained.
+    weights = load_file(str(lora_dir / "adapter_model.safetensors"))
+    lora_b = [w for name, w in weights.items() if "lora_B" in name]
+    assert lora_b and all(w.abs().max() > 0 for w in lora_b)
+
+    tokenizer = AutoTokenizer.from_pretrained(str(lora_dir))
+    ids = tokenizer("What is 2+3?", return_tensors="pt")["input_ids"]
+    base = AutoModelForCausalLM.from_pretrained(str(base_dir), dtype=torch.float32)
+    with torch.no_grad():
+        before = base(ids).logits
+    tuned = PeftModel.from_pretrained(base, str(lora_dir))
+    with torch.no_grad():
+        after = tuned(ids).logits
+    assert (after - before).abs().max() > 1e-4
+
+
+def test_production_grpo_config_accepts_every_field():
+    from trl import GRPOConfig
+
+    knobs = train_grpo.resolve_knobs([])
+    kwargs = train_grpo.grpo_config_kwargs(knobs, max_prompt_length=201, bf16=True)
+    config = GRPOConfig(**kwargs)  # a renamed or removed field raises TypeError here
+    assert config.max_completion_length == knobs["MAX_SEQ_LENGTH"] - 201 == 1847
+    # Unsloth's CPU fallback swaps the 8-bit optimizer and bf16 (GPU-only); report_to is normalised.
+    cpu_rewritten = {"optim", "bf16", "report_to"}
+    for key, value in kwargs.items():
+        if key not in cpu_rewritten:
+            assert getattr(config, key) == value, key
+    assert config.num_generations == 4 and config.per_device_train_batch_size % config.num_generations == 0
+
+
+LOADER_CHECK = """
+import inspect, json, sys
+import unsloth
+from unsloth.models.loader import FastLanguageModel  # the GPU loader, whatever this machine has
+def names(fn):
+    return [p.name for p in inspect.signature(fn).parameters.values() if p.kind is not p.VAR_KEYWORD]
+print(json.dumps({"from_pretrained": names(FastLanguageModel.from_pretrained),
+                  "get_peft_model": names(FastLanguageModel.get_peft_model)}))
+"""
+
+
+def test_unsloth_signatures_name_every_keyword_we_pass():
+    result = subprocess.run([sys.executable, "-c", LOADER_CHECK], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    accepted = json.loads(result.stdout.strip().splitlines()[-1])
+    production = train_grpo.resolve_knobs([])
+    for kwargs, fn in ((train_grpo.from_pretrained_kwargs(production), "from_pretrained"),
+                       (train_grpo.peft_kwargs(production), "get_peft_model")):
+        unknown = set(kwargs) - set(accepted[fn])
+        assert not unknown, f"FastLanguageModel.{fn} has no parameter(s) {unknown}"
