@@ -13,8 +13,9 @@ Guarantees, each proved by tests/test_rewards*.py:
 Where we depart from the public recipe (REFERENCE.md §1), and why:
 - only the last complete solution block is judged; a second block or trailing text loses the
   exact-format reward, so the model cannot hedge with several answers;
-- equivalence is exact-numeric first (Decimal: `1,000` = `1000.0`), then math-verify for LaTeX
-  (`\\frac{1}{2}` = `0.5`), with a hard time bound in any thread;
+- equivalence is exact first (Decimal: `1,000` = `1000.0`; Fraction: `\\frac{1}{2}` = `0.5`,
+  `2\\sqrt{3}` = `\\sqrt{12}`), then math-verify for other LaTeX (`x = 5`, intervals, pi), with
+  a hard time bound in any thread;
 - ratio partial credit only compares plain numbers, as a relative error (safe for 0, negatives,
   500-digit numbers);
 - `check_numbers` pays only for a block holding exactly one number, so listing numbers never helps.
@@ -34,6 +35,7 @@ import sys
 import threading
 from collections import OrderedDict
 from decimal import Decimal, InvalidOperation
+from fractions import Fraction
 
 from prompts import REASONING_END, REASONING_START, SOLUTION_END, SOLUTION_START
 
@@ -60,6 +62,8 @@ CACHE_SIZE = 4096  # recent (pred, gold) judgements kept; a GRPO group repeats a
 EOS_TEXTS = ("<|endoftext|>", "<|im_end|>", "</s>", "<eos>")  # stripped from the end (at most 4)
 
 _PLAIN_NUMBER = re.compile(r"[+-]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?|[+-]?\.\d+")
+_SQRT_TAIL = re.compile(r"(.*?)\\sqrt\{(\d{1,8})\}")
+_FRAC = re.compile(r"\\[dt]?frac\{([^{}]*)\}\{([^{}]*)\}")
 _NUMBER_IN_TEXT = re.compile(r"[+\-\u2212]?\d[\d,]*(?:\.\d+)?")
 
 
@@ -171,6 +175,54 @@ def numbers_in(text: str) -> list[Decimal]:
     return out
 
 
+def exact_value(text: str) -> tuple[Fraction, int] | None:
+    """The exact value of a simple answer as (rational coefficient, square-free radicand), or None.
+
+    Covers the common closed forms: integers, decimals, `a/b`, `\\frac{a}{b}` (and `\\dfrac`,
+    `\\tfrac`), `a\\sqrt{b}`, `\\frac{a}{b}\\sqrt{c}`, with an optional sign, `$...$` or `\\boxed{}`.
+    Anything else is None and goes to math-verify.
+
+    >>> exact_value("2\\sqrt{12}") == exact_value("4\\sqrt{3}") == (Fraction(4), 3)
+    True
+    """
+    s = text.strip().replace("\u2212", "-").replace(" ", "")
+    if len(s) > 100:
+        return None
+    if len(s) > 1 and s[0] == "$" and s[-1] == "$":
+        s = s[1:-1]
+    if s.startswith("\\boxed{") and s.endswith("}"):
+        s = s[len("\\boxed{") : -1]
+    sign = -1 if s[:1] == "-" else 1
+    if s[:1] in ("+", "-"):
+        s = s[1:]
+    radicand = 1
+    m = _SQRT_TAIL.fullmatch(s)
+    if m:
+        s, radicand = (m.group(1) or "1"), int(m.group(2))
+    if s[:1] in ("+", "-"):
+        return None
+    m = _FRAC.fullmatch(s)
+    if m:
+        num, den = parse_plain_number(m.group(1)), parse_plain_number(m.group(2))
+    elif s.count("/") == 1:
+        num, den = (parse_plain_number(part) for part in s.split("/"))
+    else:
+        num, den = parse_plain_number(s), Decimal(1)
+    if num is None or den is None or den == 0:
+        return None
+    coef = sign * Fraction(num) / Fraction(den)
+    # a*sqrt(r): move square factors of r into a, so equal values have one representation
+    factor = 2
+    while factor * factor <= radicand:
+        while radicand % (factor * factor) == 0:
+            radicand //= factor * factor
+            coef *= factor
+        factor += 1
+    if coef == 0 or radicand == 0:
+        return (Fraction(0), 1)
+    return (coef, radicand)
+
+
 # --- answer equivalence --------------------------------------------------------------------------
 def answers_match(pred: str, gold: str) -> bool:
     """Whether the predicted answer means the same as the gold answer. Pure; never raises.
@@ -178,7 +230,9 @@ def answers_match(pred: str, gold: str) -> bool:
     1. Both plain numbers: exact Decimal equality (`1,000` == `1000.0`, `-0` == `0`). math-verify is
        not asked, which avoids its float-rounding false positives (`0.3333333` vs `0.33333333`).
     2. Identical text (whitespace aside): equal.
-    3. Otherwise math-verify (LaTeX: fractions, radicals, `\\boxed{}`, `x = 5`, intervals), in a
+    3. Both simple closed forms (`\\frac{3}{4}`, `0.75`, `2\\sqrt{3}`, `\\sqrt{12}`): exact rational
+       arithmetic (`exact_value`), no sympy, no rounding.
+    4. Otherwise math-verify (LaTeX: fractions, radicals, `\\boxed{}`, `x = 5`, intervals), in a
        worker process killed after MATH_VERIFY_TIMEOUT_S, so a call is bounded in any thread.
        Known math-verify false positives remain for non-plain answers (`1/2004!` vs `1/2006!`).
 
@@ -196,6 +250,9 @@ def answers_match(pred: str, gold: str) -> bool:
             return p == g
         if pred == gold:
             return True
+        pv, gv = exact_value(pred), exact_value(gold)
+        if pv is not None and gv is not None:
+            return pv == gv
         return _math_verify_cached(pred, gold)
     except Exception:
         return False
@@ -300,12 +357,15 @@ def _worker_main():  # pragma: no cover - runs in the child process
     import logging
 
     logging.disable(logging.CRITICAL)
+    from functools import lru_cache
+
     from math_verify import parse, verify
 
+    parse_gold = lru_cache(maxsize=CACHE_SIZE)(lambda text: parse(text, parsing_timeout=None))
     for line in sys.stdin:
         try:
             pred, gold = json.loads(line)
-            g = parse(_wrap_latex(gold), parsing_timeout=None)
+            g = parse_gold(_wrap_latex(gold))
             p = parse(_wrap_latex(pred), parsing_timeout=None)
             ok = bool(g) and bool(p) and bool(verify(g, p, timeout_seconds=None))
         except BaseException:
@@ -389,7 +449,8 @@ def check_answer(completions, answer=(), log_extra=None, **kwargs) -> list[float
     |---------------------|---------------|-------|----------------------------|
     | `42`                | `42`          |  5.0  | identical                  |
     | `1,000`             | `1000`        |  3.5  | equal as numbers           |
-    | `\\frac{1}{2}`       | `0.5`         |  3.5  | equal via math-verify      |
+    | `\\frac{1}{2}`       | `0.5`         |  3.5  | equal as exact fractions   |
+    | `x = 5`             | `5`           |  3.5  | equal via math-verify      |
     | `95`                | `100`         |  2.0  | within 10%                 |
     | `7`                 | `0`           | -2.5  | no ratio credit around 0   |
     | `banana`            | `12`          | -4.5  | not a number               |
