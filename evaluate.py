@@ -41,20 +41,19 @@ _HUB_SETS = {
 }
 
 
-def resolve_knobs(argv: list[str]) -> dict:
-    from overrides import OverrideError, apply_overrides, knobs_of
+def check_knobs(k: dict) -> None:
+    for name in ("N_SAMPLES", "MAX_NEW_TOKENS", "BATCH_SIZE"):
+        if k[name] < 1:
+            raise ValueError(f"{name} must be positive, got {k[name]}")
+    if k["TEMPERATURE"] < 0 or not 0 < k["TOP_P"] <= 1:
+        raise ValueError("TEMPERATURE must be >= 0 and TOP_P in (0, 1]")
 
-    knobs = knobs_of(globals())
-    smoke = "--smoke" in argv
-    if smoke:
-        knobs.update(_SMOKE_PRESET)
-    try:
-        knobs = apply_overrides(knobs, [a for a in argv if a != "--smoke"])
-    except OverrideError as e:
-        sys.exit(f"evaluate.py: error: {e}")
-    if knobs["N_SAMPLES"] < 1 or knobs["MAX_NEW_TOKENS"] < 1 or knobs["BATCH_SIZE"] < 1:
-        sys.exit("evaluate.py: error: N_SAMPLES, MAX_NEW_TOKENS and BATCH_SIZE must be positive")
-    knobs["SMOKE"] = smoke
+
+def resolve_knobs(argv: list[str]) -> dict:
+    """Defaults, then the smoke preset (if --smoke), then --name=value; exits naming a bad knob."""
+    from overrides import resolve
+
+    knobs = resolve(globals(), argv, _SMOKE_PRESET, "evaluate.py", check_knobs)
     knobs["ADAPTER"] = knobs["ADAPTER"] or os.path.join(knobs["RUN_DIR"], "lora")
     knobs["EVAL_DIR"] = knobs["EVAL_DIR"] or knobs["RUN_DIR"]
     return knobs

@@ -61,6 +61,26 @@ def convert(name: str, text: str, default):
     fail(type(default).__name__)
 
 
+def resolve(namespace: dict, argv: list[str], smoke_preset: dict, script: str, check=None) -> dict:
+    """An entry point's knobs for this run: defaults, then `smoke_preset` if `--smoke` is given,
+    then each `--name=value`, then `check(knobs)`. Exits non-zero naming the knob on any error.
+    The result has SMOKE set to whether `--smoke` was given."""
+    import sys
+
+    knobs = knobs_of(namespace)
+    smoke = "--smoke" in argv
+    if smoke:
+        knobs.update(smoke_preset)
+    try:
+        knobs = apply_overrides(knobs, [a for a in argv if a != "--smoke"])
+        if check is not None:
+            check(knobs)
+    except ValueError as e:  # OverrideError is a ValueError
+        sys.exit(f"{script}: error: {e}")
+    knobs["SMOKE"] = smoke
+    return knobs
+
+
 def apply_overrides(knobs: dict, args: list[str]) -> dict:
     """Return a copy of `knobs` with each `--name=value` applied. Raises OverrideError."""
     out = dict(knobs)

@@ -84,19 +84,9 @@ def resolve_knobs(argv: list[str]) -> dict:
 
     Exits with a message naming the knob on any bad override, before anything heavy is imported.
     """
-    from overrides import OverrideError, apply_overrides, knobs_of
+    from overrides import resolve
 
-    knobs = knobs_of(globals())
-    smoke = "--smoke" in argv
-    if smoke:
-        knobs.update(_SMOKE_PRESET)
-    try:
-        knobs = apply_overrides(knobs, [a for a in argv if a != "--smoke"])
-        check_knobs(knobs)
-    except (OverrideError, ValueError) as e:
-        sys.exit(f"train_grpo.py: error: {e}")
-    knobs["SMOKE"] = smoke
-    return knobs
+    return resolve(globals(), argv, _SMOKE_PRESET, "train_grpo.py", check_knobs)
 
 
 def check_knobs(k: dict) -> None:

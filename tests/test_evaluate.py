@@ -62,7 +62,7 @@ def test_heldout_set_is_the_slice_training_never_sees(tmp_path):
     assert not {r["prompt"] for r in rows} & set(train["prompt"])
 
 
-@pytest.mark.parametrize("arg,message", [("--n_samples=many", "expected an integer"), ("--bogus=1", "unknown knob")])
+@pytest.mark.parametrize("arg,message", [("--n_samples=many", "expected an integer"), ("--bogus=1", "unknown knob"), ("--n_samples=0", "N_SAMPLES must be positive")])
 def test_bad_overrides_fail_fast(arg, message):
     result = subprocess.run([sys.executable, "evaluate.py", arg], capture_output=True, text=True, timeout=60)
     assert result.returncode != 0 and message in result.stderr
