@@ -189,17 +189,26 @@ def reward_funcs(k: dict) -> list:
     return [getattr(rewards, name) for name in k["REWARD_FUNCS"]]
 
 
-def build_dataset(k: dict, tokenizer):
-    """Load problems, hold out the evaluation slice, build conversations, drop the longest prompts."""
+def load_training_problems(k: dict):
+    """Load the problems and hold out the evaluation slice. Runs before the model loads, so a
+    missing column or an unreachable dataset fails in seconds, not after minutes of loading."""
     import prompts
 
     raw = prompts.load_problems(k["DATASET_NAME"], k["DATASET_CONFIG"], k["DATASET_SPLIT"])
-    train, _heldout = prompts.split_holdout(raw, k["HOLDOUT_SIZE"], k["SEED"])
+    train, heldout = prompts.split_holdout(raw, k["HOLDOUT_SIZE"], k["SEED"])
+    print(f"data: {len(raw)} rows from {k['DATASET_NAME']}, {len(heldout)} held out for evaluate.py")
+    return train
+
+
+def build_dataset(k: dict, train, tokenizer):
+    """Build [system, user] conversations and drop the longest prompts. Returns (dataset, max prompt length)."""
+    import prompts
+
     dataset = prompts.to_conversations(train)
     dataset, max_prompt_length = prompts.filter_by_length(dataset, tokenizer, k["PROMPT_LENGTH_PERCENTILE"])
     print(
-        f"data: {len(raw)} rows, {len(_heldout)} held out, {len(dataset)} kept at or below the "
-        f"{k['PROMPT_LENGTH_PERCENTILE']:g}th percentile ({max_prompt_length} prompt tokens)"
+        f"data: {len(dataset)} of {len(train)} training prompts kept, at or below the "
+        f"{k['PROMPT_LENGTH_PERCENTILE']:g}th percentile ({max_prompt_length} tokens)"
     )
     return dataset, max_prompt_length
 
@@ -254,6 +263,12 @@ def main(argv: list[str]) -> None:
             "train_grpo.py: no CUDA GPU found. The full run needs one (Qwen3-4B, vLLM, 8-bit AdamW).\n"
             "On a CPU, run the smoke test of the same pipeline instead:  python train_grpo.py --smoke"
         )
+    from prompts import DatasetFormatError
+
+    try:
+        train_rows = load_training_problems(k)
+    except (DatasetFormatError, FileNotFoundError) as e:
+        sys.exit(f"train_grpo.py: error: {e}")
     if k["FAST_INFERENCE"] and not vllm_available():
         print("generation: vLLM not available here, falling back to standard Hugging Face generation")
         k["FAST_INFERENCE"] = False
@@ -273,7 +288,7 @@ def main(argv: list[str]) -> None:
 
     tokenizer.chat_template = prompts.CHAT_TEMPLATE
     # 3. data
-    dataset, max_prompt_length = build_dataset(k, tokenizer)
+    dataset, max_prompt_length = build_dataset(k, train_rows, tokenizer)
     # 4. GRPO
     from trl import GRPOConfig, GRPOTrainer
 

@@ -88,3 +88,13 @@ def test_knobs_are_one_block_of_commented_constants():
     block = source[min(knob_lines): max(knob_lines) + 1]
     for line in block:
         assert line.startswith("#") or " # " in line or "  # " in line, f"knob without a comment: {line}"
+
+
+def test_bad_dataset_fails_before_the_model_loads(tmp_path):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"question": "q", "solution": "1"}\n')
+    result = subprocess.run([sys.executable, "train_grpo.py", "--smoke", f"--dataset_name={bad}"],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode != 0
+    assert "missing column(s) ['prompt']; found columns ['question', 'solution']" in result.stderr
+    assert "Traceback" not in result.stderr and "Unsloth" not in result.stdout + result.stderr
