@@ -72,10 +72,12 @@ def test_train_script_fails_fast_on_bad_overrides(arg, message):
     assert time.time() - start < 20, "a bad override must fail before torch or Unsloth load"
 
 
-def test_train_module_imports_nothing_heavy():
-    code = "import sys, train_grpo; print(any(m in sys.modules for m in ('torch', 'unsloth', 'trl', 'transformers')))"
+@pytest.mark.parametrize("module", ["train_grpo", "evaluate", "rewards", "prompts", "plot_rewards", "overrides"])
+def test_modules_import_nothing_heavy(module):
+    heavy = ("torch", "unsloth", "trl", "transformers", "datasets", "math_verify", "sympy", "matplotlib")
+    code = f"import sys, {module}; print([m for m in {heavy!r} if m in sys.modules])"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
-    assert out.stdout.strip() == "False", out.stderr
+    assert out.stdout.strip() == "[]", out.stdout + out.stderr
 
 
 def test_knobs_are_one_block_of_commented_constants():

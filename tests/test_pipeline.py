@@ -38,6 +38,18 @@ def test_smoke_writes_adapter_metrics_curves_and_logs(smoke_run):
     assert "saved: adapter" in log and "generation: vLLM not available" not in log  # smoke sets FAST_INFERENCE off
 
 
+def test_completion_tables_show_what_check_answer_judged(smoke_run):
+    import pandas as pd
+
+    workdir, _ = smoke_run
+    tables = sorted((workdir / "outputs" / "smoke" / "completions").glob("*.parquet"))
+    assert tables
+    table = pd.read_parquet(tables[-1])
+    for column in ("completion", "check_answer", "extracted_answer", "gold_answer"):
+        assert column in table.columns, column
+    assert table["gold_answer"].str.len().gt(0).all()
+
+
 def test_smoke_metrics_have_one_row_per_step_with_every_reward(smoke_run):
     workdir, _ = smoke_run
     rows = [json.loads(line) for line in open(workdir / "outputs" / "smoke" / "metrics.jsonl")]
