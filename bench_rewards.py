@@ -70,11 +70,11 @@ def latex_set(rng):
     return completions, golds
 
 
-def math_verify_set(rng, group: int = 4):
+def math_verify_set(rng, n: int = N // 4, group: int = 4):
     """2 KB completions only math-verify can judge (equations, pi, intervals). As in GRPO, each gold
     answer is shared by a group of `group` completions; every completion is still distinct."""
     completions, golds = [], []
-    for i in range(N):
+    for i in range(n):
         if i % group == 0:
             a, b = rng.randint(1, 500), rng.randint(501, 999)
             kind = (i // group) % 3
@@ -119,8 +119,10 @@ def adversarial(size: int) -> dict:
 def main() -> None:
     rng = random.Random(SEED)
     plain, latex, hard = plain_set(rng), latex_set(rng), math_verify_set(rng)
-    rewards.answers_match("\\frac{1}{2}", "0.5")  # start the math-verify worker outside the timing
-    print(f"## Completions per second on distinct 2 KB completions ({N} per set, best of {REPEATS})\n")
+    # start every math-verify worker (and sympy's lazy imports) outside the timing
+    rewards._prefetch_math_verify([(f"x = {i}", f"\\frac{{{i}}}{{3}}\\pi") for i in range(4 * rewards.MATH_VERIFY_WORKERS)])
+    print(f"## Completions per second on distinct 2 KB completions ({N} per set, {N // 4} for math-verify; "
+          f"best of {REPEATS}; {rewards.MATH_VERIFY_WORKERS} math-verify workers)\n")
     print("| reward | set | completions/s | target |")
     print("| --- | --- | ---: | ---: |")
     rows = [(fn, "plain numbers (formatted + malformed)", plain) for fn in rewards.REWARD_FUNCS]

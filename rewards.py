@@ -28,12 +28,14 @@ from __future__ import annotations
 import atexit
 import json
 import os
+import queue
 import re
 import select
 import subprocess
 import sys
 import threading
 from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal, InvalidOperation
 from fractions import Fraction
 
@@ -58,6 +60,7 @@ NOT_APPLICABLE = 0.0  # check_numbers when the gold answer is not a plain number
 # --- bounds ------------------------------------------------------------------------------------
 MAX_ANSWER_CHARS = 1000  # a solution block longer than this is not judged as an answer
 MATH_VERIFY_TIMEOUT_S = 2.0  # wall-clock bound on one math-verify comparison, in any thread
+MATH_VERIFY_WORKERS = max(1, min(4, os.cpu_count() or 1))  # worker processes; a batch is judged in parallel
 CACHE_SIZE = 4096  # recent (pred, gold) judgements kept; a GRPO group repeats answers often
 EOS_TEXTS = ("<|endoftext|>", "<|im_end|>", "</s>", "<eos>")  # stripped from the end (at most 4)
 
@@ -232,8 +235,9 @@ def answers_match(pred: str, gold: str) -> bool:
     2. Identical text (whitespace aside): equal.
     3. Both simple closed forms (`\\frac{3}{4}`, `0.75`, `2\\sqrt{3}`, `\\sqrt{12}`): exact rational
        arithmetic (`exact_value`), no sympy, no rounding.
-    4. Otherwise math-verify (LaTeX: fractions, radicals, `\\boxed{}`, `x = 5`, intervals), in a
-       worker process killed after MATH_VERIFY_TIMEOUT_S, so a call is bounded in any thread.
+    4. Otherwise math-verify (other LaTeX: `x = 5`, intervals, pi, expressions), in one of
+       MATH_VERIFY_WORKERS worker processes, killed after MATH_VERIFY_TIMEOUT_S, so a call is
+       bounded in any thread.
        Known math-verify false positives remain for non-plain answers (`1/2004!` vs `1/2006!`).
 
     >>> answers_match("1,000", "1000.0"), answers_match("0.3333333", "0.33333333")
@@ -245,17 +249,53 @@ def answers_match(pred: str, gold: str) -> bool:
         pred, gold = pred.strip(), gold.strip()
         if not pred or not gold or len(pred) > MAX_ANSWER_CHARS or len(gold) > MAX_ANSWER_CHARS:
             return False
-        p, g = parse_plain_number(pred), parse_plain_number(gold)
-        if p is not None and g is not None:
-            return p == g
-        if pred == gold:
-            return True
-        pv, gv = exact_value(pred), exact_value(gold)
-        if pv is not None and gv is not None:
-            return pv == gv
-        return _math_verify_cached(pred, gold)
+        exact = _exact_match(pred, gold)
+        return exact if exact is not None else _math_verify_cached(pred, gold)
     except Exception:
         return False
+
+
+def _exact_match(pred: str, gold: str) -> bool | None:
+    """Steps 1-3 of answers_match on stripped text; None when only math-verify can tell."""
+    p, g = parse_plain_number(pred), parse_plain_number(gold)
+    if p is not None and g is not None:
+        return p == g
+    if pred == gold:
+        return True
+    pv, gv = exact_value(pred), exact_value(gold)
+    if pv is not None and gv is not None:
+        return pv == gv
+    return None
+
+
+def _prefetch_math_verify(pairs: list[tuple[str | None, str]]) -> None:
+    """Judge, in parallel across the worker pool, the pairs only math-verify can decide, so that
+    the sequential scoring that follows finds them in the cache. Best effort: never raises."""
+    try:
+        todo = set()
+        for pred, gold in pairs:
+            if pred is None or not isinstance(gold, str):
+                continue
+            pred, gold = pred.strip(), gold.strip()
+            if (pred and gold and len(pred) <= MAX_ANSWER_CHARS and len(gold) <= MAX_ANSWER_CHARS
+                    and (pred, gold) not in _cache and _exact_match(pred, gold) is None):
+                todo.add((pred, gold))
+        if len(todo) > 1 and MATH_VERIFY_WORKERS > 1:
+            list(_executor().map(lambda pair: _math_verify_cached(*pair), todo))
+    except Exception:
+        pass
+
+
+_executor_instance = None
+_executor_lock = threading.Lock()
+
+
+def _executor() -> ThreadPoolExecutor:
+    global _executor_instance
+    with _executor_lock:
+        if _executor_instance is None:
+            _executor_instance = ThreadPoolExecutor(MATH_VERIFY_WORKERS, thread_name_prefix="math-verify")
+        return _executor_instance
 
 
 _cache: OrderedDict = OrderedDict()
@@ -268,7 +308,7 @@ def _math_verify_cached(pred: str, gold: str) -> bool:
         if key in _cache:
             _cache.move_to_end(key)
             return _cache[key]
-    result = _VERIFIER.judge(pred, gold)
+    result = _POOL.judge(pred, gold)
     with _cache_lock:
         _cache[key] = result
         if len(_cache) > CACHE_SIZE:
@@ -342,8 +382,29 @@ class _MathVerifyWorker:
             self._kill()
 
 
-_VERIFIER = _MathVerifyWorker(MATH_VERIFY_TIMEOUT_S)
-atexit.register(_VERIFIER.close)
+class _WorkerPool:
+    """MATH_VERIFY_WORKERS workers, each started on first use; a caller takes an idle one."""
+
+    def __init__(self, size: int, timeout_s: float):
+        self.workers = [_MathVerifyWorker(timeout_s) for _ in range(size)]
+        self.idle = queue.Queue()
+        for worker in self.workers:
+            self.idle.put(worker)
+
+    def judge(self, pred: str, gold: str) -> bool:
+        worker = self.idle.get()
+        try:
+            return worker.judge(pred, gold)
+        finally:
+            self.idle.put(worker)
+
+    def close(self):
+        for worker in self.workers:
+            worker.close()
+
+
+_POOL = _WorkerPool(MATH_VERIFY_WORKERS, MATH_VERIFY_TIMEOUT_S)
+atexit.register(_POOL.close)
 
 
 def _wrap_latex(text: str) -> str:
@@ -458,11 +519,9 @@ def check_answer(completions, answer=(), log_extra=None, **kwargs) -> list[float
     """
     texts = _texts(completions)
     golds = _answers(answer, len(texts))
-    scores, extracted = [], []
-    for text, gold in zip(texts, golds):
-        pred = _safe(judged_answer, text, None)
-        extracted.append(pred)
-        scores.append(_safe(lambda: _score_answer(pred, gold), None, ANSWER_WRONG))
+    extracted = [_safe(judged_answer, text, None) for text in texts]
+    _prefetch_math_verify(list(zip(extracted, golds)))
+    scores = [_safe(lambda: _score_answer(pred, gold), None, ANSWER_WRONG) for pred, gold in zip(extracted, golds)]
     _log(log_extra, "extracted_answer", extracted)
     _log(log_extra, "gold_answer", [g.strip() for g in golds])
     return scores
