@@ -2,12 +2,15 @@
 The end-to-end evaluation on the tiny model runs in test_learning.py."""
 
 import json
+import os
 import subprocess
 import sys
 
 import pytest
 
 import evaluate
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the scripts run from the repo root
 
 
 def test_gsm8k_answer_follows_the_marker():
@@ -64,10 +67,10 @@ def test_heldout_set_is_the_slice_training_never_sees(tmp_path):
 
 @pytest.mark.parametrize("arg,message", [("--n_samples=many", "expected an integer"), ("--bogus=1", "unknown knob"), ("--n_samples=0", "N_SAMPLES must be positive")])
 def test_bad_overrides_fail_fast(arg, message):
-    result = subprocess.run([sys.executable, "evaluate.py", arg], capture_output=True, text=True, timeout=60)
+    result = subprocess.run([sys.executable, "evaluate.py", arg], capture_output=True, text=True, timeout=60, cwd=ROOT)
     assert result.returncode != 0 and message in result.stderr
 
 
 def test_missing_run_is_a_clear_error(tmp_path):
-    result = subprocess.run([sys.executable, "evaluate.py", f"--run_dir={tmp_path}"], capture_output=True, text=True, timeout=120)
+    result = subprocess.run([sys.executable, "evaluate.py", f"--run_dir={tmp_path}"], capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert result.returncode != 0 and "run_config.json" in result.stderr

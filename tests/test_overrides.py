@@ -1,5 +1,6 @@
 """Command-line overrides: good values, unknown names, wrong types; all before heavy imports."""
 
+import os
 import subprocess
 import sys
 import time
@@ -7,6 +8,8 @@ import time
 import pytest
 
 from overrides import OverrideError, apply_overrides
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the scripts run from the repo root
 
 KNOBS = {"MAX_STEPS": 100, "LEARNING_RATE": 5e-6, "LOAD_IN_4BIT": False, "OUTPUT_DIR": "outputs",
          "REWARD_WEIGHTS": (1.0, 1.0), "LORA_TARGET_MODULES": ("q_proj", "v_proj")}
@@ -66,7 +69,7 @@ def test_unknown_knob_suggests_a_close_name():
 )
 def test_train_script_fails_fast_on_bad_overrides(arg, message):
     start = time.time()
-    result = subprocess.run([sys.executable, "train_grpo.py", arg], capture_output=True, text=True, timeout=60)
+    result = subprocess.run([sys.executable, "train_grpo.py", arg], capture_output=True, text=True, timeout=60, cwd=ROOT)
     assert result.returncode != 0
     assert message in result.stderr
     assert time.time() - start < 20, "a bad override must fail before torch or Unsloth load"
@@ -76,7 +79,7 @@ def test_train_script_fails_fast_on_bad_overrides(arg, message):
 def test_modules_import_nothing_heavy(module):
     heavy = ("torch", "unsloth", "trl", "transformers", "datasets", "math_verify", "sympy", "matplotlib")
     code = f"import sys, {module}; print([m for m in {heavy!r} if m in sys.modules])"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=ROOT)
     assert out.stdout.strip() == "[]", out.stdout + out.stderr
 
 
@@ -96,7 +99,7 @@ def test_bad_dataset_fails_before_the_model_loads(tmp_path):
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"question": "q", "solution": "1"}\n')
     result = subprocess.run([sys.executable, "train_grpo.py", "--smoke", f"--dataset_name={bad}"],
-                            capture_output=True, text=True, timeout=120)
+                            capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert result.returncode != 0
     assert "missing column(s) ['prompt']; found columns ['question', 'solution']" in result.stderr
     assert "Traceback" not in result.stderr and "Unsloth" not in result.stdout + result.stderr

@@ -118,7 +118,7 @@ print(json.dumps({"from_pretrained": names(FastLanguageModel.from_pretrained),
 
 
 def test_unsloth_signatures_name_every_keyword_we_pass():
-    result = subprocess.run([sys.executable, "-c", LOADER_CHECK], capture_output=True, text=True, timeout=300)
+    result = subprocess.run([sys.executable, "-c", LOADER_CHECK], capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert result.returncode == 0, result.stderr[-2000:]
     accepted = json.loads(result.stdout.strip().splitlines()[-1])
     production = train_grpo.resolve_knobs([])

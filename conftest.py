@@ -1,1 +1,0 @@
-# Lets tests import the project's flat modules (train_grpo, rewards, prompts, ...) from the repo root.
