@@ -9,6 +9,7 @@ Pure and fast: the entry points call it before importing torch, so a typo fails 
 from __future__ import annotations
 
 import ast
+import difflib
 
 TRUE = {"true", "1", "yes", "on"}
 FALSE = {"false", "0", "no", "off"}
@@ -90,7 +91,7 @@ def apply_overrides(knobs: dict, args: list[str]) -> dict:
         name, text = arg[2:].split("=", 1)
         key = name.upper()
         if key not in knobs:
-            close = [k.lower() for k in knobs if name.lower()[:4] in k.lower()]
+            close = difflib.get_close_matches(name.lower(), [k.lower() for k in knobs], n=3, cutoff=0.6)
             hint = f" (did you mean {', '.join('--' + c for c in close[:3])}?)" if close else ""
             raise OverrideError(f"unknown knob --{name}{hint}; the knobs are the UPPER_CASE constants at the top of the script")
         out[key] = convert(key, text, knobs[key])

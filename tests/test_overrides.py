@@ -103,3 +103,13 @@ def test_bad_dataset_fails_before_the_model_loads(tmp_path):
     assert result.returncode != 0
     assert "missing column(s) ['prompt']; found columns ['question', 'solution']" in result.stderr
     assert "Traceback" not in result.stderr and "Unsloth" not in result.stdout + result.stderr
+
+
+def test_full_run_without_a_gpu_stops_and_names_the_smoke_run():
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU: the full run would start")
+    result = subprocess.run([sys.executable, "train_grpo.py"], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert result.returncode != 0
+    assert "no CUDA GPU found" in result.stderr and "python train_grpo.py --smoke" in result.stderr
