@@ -67,14 +67,14 @@ def build_tokenizer(problems: list[dict]):
     return fast
 
 
-def build_tiny_model(out_dir: str, problems_path: str, prime: bool = True) -> str:
+def build_tiny_model(out_dir: str, problems_path: str) -> str:
     """Build (once) and save the tiny primed Qwen3 and its tokenizer in out_dir; return out_dir.
 
     Deterministic for a given SEED. Skips the work if out_dir holds a build of the same recipe.
     """
     marker = os.path.join(out_dir, "tiny_model.json")
     recipe = {"seed": SEED, "vocab": VOCAB_SIZE, "hidden": HIDDEN, "layers": LAYERS, "heads": HEADS,
-              "prime_steps": PRIME_STEPS if prime else 0, "prime_lr": PRIME_LR, "problems": os.path.getsize(problems_path)}
+              "prime_steps": PRIME_STEPS, "prime_lr": PRIME_LR, "problems": os.path.getsize(problems_path)}
     if os.path.exists(marker):
         with open(marker) as f:
             if json.load(f) == recipe:
@@ -100,8 +100,7 @@ def build_tiny_model(out_dir: str, problems_path: str, prime: bool = True) -> st
         bos_token_id=None,
     )
     model = Qwen3ForCausalLM(config)
-    if prime:
-        prime_format(model, tokenizer, problems)
+    prime_format(model, tokenizer, problems)
     model.generation_config.eos_token_id = tokenizer.eos_token_id
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     os.makedirs(out_dir, exist_ok=True)
