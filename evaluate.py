@@ -96,8 +96,7 @@ def load_problem_set(k: dict, run: dict) -> tuple[list[dict], str]:
         answer = gsm8k_answer if name == "gsm8k" else str
         rows, source = [{"prompt": r[q], "solution": answer(r[a])} for r in data], f"{hub} {split}"
     elif name == "bundled":
-        path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "problems.jsonl")
-        rows, source = prompts.read_jsonl(path), "bundled problems (includes rows the smoke run trains on)"
+        rows, source = prompts.read_jsonl(prompts.BUNDLED_PROBLEMS), "bundled problems (includes rows the smoke run trains on)"
     else:
         rows, source = prompts.load_problems(name).to_list(), name
     if k["N_PROBLEMS"]:
@@ -181,7 +180,7 @@ def generate_hf(model, tokenizer, texts: list[str], k: dict, label: str) -> list
     return samples
 
 
-def run_hf(k: dict, base_name: str, texts: list[str]) -> dict:
+def run_hf(k: dict, base_name: str, tokenizer, texts: list[str]) -> dict:
     import torch
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
@@ -190,7 +189,6 @@ def run_hf(k: dict, base_name: str, texts: list[str]) -> dict:
     dtype = torch.bfloat16 if device == "cuda" else torch.float32
     model = AutoModelForCausalLM.from_pretrained(base_name, dtype=dtype).to(device)
     model = PeftModel.from_pretrained(model, k["ADAPTER"]).eval()
-    tokenizer = load_tokenizer(k)
     with model.disable_adapter():
         base = generate_hf(model, tokenizer, texts, k, "base")
     trained = generate_hf(model, tokenizer, texts, k, "trained")
@@ -288,7 +286,7 @@ def main(argv: list[str]) -> dict:
         print("generation: vLLM not available here, using batched transformers generation")
     tokenizer = load_tokenizer(k)
     texts = chat_prompts(rows, tokenizer)
-    samples = run_vllm(k, base_name, texts, run["LORA_RANK"]) if use_vllm else run_hf(k, base_name, texts)
+    samples = run_vllm(k, base_name, texts, run["LORA_RANK"]) if use_vllm else run_hf(k, base_name, tokenizer, texts)
     golds = [str(r["solution"]) for r in rows]
     settings = {key: k[key] for key in ("N_SAMPLES", "TEMPERATURE", "TOP_P", "MAX_NEW_TOKENS", "SEED")}
     settings["engine"] = "vllm" if use_vllm else "transformers"

@@ -46,6 +46,9 @@ CHAT_TEMPLATE = (
     "{% if add_generation_prompt %}{{ '" + REASONING_START + "' }}{% endif %}"
 )
 
+# The project's bundled problems (data/make_problems.py): the smoke run's data and an offline eval set.
+BUNDLED_PROBLEMS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "problems.jsonl")
+
 # Columns of open-r1/DAPO-Math-17k-Processed that this project reads; local files use the same.
 PROBLEM_COLUMN = "prompt"
 ANSWER_COLUMN = "solution"

@@ -14,6 +14,8 @@ import os
 import sys
 import time
 
+import prompts  # pure: loads nothing at import
+
 # -----------------------------------------------------------------------------------------------
 # model
 MODEL_NAME = "unsloth/Qwen3-4B-Base"  # Hub id or local folder of the base model
@@ -60,13 +62,11 @@ LOG_COMPLETIONS = True  # write sampled completions, rewards and extracted answe
 # (a tiny primed Qwen3 built locally; a 64-wide model needs a far larger learning rate than a 4B
 # one, and vLLM is off for it), the data source, steps and lengths. On a CPU, Unsloth itself swaps
 # the 8-bit optimizer for AdamW and loads float32; on a GPU the smoke run keeps bf16 and 8-bit AdamW.
-_HERE = os.path.dirname(os.path.abspath(__file__))
-_BUNDLED_PROBLEMS = os.path.join(_HERE, "data", "problems.jsonl")
 _SMOKE_PRESET = dict(
     MODEL_NAME=os.path.join("outputs", "tiny-qwen3"),
     MAX_SEQ_LENGTH=256,
     FAST_INFERENCE=False,
-    DATASET_NAME=_BUNDLED_PROBLEMS,
+    DATASET_NAME=prompts.BUNDLED_PROBLEMS,
     HOLDOUT_SIZE=50,
     LEARNING_RATE=5e-4,
     WARMUP_RATIO=0.0,
@@ -116,9 +116,7 @@ def check_knobs(k: dict) -> None:
         raise ValueError(f"WARMUP_RATIO must be in [0, 1), got {k['WARMUP_RATIO']}")
     if k["LEARNING_RATE"] < 0:
         raise ValueError(f"LEARNING_RATE must be >= 0, got {k['LEARNING_RATE']}")
-    from prompts import is_local_path
-
-    if is_local_path(k["DATASET_NAME"]) and not os.path.exists(k["DATASET_NAME"]):
+    if prompts.is_local_path(k["DATASET_NAME"]) and not os.path.exists(k["DATASET_NAME"]):
         raise ValueError(f"DATASET_NAME: no such file {k['DATASET_NAME']}")
 
 
@@ -192,8 +190,6 @@ def reward_funcs(k: dict) -> list:
 def load_training_problems(k: dict):
     """Load the problems and hold out the evaluation slice. Runs before the model loads, so a
     missing column or an unreachable dataset fails in seconds, not after minutes of loading."""
-    import prompts
-
     raw = prompts.load_problems(k["DATASET_NAME"], k["DATASET_CONFIG"], k["DATASET_SPLIT"])
     train, heldout = prompts.split_holdout(raw, k["HOLDOUT_SIZE"], k["SEED"])
     print(f"data: {len(raw)} rows from {k['DATASET_NAME']}, {len(heldout)} held out for evaluate.py")
@@ -202,8 +198,6 @@ def load_training_problems(k: dict):
 
 def build_dataset(k: dict, train, tokenizer):
     """Build [system, user] conversations and drop the longest prompts. Returns (dataset, max prompt length)."""
-    import prompts
-
     dataset = prompts.to_conversations(train)
     dataset, max_prompt_length = prompts.filter_by_length(dataset, tokenizer, k["PROMPT_LENGTH_PERCENTILE"])
     print(
@@ -263,11 +257,9 @@ def main(argv: list[str]) -> None:
             "train_grpo.py: no CUDA GPU found. The full run needs one (Qwen3-4B, vLLM, 8-bit AdamW).\n"
             "On a CPU, run the smoke test of the same pipeline instead:  python train_grpo.py --smoke"
         )
-    from prompts import DatasetFormatError
-
     try:
         train_rows = load_training_problems(k)
-    except (DatasetFormatError, FileNotFoundError) as e:
+    except (prompts.DatasetFormatError, FileNotFoundError) as e:
         sys.exit(f"train_grpo.py: error: {e}")
     if k["FAST_INFERENCE"] and not vllm_available():
         print("generation: vLLM not available here, falling back to standard Hugging Face generation")
@@ -279,13 +271,11 @@ def main(argv: list[str]) -> None:
     if k["SMOKE"]:
         import tiny_model
 
-        tiny_model.build_tiny_model(k["MODEL_NAME"], _BUNDLED_PROBLEMS)
+        tiny_model.build_tiny_model(k["MODEL_NAME"], prompts.BUNDLED_PROBLEMS)
 
     model, tokenizer = FastLanguageModel.from_pretrained(**from_pretrained_kwargs(k))
     # 2. LoRA
     model = FastLanguageModel.get_peft_model(model, **peft_kwargs(k))
-    import prompts
-
     tokenizer.chat_template = prompts.CHAT_TEMPLATE
     # 3. data
     dataset, max_prompt_length = build_dataset(k, train_rows, tokenizer)

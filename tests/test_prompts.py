@@ -53,7 +53,7 @@ def test_chat_template_without_system_message_uses_the_system_prompt():
 def test_chat_template_through_a_real_tokenizer():
     import tiny_model
 
-    rows = prompts.read_jsonl(prompts_path())[:50]
+    rows = prompts.read_jsonl(prompts.BUNDLED_PROBLEMS)[:50]
     tok = tiny_model.build_tokenizer(rows)
     conv = prompts.make_conversation(rows[0])["prompt"]
     text = tok.apply_chat_template(conv, add_generation_prompt=True, tokenize=False)
@@ -64,14 +64,8 @@ def test_chat_template_through_a_real_tokenizer():
     assert decoded == "w<end_working_out><SOLUTION>5</SOLUTION>"
 
 
-def prompts_path():
-    import os
-
-    return os.path.join(os.path.dirname(os.path.dirname(__file__)), "data", "problems.jsonl")
-
-
 def test_bundled_problems_have_the_hub_columns():
-    rows = prompts.read_jsonl(prompts_path())
+    rows = prompts.read_jsonl(prompts.BUNDLED_PROBLEMS)
     assert len(rows) >= 300
     assert all(r["prompt"].strip() and r["solution"].strip() for r in rows)
     assert {"hand-written", "generated"} <= {r["data_source"] for r in rows}
