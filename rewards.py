@@ -244,15 +244,23 @@ def answers_match(pred: str, gold: str) -> bool:
     (True, False)
     """
     try:
-        if not isinstance(pred, str) or not isinstance(gold, str):
+        pair = _judgeable(pred, gold)
+        if pair is None:
             return False
-        pred, gold = pred.strip(), gold.strip()
-        if not pred or not gold or len(pred) > MAX_ANSWER_CHARS or len(gold) > MAX_ANSWER_CHARS:
-            return False
-        exact = _exact_match(pred, gold)
-        return exact if exact is not None else _math_verify_cached(pred, gold)
+        exact = _exact_match(*pair)
+        return exact if exact is not None else _math_verify_cached(*pair)
     except Exception:
         return False
+
+
+def _judgeable(pred, gold) -> tuple[str, str] | None:
+    """The stripped (pred, gold) pair, or None when it cannot match: not text, empty or too long."""
+    if not isinstance(pred, str) or not isinstance(gold, str):
+        return None
+    pred, gold = pred.strip(), gold.strip()
+    if not pred or not gold or len(pred) > MAX_ANSWER_CHARS or len(gold) > MAX_ANSWER_CHARS:
+        return None
+    return pred, gold
 
 
 def _exact_match(pred: str, gold: str) -> bool | None:
@@ -271,16 +279,15 @@ def _exact_match(pred: str, gold: str) -> bool | None:
 def _prefetch_math_verify(pairs: list[tuple[str | None, str]]) -> None:
     """Judge, in parallel across the worker pool, the pairs only math-verify can decide, so that
     the sequential scoring that follows finds them in the cache. Best effort: never raises."""
+    if MATH_VERIFY_WORKERS < 2:
+        return
     try:
         todo = set()
         for pred, gold in pairs:
-            if pred is None or not isinstance(gold, str):
-                continue
-            pred, gold = pred.strip(), gold.strip()
-            if (pred and gold and len(pred) <= MAX_ANSWER_CHARS and len(gold) <= MAX_ANSWER_CHARS
-                    and (pred, gold) not in _cache and _exact_match(pred, gold) is None):
-                todo.add((pred, gold))
-        if len(todo) > 1 and MATH_VERIFY_WORKERS > 1:
+            pair = _judgeable(pred, gold)
+            if pair is not None and pair not in _cache and _exact_match(*pair) is None:
+                todo.add(pair)
+        if len(todo) > 1:
             list(_executor().map(lambda pair: _math_verify_cached(*pair), todo))
     except Exception:
         pass
