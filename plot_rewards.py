@@ -3,6 +3,8 @@
     python plot_rewards.py outputs            # writes outputs/reward_curves.png
 
 One panel per reward and one for the total: raw values per step (faint) and a moving average.
+A last panel shows the run's health: the share of completions cut at the length limit and the
+share of groups with no learning signal (all completions scored alike); both near 1.0 = collapse.
 train_grpo.py calls this at the end of every run.
 """
 
@@ -11,6 +13,9 @@ from __future__ import annotations
 import json
 import os
 import sys
+
+
+HEALTH = {"completions/clipped_ratio": "clipped at the limit", "frac_reward_zero_std": "groups without signal"}
 
 
 def read_metrics(path: str) -> list[dict]:
@@ -41,8 +46,10 @@ def plot(metrics_path: str, out_path: str | None = None) -> str:
         raise ValueError(f"{metrics_path} has no rows: did the run log any step?")
     out_path = out_path or os.path.join(os.path.dirname(metrics_path) or ".", "reward_curves.png")
     series = [k for k in rows[0] if k.startswith("rewards/") and k.endswith("/mean")] + ["reward"]
+    health = [k for k in HEALTH if any(r.get(k) is not None for r in rows)]
     window = max(1, len(rows) // 10)
-    fig, axes = plt.subplots(1, len(series), figsize=(3.2 * len(series), 3.0), squeeze=False)
+    panels = len(series) + bool(health)
+    fig, axes = plt.subplots(1, panels, figsize=(3.2 * panels, 3.0), squeeze=False)
     for ax, key in zip(axes[0], series):
         points = [(r["step"], r[key]) for r in rows if r.get(key) is not None]
         steps, values = [p[0] for p in points], [p[1] for p in points]
@@ -52,6 +59,17 @@ def plot(metrics_path: str, out_path: str | None = None) -> str:
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize=8)
+    if health:
+        ax = axes[0][-1]
+        for key, color in zip(health, ("tab:red", "tab:gray")):
+            points = [(r["step"], r[key]) for r in rows if r.get(key) is not None]
+            ax.plot([p[0] for p in points], smooth([p[1] for p in points], window), color=color,
+                    linewidth=2, label=HEALTH[key])
+        ax.set_ylim(-0.05, 1.05)
+        ax.set_title("run health (1.0 = collapse)", fontsize=10)
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(out_path, dpi=110)
     plt.close(fig)

@@ -141,3 +141,9 @@ def prime_format(model, tokenizer, problems: list[dict]) -> None:
         optimizer.step()
         optimizer.zero_grad()
     model.eval()
+
+
+if __name__ == "__main__":  # python tiny_model.py [OUT_DIR]: build the smoke model ahead of several runs
+    import sys
+
+    print(build_tiny_model(sys.argv[1] if len(sys.argv) > 1 else os.path.join("outputs", "tiny-qwen3"), prompts.BUNDLED_PROBLEMS))

@@ -14,6 +14,7 @@ import os
 import sys
 import time
 
+import callbacks  # loads nothing heavy at import
 import prompts  # pure: loads nothing at import
 
 # -----------------------------------------------------------------------------------------------
@@ -49,6 +50,16 @@ TOP_P = 1.0  # nucleus sampling (1.0 = off)
 MAX_STEPS = 100  # optimizer steps
 SAVE_STEPS = 100  # checkpoint every this many steps
 SEED = 3407  # seeds LoRA init, sampling, the data order and the held-out split
+# GRPO algorithm: set explicitly, since the library defaults have changed between versions
+LOSS_TYPE = "dapo"  # how token losses are averaged: dapo | grpo | bnpo | dr_grpo | cispo | sapo | vespo
+BETA = 0.0  # KL penalty to the reference (the base model, adapter off); 0 = none, no reference pass
+EPSILON = 0.2  # lower clip range of the policy ratio, 1 - EPSILON
+EPSILON_HIGH = 0.2  # upper clip range, 1 + EPSILON_HIGH; DAPO's clip-higher uses 0.28
+SCALE_REWARDS = "group"  # divide advantages by the std of: group | batch | none (Dr. GRPO's choice)
+MASK_TRUNCATED_COMPLETIONS = False  # leave completions that hit the length limit out of the loss
+# run health
+COLLAPSE_PATIENCE = 10  # warn after this many consecutive steps without a learning signal (0 = off)
+STOP_ON_COLLAPSE = False  # on that warning, save the adapter and metrics and stop with exit 0
 # rewards
 REWARD_FUNCS = ("match_format_exactly", "match_format_approximately", "check_answer", "check_numbers")  # rewards.py names
 REWARD_WEIGHTS = (1.0, 1.0, 1.0, 1.0)  # weight of each reward in the total, same order
@@ -60,15 +71,19 @@ LOG_COMPLETIONS = True  # write sampled completions, rewards and extracted answe
 
 # --smoke: the same pipeline on a CPU in under a minute. Only what must change changes: the model
 # (a tiny primed Qwen3 built locally; a 64-wide model needs a far larger learning rate than a 4B
-# one, and vLLM is off for it), the data source, steps and lengths. On a CPU, Unsloth itself swaps
-# the 8-bit optimizer for AdamW and loads float32; on a GPU the smoke run keeps bf16 and 8-bit AdamW.
+# one, and vLLM is off for it), the data source, steps and lengths, and a KL term: at that learning
+# rate the tiny policy can blow up into uniform noise that runs to the length limit, where every
+# completion scores the same and GRPO alone can never leave (BENCHMARKS.md); the KL gradient to the
+# primed reference still pulls it back. On a CPU, main() loads float32 on every vendor and Unsloth
+# swaps the 8-bit optimizer for AdamW; on a GPU the smoke run keeps bf16 and 8-bit AdamW.
 _SMOKE_PRESET = dict(
     MODEL_NAME=os.path.join("outputs", "tiny-qwen3"),
     MAX_SEQ_LENGTH=256,
     FAST_INFERENCE=False,
     DATASET_NAME=prompts.BUNDLED_PROBLEMS,
     HOLDOUT_SIZE=50,
-    LEARNING_RATE=5e-4,
+    LEARNING_RATE=2.5e-4,
+    BETA=0.04,
     WARMUP_RATIO=0.0,
     NUM_GENERATIONS=8,
     PER_DEVICE_TRAIN_BATCH_SIZE=16,
@@ -77,6 +92,13 @@ _SMOKE_PRESET = dict(
     SAVE_STEPS=1000,
     OUTPUT_DIR=os.path.join("outputs", "smoke"),
 )
+
+
+_LOSS_TYPES = ("dapo", "grpo", "bnpo", "dr_grpo", "cispo", "sapo", "vespo")  # those TRL and Unsloth both implement
+_SCALE_REWARDS = ("group", "batch", "none")
+# GRPOConfig fields set from the algorithm knobs; run_config.json records what the trainer used
+_ALGORITHM_FIELDS = {"LOSS_TYPE": "loss_type", "BETA": "beta", "EPSILON": "epsilon", "EPSILON_HIGH": "epsilon_high",
+                     "SCALE_REWARDS": "scale_rewards", "MASK_TRUNCATED_COMPLETIONS": "mask_truncated_completions"}
 
 
 def resolve_knobs(argv: list[str]) -> dict:
@@ -116,6 +138,18 @@ def check_knobs(k: dict) -> None:
         raise ValueError(f"WARMUP_RATIO must be in [0, 1), got {k['WARMUP_RATIO']}")
     if k["LEARNING_RATE"] < 0:
         raise ValueError(f"LEARNING_RATE must be >= 0, got {k['LEARNING_RATE']}")
+    if k["LOSS_TYPE"] not in _LOSS_TYPES:
+        raise ValueError(f"LOSS_TYPE {k['LOSS_TYPE']!r} is not one of {', '.join(_LOSS_TYPES)}")
+    if k["SCALE_REWARDS"] not in _SCALE_REWARDS:
+        raise ValueError(f"SCALE_REWARDS {k['SCALE_REWARDS']!r} is not one of {', '.join(_SCALE_REWARDS)}")
+    if k["BETA"] < 0:
+        raise ValueError(f"BETA must be >= 0 (a KL penalty, 0 = off), got {k['BETA']}")
+    if k["EPSILON"] <= 0:
+        raise ValueError(f"EPSILON must be > 0, got {k['EPSILON']}")
+    if k["EPSILON_HIGH"] < k["EPSILON"]:
+        raise ValueError(f"EPSILON_HIGH ({k['EPSILON_HIGH']}) must be >= EPSILON ({k['EPSILON']}): clip-higher widens the upper range")
+    if k["COLLAPSE_PATIENCE"] < 0:
+        raise ValueError(f"COLLAPSE_PATIENCE must be >= 0 (0 = off), got {k['COLLAPSE_PATIENCE']}")
     if prompts.is_local_path(k["DATASET_NAME"]) and not os.path.exists(k["DATASET_NAME"]):
         raise ValueError(f"DATASET_NAME: no such file {k['DATASET_NAME']}")
 
@@ -178,7 +212,13 @@ def grpo_config_kwargs(k: dict, max_prompt_length: int, bf16: bool) -> dict:
         report_to=k["REPORT_TO"],
         log_completions=k["LOG_COMPLETIONS"],
         num_completions_to_print=0,
+        **{field: k[knob] for knob, field in _ALGORITHM_FIELDS.items()},
     )
+
+
+def algorithm_used(args) -> dict:
+    """The algorithm knobs as the built trainer holds them (Unsloth's config may rewrite some)."""
+    return {knob: getattr(args, field) for knob, field in _ALGORITHM_FIELDS.items()}
 
 
 def reward_funcs(k: dict) -> list:
@@ -207,38 +247,6 @@ def build_dataset(k: dict, train, tokenizer):
     return dataset, max_prompt_length
 
 
-_METRIC_KEYS = ("reward", "reward_std", "frac_reward_zero_std", "completions/mean_length",
-               "completions/clipped_ratio", "loss", "learning_rate", "kl", "entropy")
-
-
-def metrics_row(logs: dict, step: int, reward_names: list[str]) -> dict:
-    """One metrics.jsonl row from a trainer log dict: step, each reward's mean, total, length, ..."""
-    row = {"step": step}
-    for name in reward_names:
-        row[f"rewards/{name}/mean"] = logs.get(f"rewards/{name}/mean")
-    for key in _METRIC_KEYS:
-        if key in logs:
-            row[key] = logs[key]
-    return row
-
-
-def make_metrics_callback(path: str, reward_names: list[str]):
-    """A TrainerCallback that appends one JSON line per logged training step to `path`."""
-    from transformers import TrainerCallback
-
-    class MetricsFile(TrainerCallback):
-        def on_train_begin(self, args, state, control, **kwargs):
-            open(path, "w").close()
-
-        def on_log(self, args, state, control, logs=None, **kwargs):
-            if not logs or "reward" not in logs or not state.is_world_process_zero:
-                return
-            with open(path, "a") as f:
-                f.write(json.dumps(metrics_row(logs, state.global_step, reward_names)) + "\n")
-
-    return MetricsFile()
-
-
 def vllm_available() -> bool:
     import importlib.util
 
@@ -252,6 +260,10 @@ def main(argv: list[str]) -> None:
     t_start = time.time()
     import torch
 
+    if not torch.cuda.is_available():
+        # Unsloth's CPU fallback trains in bf16 where the CPU has AMX/AVX512-BF16 and in float32
+        # elsewhere; float32 everywhere makes a CPU run do the same arithmetic on any vendor.
+        os.environ.setdefault("UNSLOTH_CPU_BF16", "0")
     if not k["SMOKE"] and not torch.cuda.is_available():
         sys.exit(
             "train_grpo.py: no CUDA GPU found. The full run needs one (Qwen3-4B, vLLM, 8-bit AdamW).\n"
@@ -284,26 +296,35 @@ def main(argv: list[str]) -> None:
 
     bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
     config = GRPOConfig(**grpo_config_kwargs(k, max_prompt_length, bf16))  # fp16 GPUs (T4): Unsloth sets fp16
-    os.makedirs(k["OUTPUT_DIR"], exist_ok=True)
-    with open(os.path.join(k["OUTPUT_DIR"], "run_config.json"), "w") as f:
-        json.dump({**k, "MAX_PROMPT_LENGTH": max_prompt_length}, f, indent=2)
     metrics_path = os.path.join(k["OUTPUT_DIR"], "metrics.jsonl")
+    alarm = callbacks.make_collapse_callback(k["COLLAPSE_PATIENCE"], k["STOP_ON_COLLAPSE"])
     trainer = GRPOTrainer(
         model=model,
         processing_class=tokenizer,
         reward_funcs=reward_funcs(k),
         args=config,
         train_dataset=dataset,
-        callbacks=[make_metrics_callback(metrics_path, list(k["REWARD_FUNCS"]))],
+        callbacks=[callbacks.make_metrics_callback(metrics_path, list(k["REWARD_FUNCS"])), alarm],
     )
+    used = algorithm_used(trainer.args)
+    for knob, value in used.items():
+        if value != k[knob]:
+            print(f"note: the trainer uses {knob}={value!r}, not the requested {k[knob]!r} (Unsloth's GRPO config rewrote it)")
+    os.makedirs(k["OUTPUT_DIR"], exist_ok=True)
+    with open(os.path.join(k["OUTPUT_DIR"], "run_config.json"), "w") as f:
+        json.dump({**k, **used, "REQUESTED": {n: k[n] for n in used}, "MAX_PROMPT_LENGTH": max_prompt_length,
+                   "DTYPE": str(model.dtype).removeprefix("torch.")}, f, indent=2)
     tokens_per_step = config.per_device_train_batch_size * config.gradient_accumulation_steps * config.max_completion_length
     print(
         f"run: {k['MAX_STEPS']} steps, {config.per_device_train_batch_size * config.gradient_accumulation_steps // k['NUM_GENERATIONS']} "
         f"prompts x {k['NUM_GENERATIONS']} completions per step, up to {tokens_per_step} completion tokens per step, "
-        f"bf16={bf16}, optim={getattr(config.optim, 'value', config.optim)}"
+        f"{model.dtype}, optim={getattr(config.optim, 'value', config.optim)}\n"
+        f"algorithm: " + ", ".join(f"{n.lower()}={v}" for n, v in used.items())
     )
     # 5. train
     trainer.train()
+    if alarm.stopped:
+        print(f"stopped early at step {trainer.state.global_step} of {k['MAX_STEPS']}: training collapsed (see the warning above)")
     # 6. save the adapter and tokenizer
     lora_dir = os.path.join(k["OUTPUT_DIR"], "lora")
     model.save_pretrained(lora_dir)

@@ -65,6 +65,11 @@ def test_unknown_knob_suggests_a_close_name():
         ("--num_generations=3", "not a multiple of NUM_GENERATIONS"),
         ("--reward_weights=1,1", "REWARD_WEIGHTS has 2 values for 4 rewards"),
         ("--reward_funcs=check_answer,nope", "not in rewards.py"),
+        ("--loss_type=nonsense", "LOSS_TYPE 'nonsense' is not one of dapo, grpo"),
+        ("--beta=-1", "BETA must be >= 0"),
+        ("--epsilon_high=0.1", "EPSILON_HIGH (0.1) must be >= EPSILON (0.2)"),
+        ("--scale_rewards=yes", "SCALE_REWARDS 'yes' is not one of group, batch, none"),
+        ("--collapse_patience=-2", "COLLAPSE_PATIENCE must be >= 0"),
     ],
 )
 def test_train_script_fails_fast_on_bad_overrides(arg, message):
@@ -75,7 +80,7 @@ def test_train_script_fails_fast_on_bad_overrides(arg, message):
     assert time.time() - start < 20, "a bad override must fail before torch or Unsloth load"
 
 
-@pytest.mark.parametrize("module", ["train_grpo", "evaluate", "rewards", "prompts", "plot_rewards", "overrides"])
+@pytest.mark.parametrize("module", ["train_grpo", "evaluate", "rewards", "prompts", "plot_rewards", "overrides", "callbacks"])
 def test_modules_import_nothing_heavy(module):
     heavy = ("torch", "unsloth", "trl", "transformers", "datasets", "math_verify", "sympy", "matplotlib")
     code = f"import sys, {module}; print([m for m in {heavy!r} if m in sys.modules])"

@@ -91,6 +91,36 @@ def test_adapter_loads_onto_the_tiny_base_and_changed(smoke_run):
     assert (after - before).abs().max() > 1e-4
 
 
+ALGORITHM = {"LOSS_TYPE": "dr_grpo", "BETA": 0.04, "EPSILON": 0.2, "EPSILON_HIGH": 0.28,
+             "SCALE_REWARDS": "none", "MASK_TRUNCATED_COMPLETIONS": True}
+
+
+def test_algorithm_knobs_reach_the_trainer_and_run_config(tmp_path):
+    """Another loss, a KL term and clip-higher run end to end; run_config.json shows what the trainer used."""
+    args = [f"--{k.lower()}={v}" for k, v in ALGORITHM.items()]
+    result = subprocess.run([sys.executable, SCRIPT, "--smoke", "--max_steps=2", *args], cwd=tmp_path,
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    out = tmp_path / "outputs" / "smoke"
+    config = json.load(open(out / "run_config.json"))
+    for knob, value in ALGORITHM.items():
+        assert config[knob] == value and config["REQUESTED"][knob] == value, knob
+    assert "algorithm: loss_type=dr_grpo, beta=0.04" in result.stdout
+    rows = [json.loads(line) for line in open(out / "metrics.jsonl")]
+    assert all("kl" in row for row in rows)  # a KL term is computed only when beta > 0
+
+
+def test_every_loss_type_we_accept_is_implemented_by_trl_and_unsloth():
+    """LOSS_TYPE is checked before torch loads, against a list; that list must match the libraries."""
+    import importlib.util
+
+    sources = {name: open(importlib.util.find_spec(name).origin).read()
+               for name in ("trl.trainer.grpo_trainer", "unsloth_zoo.rl_replacements")}
+    for loss in train_grpo._LOSS_TYPES:
+        for name, text in sources.items():
+            assert f'"{loss}"' in text or f"'{loss}'" in text, (loss, name)
+
+
 def test_production_grpo_config_accepts_every_field():
     from trl import GRPOConfig
 

@@ -1,0 +1,143 @@
+"""What the trainer reports while it runs: the metrics file and the collapse alarm.
+
+Both are transformers TrainerCallbacks built by small factories, so importing this module loads
+nothing heavy. `train_grpo.py` hands them to GRPOTrainer.
+
+A GRPO run can die quietly: once every completion in every group earns the same reward (say, all
+run to the length limit without a marker), every advantage is zero and nothing moves the policy
+again, while the trainer keeps sampling for hours. `CollapseAlarm` watches two logged metrics:
+  - `frac_reward_zero_std`: the share of groups whose completions all scored the same (1.0 = no
+    group carries a learning signal);
+  - `completions/clipped_ratio`: the share of completions that hit MAX_COMPLETION_LENGTH.
+When either stays at its limit for `patience` consecutive logged steps, it prints a warning with
+the word "collapse", the metric, the step and what to try; with `stop=True` it also ends training
+after that step (the caller then saves the adapter and curves as after a full run).
+"""
+
+from __future__ import annotations
+
+import json
+
+ZERO_STD_LIMIT = 1.0  # frac_reward_zero_std at or above this: no group has a learning signal
+CLIPPED_LIMIT = 0.95  # completions/clipped_ratio at or above this: nearly every completion truncated
+
+METRIC_KEYS = ("reward", "reward_std", "frac_reward_zero_std", "completions/mean_length",
+               "completions/clipped_ratio", "loss", "learning_rate", "kl", "entropy",
+               "clip_ratio/region_mean")
+
+ADVICE = ("try a lower LEARNING_RATE, a KL term to the reference (--beta=0.04), "
+          "--mask_truncated_completions=true, a longer MAX_COMPLETION_LENGTH, or format priming "
+          "before GRPO so the model starts inside the format")
+
+
+def metrics_row(logs: dict, step: int, reward_names: list[str]) -> dict:
+    """One metrics.jsonl row from a trainer log dict: step, each reward's mean, total, length, ...
+
+    >>> metrics_row({"reward": 1.5, "rewards/a/mean": 1.5, "loss": 0.0, "epoch": 1}, 3, ["a"])
+    {'step': 3, 'rewards/a/mean': 1.5, 'reward': 1.5, 'loss': 0.0}
+    """
+    row = {"step": step}
+    for name in reward_names:
+        row[f"rewards/{name}/mean"] = logs.get(f"rewards/{name}/mean")
+    for key in METRIC_KEYS:
+        if key in logs:
+            row[key] = logs[key]
+    return row
+
+
+def collapse_signal(logs: dict) -> str | None:
+    """The name of the metric that says this step has no learning signal, or None.
+
+    >>> collapse_signal({"frac_reward_zero_std": 1.0, "completions/clipped_ratio": 0.2})
+    'frac_reward_zero_std'
+    >>> collapse_signal({"frac_reward_zero_std": 0.5, "completions/clipped_ratio": 1.0})
+    'completions/clipped_ratio'
+    >>> collapse_signal({"frac_reward_zero_std": 0.5, "completions/clipped_ratio": 0.5}) is None
+    True
+    """
+    if logs.get("frac_reward_zero_std", 0.0) >= ZERO_STD_LIMIT:
+        return "frac_reward_zero_std"
+    if logs.get("completions/clipped_ratio", 0.0) >= CLIPPED_LIMIT:
+        return "completions/clipped_ratio"
+    return None
+
+
+class CollapseWatch:
+    """The alarm's state machine, apart from the trainer so it can be tested on plain dicts.
+
+    `update(logs, step)` returns a warning (once per collapse episode) when the signal has held
+    for `patience` consecutive steps, else None. `patience` 0 turns it off.
+    """
+
+    def __init__(self, patience: int):
+        self.patience = patience
+        self.run = 0  # consecutive steps with a signal
+        self.warned = False
+        self.collapsed_at: int | None = None  # step of the first warning
+
+    def update(self, logs: dict, step: int) -> str | None:
+        if self.patience < 1 or "reward" not in logs:
+            return None
+        signal = collapse_signal(logs)
+        if signal is None:
+            self.run, self.warned = 0, False
+            return None
+        self.run += 1
+        if self.run < self.patience or self.warned:
+            return None
+        self.warned = True
+        if self.collapsed_at is None:
+            self.collapsed_at = step
+        return (
+            f"WARNING: training collapse at step {step}: {signal} = {logs[signal]:.2f} for {self.run} "
+            f"consecutive steps (total reward {logs['reward']:.2f}, completions clipped "
+            f"{logs.get('completions/clipped_ratio', float('nan')):.2f}). Every group scores the same, so "
+            f"no advantage is non-zero and the policy cannot move. If the reward is at its maximum the "
+            f"problems are too easy; otherwise {ADVICE}."
+        )
+
+
+def make_metrics_callback(path: str, reward_names: list[str]):
+    """A TrainerCallback that appends one JSON line per logged training step to `path`."""
+    from transformers import TrainerCallback
+
+    class MetricsFile(TrainerCallback):
+        def on_train_begin(self, args, state, control, **kwargs):
+            if state.is_world_process_zero:
+                open(path, "w").close()
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if not logs or "reward" not in logs or not state.is_world_process_zero:
+                return
+            with open(path, "a") as f:
+                f.write(json.dumps(metrics_row(logs, state.global_step, reward_names)) + "\n")
+
+    return MetricsFile()
+
+
+def make_collapse_callback(patience: int, stop: bool):
+    """A TrainerCallback that warns on a collapse and, with `stop`, ends training after the step.
+
+    The callback's `watch.collapsed_at` tells the caller whether (and when) it fired.
+    """
+    from transformers import TrainerCallback
+
+    class CollapseAlarm(TrainerCallback):
+        def __init__(self):
+            self.watch = CollapseWatch(patience)
+            self.stopped = False
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            warning = self.watch.update(logs or {}, state.global_step)
+            if warning is None:
+                return
+            if state.is_world_process_zero:
+                suffix = (" STOP_ON_COLLAPSE is set: saving and stopping now." if stop
+                          else " (--stop_on_collapse=true saves and stops instead of going on.)")
+                print(warning + suffix, flush=True)
+            if stop:
+                self.stopped = True
+                control.should_training_stop = True
+            return control
+
+    return CollapseAlarm()

@@ -1,0 +1,73 @@
+"""The metrics file and the collapse alarm, on plain log dicts (no trainer needed)."""
+
+import pytest
+
+import callbacks
+from callbacks import CollapseWatch, collapse_signal, metrics_row
+
+HEALTHY = {"reward": 0.5, "frac_reward_zero_std": 0.25, "completions/clipped_ratio": 0.1}
+NO_SIGNAL = {"reward": -7.5, "frac_reward_zero_std": 1.0, "completions/clipped_ratio": 0.3}
+ALL_CLIPPED = {"reward": -6.0, "frac_reward_zero_std": 0.5, "completions/clipped_ratio": 1.0}
+
+
+@pytest.mark.parametrize(
+    "logs,expected",
+    [
+        (HEALTHY, None),  # some groups disagree, few completions truncated
+        (NO_SIGNAL, "frac_reward_zero_std"),  # every group scored alike: zero advantages
+        (ALL_CLIPPED, "completions/clipped_ratio"),  # everything runs to the length limit
+        ({"reward": 1.0, "completions/clipped_ratio": 0.94}, None),  # just under the clipped limit
+        ({"reward": 1.0, "completions/clipped_ratio": 0.95}, "completions/clipped_ratio"),  # at the limit
+        ({"reward": 1.0}, None),  # metrics missing: no alarm
+    ],
+)
+def test_collapse_signal_table(logs, expected):
+    assert collapse_signal(logs) == expected
+
+
+def test_warns_after_patience_consecutive_steps_and_names_metric_step_and_remedies():
+    watch = CollapseWatch(patience=3)
+    assert watch.update(NO_SIGNAL, 1) is None
+    assert watch.update(NO_SIGNAL, 2) is None
+    warning = watch.update(NO_SIGNAL, 3)
+    assert warning is not None and watch.collapsed_at == 3
+    for text in ("collapse", "step 3", "frac_reward_zero_std", "LEARNING_RATE", "--beta",
+                 "--mask_truncated_completions", "MAX_COMPLETION_LENGTH", "priming"):
+        assert text in warning, text
+    assert watch.update(NO_SIGNAL, 4) is None  # once per episode, not every step
+
+
+def test_a_healthy_step_resets_the_count():
+    watch = CollapseWatch(patience=3)
+    for step, logs in enumerate([NO_SIGNAL, ALL_CLIPPED, HEALTHY, NO_SIGNAL, NO_SIGNAL], start=1):
+        assert watch.update(logs, step) is None, step
+    assert watch.update(ALL_CLIPPED, 6) is not None  # steps 4, 5, 6: three in a row again
+
+
+def test_a_second_episode_warns_again_and_keeps_the_first_step():
+    watch = CollapseWatch(patience=2)
+    warnings = [watch.update(logs, step) for step, logs in
+                enumerate([NO_SIGNAL, NO_SIGNAL, HEALTHY, NO_SIGNAL, NO_SIGNAL], start=1)]
+    assert [w is not None for w in warnings] == [False, True, False, False, True]
+    assert watch.collapsed_at == 2
+
+
+def test_patience_zero_is_off_and_non_training_logs_are_ignored():
+    off = CollapseWatch(patience=0)
+    assert all(off.update(NO_SIGNAL, s) is None for s in range(1, 50))
+    watch = CollapseWatch(patience=1)
+    assert watch.update({"train_runtime": 3.0, "frac_reward_zero_std": 1.0}, 9) is None  # the end-of-run summary
+
+
+def test_metrics_row_keeps_rewards_and_health_metrics_only():
+    logs = {"reward": 1.0, "rewards/a/mean": 1.0, "completions/clipped_ratio": 0.5, "kl": 0.01,
+            "epoch": 0.3, "step_time": 0.4}
+    row = metrics_row(logs, 7, ["a", "b"])
+    assert row == {"step": 7, "rewards/a/mean": 1.0, "rewards/b/mean": None, "reward": 1.0,
+                   "completions/clipped_ratio": 0.5, "kl": 0.01}
+
+
+def test_module_docstrings_run():
+    import doctest
+
+    assert doctest.testmod(callbacks).failed == 0
