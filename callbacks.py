@@ -92,7 +92,7 @@ class CollapseWatch:
             f"WARNING: training collapse at step {step}: {signal} = {logs[signal]:.2f} for {self.run} "
             f"consecutive steps (total reward {logs['reward']:.2f}, completions clipped "
             f"{logs.get('completions/clipped_ratio', float('nan')):.2f}). Every group scores the same, so "
-            f"no advantage is non-zero and the policy cannot move. If the reward is at its maximum the "
+            f"every advantage is zero and the policy cannot move. If the reward is at its maximum the "
             f"problems are too easy; otherwise {ADVICE}."
         )
 
@@ -134,7 +134,7 @@ def make_collapse_callback(patience: int, stop: bool):
             if state.is_world_process_zero:
                 suffix = (" STOP_ON_COLLAPSE is set: saving and stopping now." if stop
                           else " (--stop_on_collapse=true saves and stops instead of going on.)")
-                print(warning + suffix, flush=True)
+                print("\n" + warning + suffix, flush=True)  # on its own line, past the progress bar
             if stop:
                 self.stopped = True
                 control.should_training_stop = True
