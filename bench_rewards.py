@@ -12,6 +12,7 @@ import statistics
 import sys
 import time
 
+import answers
 import rewards
 from prompts import REASONING_END, SOLUTION_END, SOLUTION_START
 
@@ -95,7 +96,7 @@ def rate(fn, completions, golds) -> float:
     best = float("inf")
     for r in range(REPEATS):
         if fn is rewards.check_answer:
-            rewards._cache.clear()
+            answers._cache.clear()
         start = time.perf_counter()
         fn(completions=completions, answer=golds)
         best = min(best, time.perf_counter() - start)
@@ -120,9 +121,9 @@ def main() -> None:
     rng = random.Random(SEED)
     plain, latex, hard = plain_set(rng), latex_set(rng), math_verify_set(rng)
     # start every math-verify worker (and sympy's lazy imports) outside the timing
-    rewards._prefetch_math_verify([(f"x = {i}", f"\\frac{{{i}}}{{3}}\\pi") for i in range(4 * rewards.MATH_VERIFY_WORKERS)])
+    answers._prefetch_math_verify([(f"x = {i}", f"\\frac{{{i}}}{{3}}\\pi") for i in range(4 * answers.MATH_VERIFY_WORKERS)])
     print(f"## Completions per second on distinct 2 KB completions ({N} per set, {N // 4} for math-verify; "
-          f"best of {REPEATS}; {rewards.MATH_VERIFY_WORKERS} math-verify workers)\n")
+          f"best of {REPEATS}; {answers.MATH_VERIFY_WORKERS} math-verify workers)\n")
     print("| reward | set | completions/s | target |")
     print("| --- | --- | ---: | ---: |")
     rows = [(fn, "plain numbers (formatted + malformed)", plain) for fn in rewards.REWARD_FUNCS]

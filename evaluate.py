@@ -6,7 +6,7 @@
     python evaluate.py --smoke                           # CPU: tiny smoke model, bundled held-out problems
 
 Both models see the same problems, prompts (prompts.py) and sampling settings. A sample is correct
-when the answer in its last solution block passes `rewards.answers_match`, the judge `check_answer`
+when the answer in its last solution block passes `answers.answers_match`, the judge `check_answer`
 uses in training, so training and evaluation agree on what counts as correct.
 
 Writes, in EVAL_DIR: a table on stdout, eval_results.json (metrics and settings), eval_report.md
@@ -107,7 +107,8 @@ def load_problem_set(k: dict, run: dict) -> tuple[list[dict], str]:
 # --- scoring ---------------------------------------------------------------------------------------
 def score_samples(samples: list[dict], golds: list[str]) -> list[dict]:
     """Judge each sample (dicts with text, n_tokens, truncated, problem index) with the training judge."""
-    from rewards import answers_match, is_exact_format, judged_answer
+    from answers import answers_match
+    from rewards import is_exact_format, judged_answer
 
     for s in samples:
         gold = golds[s["problem"]]

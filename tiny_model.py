@@ -5,7 +5,8 @@ path runs on a CPU with no downloads. `build_tiny_model(out_dir)` writes an ordi
 model folder that `FastLanguageModel.from_pretrained` loads like any Hub checkpoint.
 
 The format markers are ordinary added tokens, never special ones: GRPO decodes completions with
-special tokens skipped, which would erase them (REFERENCE.md §4).
+special tokens skipped, which would erase them (seen with TRL's GRPOTrainer: a format reward
+that can never fire).
 
 Priming: a random tiny model almost never writes the markers, so every completion in a group gets
 the same reward and GRPO has no signal. Like the public recipe's format-priming SFT, we train the

@@ -80,7 +80,7 @@ def test_train_script_fails_fast_on_bad_overrides(arg, message):
     assert time.time() - start < 20, "a bad override must fail before torch or Unsloth load"
 
 
-@pytest.mark.parametrize("module", ["train_grpo", "evaluate", "rewards", "prompts", "plot_rewards", "overrides", "callbacks"])
+@pytest.mark.parametrize("module", ["train_grpo", "evaluate", "rewards", "prompts", "plot_rewards", "overrides", "callbacks", "answers"])
 def test_modules_import_nothing_heavy(module):
     heavy = ("torch", "unsloth", "trl", "transformers", "datasets", "math_verify", "sympy", "matplotlib")
     code = f"import sys, {module}; print([m for m in {heavy!r} if m in sys.modules])"

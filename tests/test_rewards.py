@@ -4,9 +4,10 @@ import math
 
 import pytest
 
+import answers
 import rewards
+from answers import answers_match
 from rewards import (
-    answers_match,
     check_answer,
     check_numbers,
     match_format_approximately,
@@ -190,3 +191,11 @@ def test_reward_order_and_names():
     assert [f.__name__ for f in rewards.REWARD_FUNCS] == [
         "match_format_exactly", "match_format_approximately", "check_answer", "check_numbers"
     ]
+
+
+@pytest.mark.parametrize("module", [rewards, answers], ids=["rewards", "answers"])
+def test_docstring_examples_run(module):
+    import doctest
+
+    result = doctest.testmod(module)
+    assert result.attempted > 0 and result.failed == 0

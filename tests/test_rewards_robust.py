@@ -14,8 +14,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import answers
 import rewards
-from rewards import answers_match, check_answer, check_numbers, match_format_exactly
+from answers import answers_match
+from rewards import check_answer, check_numbers, match_format_exactly
 
 E, S, C = "<end_working_out>", "<SOLUTION>", "</SOLUTION>"
 MB = 1_000_000
@@ -173,13 +175,13 @@ def test_math_verify_is_time_bounded_in_a_worker_thread():
     thread.start()
     thread.join(timeout=60)
     assert result == [False]
-    assert elapsed[0] < rewards.MATH_VERIFY_TIMEOUT_S + 5
+    assert elapsed[0] < answers.MATH_VERIFY_TIMEOUT_S + 5
     assert answers_match("x = 7", "7")  # the worker restarts after the kill
 
 
 def test_a_dead_worker_is_replaced():
     assert answers_match("x = \\frac{1}{4}", "0.25")
-    for worker in rewards._POOL.workers:
+    for worker in answers._POOL.workers:
         if worker.proc is not None:
             worker.proc.kill()
             worker.proc.wait()
