@@ -14,7 +14,10 @@ Writes, in EVAL_DIR: a table on stdout, eval_results.json (metrics and settings)
 """
 
 import json
+import math
 import os
+import random
+import re
 import sys
 import time
 
@@ -22,7 +25,7 @@ import time
 RUN_DIR = "outputs"  # a train_grpo.py output folder: run_config.json and lora/
 ADAPTER = ""  # LoRA adapter folder; "" = RUN_DIR/lora
 BASE_MODEL = ""  # base model; "" = the run's MODEL_NAME
-PROBLEM_SET = "heldout"  # heldout (the run's seeded held-out slice) | gsm8k | math500 | bundled | a .jsonl/.parquet path
+PROBLEM_SET = "heldout"  # heldout (the run's seeded held-out slice) | gsm8k | math500 | aime2024 | aime2025 | bundled | a .jsonl/.parquet path
 N_PROBLEMS = 200  # problems to score, from the start of the set (0 = all)
 N_SAMPLES = 4  # samples per problem; accuracy is pass@1 averaged over them
 TEMPERATURE = 0.7  # sampling temperature (0 = greedy)
@@ -31,18 +34,23 @@ MAX_NEW_TOKENS = 1024  # completion token limit; a sample that reaches it counts
 BATCH_SIZE = 16  # prompts per generate call (standard generation)
 SEED = 3407  # sampling seed, the same for both models
 N_SHOW = 3  # problems shown side by side in eval_report.md
+BOOTSTRAP_RESAMPLES = 2000  # resamples of the problems for each 95% interval
 EVAL_DIR = ""  # where results go; "" = RUN_DIR
 # -----------------------------------------------------------------------------------------------
 
 _SMOKE_PRESET = dict(RUN_DIR=os.path.join("outputs", "smoke"), N_PROBLEMS=50, N_SAMPLES=4, MAX_NEW_TOKENS=48, BATCH_SIZE=50)
-_HUB_SETS = {
+_HUB_SETS = {  # name: (Hub id, config, split, problem column, answer column), as on each dataset card
     "gsm8k": ("openai/gsm8k", "main", "test", "question", "answer"),
     "math500": ("HuggingFaceH4/MATH-500", None, "test", "problem", "answer"),
+    "aime2024": ("HuggingFaceH4/aime_2024", None, "train", "problem", "answer"),  # 30 problems, AIME 2024 I and II
+    "aime2025": ("MathArena/aime_2025", None, "train", "problem", "answer"),  # 30 problems; the answer is an integer
 }
+# 30 problems give a noisy pass@1: more samples per problem, unless --n_samples says otherwise
+_SET_DEFAULTS = {"aime2024": {"N_SAMPLES": 16}, "aime2025": {"N_SAMPLES": 16}}
 
 
 def check_knobs(k: dict) -> None:
-    for name in ("N_SAMPLES", "MAX_NEW_TOKENS", "BATCH_SIZE"):
+    for name in ("N_SAMPLES", "MAX_NEW_TOKENS", "BATCH_SIZE", "BOOTSTRAP_RESAMPLES"):
         if k[name] < 1:
             raise ValueError(f"{name} must be positive, got {k[name]}")
     if k["TEMPERATURE"] < 0 or not 0 < k["TOP_P"] <= 1:
@@ -54,6 +62,9 @@ def resolve_knobs(argv: list[str]) -> dict:
     from overrides import resolve
 
     knobs = resolve(globals(), argv, _SMOKE_PRESET, "evaluate.py", check_knobs)
+    for name, value in _SET_DEFAULTS.get(knobs["PROBLEM_SET"], {}).items():
+        if not any(a.startswith(f"--{name.lower()}=") for a in argv):
+            knobs[name] = value
     knobs["ADAPTER"] = knobs["ADAPTER"] or os.path.join(knobs["RUN_DIR"], "lora")
     knobs["EVAL_DIR"] = knobs["EVAL_DIR"] or knobs["RUN_DIR"]
     return knobs
@@ -105,8 +116,66 @@ def load_problem_set(k: dict, run: dict) -> tuple[list[dict], str]:
 
 
 # --- scoring ---------------------------------------------------------------------------------------
+_BOXED = "\\boxed{"
+_ANSWER_IS = re.compile(r"answer is[:\s]*\$?\s*([^\n$]{1,200}?)\s*\$?\s*(?:\.\s|\.$|\n|$)", re.IGNORECASE)
+_NUMBER = re.compile(r"[+\-\u2212]?\d[\d,]*(?:\.\d+)?")
+_TAIL_CHARS = 4000  # lenient extraction looks at the end of a completion only (bounded work)
+
+
+def last_boxed(text: str) -> str | None:
+    r"""The content of the last `\boxed{...}`, braces balanced, or None.
+
+    >>> last_boxed(r"so \boxed{\frac{1}{2}} or \boxed{3}")
+    '3'
+    """
+    start = text.rfind(_BOXED)
+    if start < 0:
+        return None
+    depth, i = 1, start + len(_BOXED)
+    for j in range(i, min(len(text), i + 1000)):
+        depth += {"{": 1, "}": -1}.get(text[j], 0)
+        if depth == 0:
+            return text[i:j].strip() or None
+    return None
+
+
+def lenient_answer(text: str) -> str | None:
+    r"""The final answer wherever the model put it: the last complete solution block, else the last
+    `\boxed{}`, else "answer is ...", else the last number. None when there is none.
+
+    | completion                                              | answer       | found by        |
+    |---------------------------------------------------------|--------------|-----------------|
+    | `...<SOLUTION>12</SOLUTION>`                            | `12`         | solution block  |
+    | `... so \boxed{12}. Check: 3 * 4 = 12`                  | `12`         | last boxed      |
+    | `The answer is 45.`                                     | `45`         | "answer is"     |
+    | `27 + 18 = 45`                                          | `45`         | last number     |
+    | `no idea`                                               | None         | nothing         |
+
+    >>> lenient_answer("27 + 18 = 45, so the answer is $45$.")
+    '45'
+    """
+    from rewards import judged_answer
+
+    try:
+        block = judged_answer(text)
+        if block is not None:
+            return block
+        tail = text[-_TAIL_CHARS:]
+        boxed = last_boxed(tail)
+        if boxed is not None:
+            return boxed
+        found = _ANSWER_IS.findall(tail)
+        if found:
+            return found[-1].strip().rstrip(".")
+        numbers = _NUMBER.findall(tail)
+        return numbers[-1].rstrip(",") if numbers else None
+    except Exception:
+        return None
+
+
 def score_samples(samples: list[dict], golds: list[str]) -> list[dict]:
-    """Judge each sample (dicts with text, n_tokens, truncated, problem index) with the training judge."""
+    """Judge each sample (dicts with text, n_tokens, truncated, problem index) with the training judge:
+    strictly (the last solution block, as check_answer does) and leniently (wherever the answer is)."""
     from answers import answers_match
     from rewards import is_exact_format, judged_answer
 
@@ -114,30 +183,112 @@ def score_samples(samples: list[dict], golds: list[str]) -> list[dict]:
         gold = golds[s["problem"]]
         s["extracted"] = judged_answer(s["text"])
         s["correct"] = s["extracted"] is not None and answers_match(s["extracted"], gold)
+        s["lenient_extracted"] = lenient_answer(s["text"])
+        s["lenient_correct"] = s["correct"] or (
+            s["lenient_extracted"] is not None and answers_match(s["lenient_extracted"], gold))
         s["exact_format"] = is_exact_format(s["text"])
     return samples
 
 
-def summarize(samples: list[dict]) -> dict:
+# --- statistics: problems are the unit, samples of one problem are correlated ----------------------
+def per_problem(samples: list[dict], key: str = "correct") -> list[list[bool]]:
+    """The samples' `key` grouped by problem, in problem order."""
+    groups: dict[int, list[bool]] = {}
+    for s in samples:
+        groups.setdefault(s["problem"], []).append(bool(s[key]))
+    return [groups[i] for i in sorted(groups)]
+
+
+def pass_at_k(n: int, c: int, k: int) -> float:
+    """Unbiased pass@k from n samples with c correct: 1 - C(n-c, k) / C(n, k).
+
+    >>> pass_at_k(4, 1, 1), pass_at_k(4, 1, 2), pass_at_k(4, 0, 4), pass_at_k(4, 1, 4)
+    (0.25, 0.5, 0.0, 1.0)
+    """
+    if n - c < k:
+        return 1.0
+    return 1.0 - math.comb(n - c, k) / math.comb(n, k)
+
+
+def pass_at_ks(groups: list[list[bool]]) -> dict[str, float]:
+    """pass@k for k = 1 .. the samples per problem, averaged over problems."""
+    n = min((len(g) for g in groups), default=0)
+    return {str(k): sum(pass_at_k(len(g), sum(g), k) for g in groups) / len(groups) for k in range(1, n + 1)}
+
+
+def _percentile_interval(values: list[float]) -> list[float]:
+    values = sorted(values)
+    last = len(values) - 1
+    return [values[round(0.025 * last)], values[round(0.975 * last)]]
+
+
+def bootstrap_ci(scores: list[float], resamples: int, seed: int) -> list[float]:
+    """95% percentile interval of the mean of per-problem scores, resampling problems."""
+    if not scores:
+        return [0.0, 0.0]
+    rng, n = random.Random(seed), len(scores)
+    means = [sum(scores[i] for i in rng.choices(range(n), k=n)) / n for _ in range(resamples)]
+    return _percentile_interval(means)
+
+
+def paired_bootstrap_ci(base: list[float], trained: list[float], resamples: int, seed: int) -> list[float]:
+    """95% interval of mean(trained - base): the same resampled problems for both models."""
+    return bootstrap_ci([t - b for b, t in zip(base, trained)], resamples, seed)
+
+
+def summarize(samples: list[dict], resamples: int = 0, seed: int = 0) -> dict:
     n = max(1, len(samples))
-    return {
+    out = {
         "accuracy": sum(s["correct"] for s in samples) / n,
+        "accuracy_lenient": sum(s["lenient_correct"] for s in samples) / n,
         "format_rate": sum(s["exact_format"] for s in samples) / n,
         "mean_completion_tokens": sum(s["n_tokens"] for s in samples) / n,
         "truncation_rate": sum(s["truncated"] for s in samples) / n,
         "n_samples": len(samples),
     }
+    if resamples:
+        for key, name in (("correct", "accuracy"), ("lenient_correct", "accuracy_lenient"), ("exact_format", "format_rate")):
+            out[f"{name}_ci95"] = bootstrap_ci(problem_means(samples, key), resamples, seed)
+        out["pass_at_k"] = pass_at_ks(per_problem(samples))
+    return out
 
 
-METRICS = ("accuracy", "format_rate", "mean_completion_tokens", "truncation_rate")
+def problem_means(samples: list[dict], key: str = "correct") -> list[float]:
+    return [sum(g) / len(g) for g in per_problem(samples, key)]
+
+
+def compare(base_samples: list[dict], trained_samples: list[dict], resamples: int, seed: int) -> dict:
+    """Trained minus base for each metric, and paired 95% intervals for the two accuracies."""
+    base, trained = summarize(base_samples), summarize(trained_samples)
+    change = {m: trained[m] - base[m] for m in METRICS}
+    for key, name in (("correct", "accuracy"), ("lenient_correct", "accuracy_lenient")):
+        change[f"{name}_ci95"] = paired_bootstrap_ci(problem_means(base_samples, key),
+                                                    problem_means(trained_samples, key), resamples, seed)
+    return change
+
+
+METRICS = ("accuracy", "accuracy_lenient", "format_rate", "mean_completion_tokens", "truncation_rate")
+
+
+def _cell(stats: dict, m: str) -> str:
+    if m == "mean_completion_tokens":
+        return f"{stats[m]:.1f}"
+    ci = stats.get(f"{m}_ci95")
+    return f"{stats[m]:.3f}" + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else "")
 
 
 def table(results: dict) -> str:
-    base, trained = results["base"], results["trained"]
+    """The before/after table: 95% intervals in brackets (bootstrap over problems; paired for the change)."""
+    base, trained, change = results["base"], results["trained"], results.get("change", {})
     lines = ["| metric | base | trained | change |", "| --- | ---: | ---: | ---: |"]
     for m in METRICS:
-        fmt = "{:.1f}" if m == "mean_completion_tokens" else "{:.3f}"
-        lines.append(f"| {m} | {fmt.format(base[m])} | {fmt.format(trained[m])} | {trained[m] - base[m]:+.3f} |")
+        delta = trained[m] - base[m]
+        ci = change.get(f"{m}_ci95")
+        lines.append(f"| {m} | {_cell(base, m)} | {_cell(trained, m)} | {delta:+.3f}"
+                     + (f" [{ci[0]:+.3f}, {ci[1]:+.3f}]" if ci else "") + " |")
+    for k in (base.get("pass_at_k") or {}):
+        lines.append(f"| pass@{k} | {base['pass_at_k'][k]:.3f} | {trained['pass_at_k'][k]:.3f} | "
+                     f"{trained['pass_at_k'][k] - base['pass_at_k'][k]:+.3f} |")
     return "\n".join(lines)
 
 
@@ -225,17 +376,31 @@ def load_tokenizer(k: dict):
     return tokenizer
 
 
+HOW_TO_READ = (
+    "How to read these numbers: accuracy is pass@1, the share of samples whose answer is right. "
+    "Strict counts only the answer in the last solution block, as the check_answer reward does; "
+    "lenient takes the final answer wherever the model wrote it (solution block, then the last "
+    "\\boxed{}, then 'answer is ...', then the last number). Strict minus lenient is what the format "
+    "costs. Brackets are 95% intervals from a bootstrap over problems; the change's interval is "
+    "paired (both models answer the same problems), so a change whose interval holds 0 may be noise. "
+    "pass@k is the chance that at least one of k samples is right (unbiased estimator from all samples)."
+)
+
+
 # --- reports ---------------------------------------------------------------------------------------
 def write_report(path: str, results: dict, rows: list[dict], samples: dict, n_show: int) -> None:
     lines = [f"# Evaluation: base vs trained\n", f"{results['problems']}\n", table(results), "",
-             "Settings: " + ", ".join(f"{key}={value}" for key, value in results["settings"].items()), ""]
+             "Settings: " + ", ".join(f"{key}={value}" for key, value in results["settings"].items()), "",
+             HOW_TO_READ, ""]
     for i, row in enumerate(rows[:n_show]):
         base = next(s for s in samples["base"] if s["problem"] == i)
         trained = next(s for s in samples["trained"] if s["problem"] == i)
         lines += [f"## Problem {i + 1}", "", row["prompt"], "", f"Gold answer: `{row['solution']}`", "",
                   "| | base | trained |", "| --- | --- | --- |",
-                  f"| extracted answer | `{base['extracted']}` | `{trained['extracted']}` |",
-                  f"| correct | {base['correct']} | {trained['correct']} |", "",
+                  f"| answer in the solution block (strict) | `{base['extracted']}` | `{trained['extracted']}` |",
+                  f"| correct (strict) | {base['correct']} | {trained['correct']} |",
+                  f"| answer found anywhere (lenient) | `{base['lenient_extracted']}` | `{trained['lenient_extracted']}` |",
+                  f"| correct (lenient) | {base['lenient_correct']} | {trained['lenient_correct']} |", "",
                   "Base completion:", "", "```", base["text"], "```", "",
                   "Trained completion:", "", "```", trained["text"], "```", ""]
     with open(path, "w", encoding="utf-8") as f:
@@ -243,21 +408,26 @@ def write_report(path: str, results: dict, rows: list[dict], samples: dict, n_sh
 
 
 def write_chart(path: str, results: dict) -> None:
+    """Bars for strict and lenient accuracy (with their 95% intervals) and the exact-format rate."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    names = ["accuracy", "format_rate"]
-    fig, ax = plt.subplots(figsize=(5, 3.2))
+    names = ["accuracy", "accuracy_lenient", "format_rate"]
+    fig, ax = plt.subplots(figsize=(6, 3.4))
     width = 0.38
     for offset, label, color in ((-width / 2, "base", "tab:gray"), (width / 2, "trained", "tab:blue")):
-        values = [results[label][n] for n in names]
-        bars = ax.bar([i + offset for i in range(len(names))], values, width, label=label, color=color)
-        ax.bar_label(bars, fmt="%.2f", fontsize=8)
-    ax.set_xticks(range(len(names)), ["accuracy (pass@1)", "exact format rate"])
-    ax.set_ylim(0, 1.1)
-    ax.set_title(results["problem_set"], fontsize=10)
+        stats = results[label]
+        values = [stats[n] for n in names]
+        errors = [[max(0.0, v - stats.get(f"{n}_ci95", [v, v])[0]) for n, v in zip(names, values)],
+                  [max(0.0, stats.get(f"{n}_ci95", [v, v])[1] - v) for n, v in zip(names, values)]]
+        bars = ax.bar([i + offset for i in range(len(names))], values, width, yerr=errors, capsize=3,
+                      label=label, color=color)
+        ax.bar_label(bars, fmt="%.2f", fontsize=8, padding=2)
+    ax.set_xticks(range(len(names)), ["accuracy (strict)", "accuracy (lenient)", "exact format rate"])
+    ax.set_ylim(0, 1.15)
+    ax.set_title(f"{results['problem_set']}: pass@1 with 95% bootstrap intervals", fontsize=10)
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -293,9 +463,11 @@ def main(argv: list[str]) -> dict:
     settings["engine"] = "vllm" if use_vllm else "transformers"
     results = {"problem_set": k["PROBLEM_SET"], "problems": source, "base_model": base_name, "adapter": k["ADAPTER"],
                "settings": settings}
+    resamples, seed = k["BOOTSTRAP_RESAMPLES"], k["SEED"]
+    settings["interval"] = f"95% percentile bootstrap over problems, {resamples} resamples (paired for the change)"
     for label in ("base", "trained"):
-        results[label] = summarize(score_samples(samples[label], golds))
-    results["change"] = {m: results["trained"][m] - results["base"][m] for m in METRICS}
+        results[label] = summarize(score_samples(samples[label], golds), resamples, seed)
+    results["change"] = compare(samples["base"], samples["trained"], resamples, seed)
 
     os.makedirs(k["EVAL_DIR"], exist_ok=True)
     with open(os.path.join(k["EVAL_DIR"], "eval_results.json"), "w") as f:

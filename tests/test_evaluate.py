@@ -31,18 +31,90 @@ def test_scoring_uses_the_training_judge_on_the_last_block():
         sample(1, "the answer is 0.5", n_tokens=48, truncated=True),  # no block: not judged
     ], golds)
     assert [s["correct"] for s in samples] == [True, True, True, False]
+    assert [s["lenient_correct"] for s in samples] == [True, True, True, True]  # "the answer is 0.5" counts leniently
     assert [s["exact_format"] for s in samples] == [True, False, True, False]
     summary = evaluate.summarize(samples)
-    assert summary == {"accuracy": 0.75, "format_rate": 0.5, "mean_completion_tokens": 15.75,
+    assert summary == {"accuracy": 0.75, "accuracy_lenient": 1.0, "format_rate": 0.5, "mean_completion_tokens": 15.75,
                        "truncation_rate": 0.25, "n_samples": 4}
 
 
-def test_table_shows_the_change_against_base():
-    base = {"accuracy": 0.25, "format_rate": 0.5, "mean_completion_tokens": 100.0, "truncation_rate": 0.1}
-    trained = {"accuracy": 0.5, "format_rate": 0.75, "mean_completion_tokens": 80.0, "truncation_rate": 0.0}
-    text = evaluate.table({"base": base, "trained": trained})
-    assert "| accuracy | 0.250 | 0.500 | +0.250 |" in text
+def test_table_shows_the_change_against_base_with_intervals():
+    base = {"accuracy": 0.25, "accuracy_lenient": 0.5, "format_rate": 0.5, "mean_completion_tokens": 100.0,
+            "truncation_rate": 0.1, "accuracy_ci95": [0.1, 0.4], "pass_at_k": {"1": 0.25, "2": 0.4}}
+    trained = {"accuracy": 0.5, "accuracy_lenient": 0.5, "format_rate": 0.75, "mean_completion_tokens": 80.0,
+               "truncation_rate": 0.0, "accuracy_ci95": [0.3, 0.7], "pass_at_k": {"1": 0.5, "2": 0.6}}
+    change = {"accuracy_ci95": [0.05, 0.45]}
+    text = evaluate.table({"base": base, "trained": trained, "change": change})
+    assert "| accuracy | 0.250 [0.100, 0.400] | 0.500 [0.300, 0.700] | +0.250 [+0.050, +0.450] |" in text
+    assert "| accuracy_lenient | 0.500 | 0.500 | +0.000 |" in text
     assert "| mean_completion_tokens | 100.0 | 80.0 | -20.000 |" in text
+    assert "| pass@2 | 0.400 | 0.600 | +0.200 |" in text
+
+
+@pytest.mark.parametrize(
+    "text,expected,why",
+    [
+        ("w<end_working_out><SOLUTION>12</SOLUTION>", "12", "the solution block comes first"),
+        ("w<end_working_out><SOLUTION>12</SOLUTION> so \\boxed{7}", "12", "a block beats a later boxed"),
+        ("so \\boxed{\\frac{1}{2}}. Check: 1 + 1 = 2", "\\frac{1}{2}", "last boxed, nested braces, before later numbers"),
+        ("\\boxed{3} first, then \\boxed{4}", "4", "the last boxed"),
+        ("The answer is 45. Indeed 40 + 5 = 45 and 9", "45", "'answer is' beats the last number"),
+        ("so the answer is: $x = 5$", "x = 5", "'answer is' strips the dollar signs"),
+        ("27 + 18 = 45", "45", "the last number"),
+        ("about 1,200, not 1,100,", "1,100", "a trailing comma is not part of the number"),
+        ("w<SOLUTION>12", "12", "an unclosed block is not a block; its number is the last number"),
+        ("no idea", None, "nothing to find"),
+        ("", None, "empty"),
+    ],
+)
+def test_lenient_extraction_order(text, expected, why):
+    assert evaluate.lenient_answer(text) == expected, why
+
+
+@pytest.mark.parametrize("n,c,k,expected", [(4, 0, 1, 0.0), (4, 1, 1, 0.25), (4, 2, 1, 0.5), (4, 1, 2, 0.5),
+                                            (4, 2, 2, 1 - 1 / 6), (4, 1, 4, 1.0), (5, 2, 3, 1 - 1 / 10), (1, 1, 1, 1.0)])
+def test_pass_at_k_against_hand_computed_cases(n, c, k, expected):
+    # e.g. n=4, c=2, k=2: C(2,2)/C(4,2) = 1/6 of the pairs miss both correct samples
+    assert evaluate.pass_at_k(n, c, k) == pytest.approx(expected)
+
+
+def test_pass_at_ks_averages_over_problems():
+    groups = [[True, False, False, False], [False, False, False, False]]
+    assert evaluate.pass_at_ks(groups) == pytest.approx({"1": 0.125, "2": 0.25, "3": 0.375, "4": 0.5})
+
+
+def test_bootstrap_interval_narrows_as_problems_grow():
+    import random
+
+    rng = random.Random(0)
+    widths = []
+    for n in (25, 100, 400):
+        scores = [float(rng.random() < 0.3) for _ in range(n)]
+        lo, hi = evaluate.bootstrap_ci(scores, 1000, seed=1)
+        assert lo <= sum(scores) / n <= hi
+        widths.append(hi - lo)
+    assert widths[0] > widths[1] > widths[2]
+    assert widths[2] < 0.1  # ~ 2 x 1.96 x sqrt(0.3 x 0.7 / 400) = 0.09
+
+
+def test_paired_interval_of_identical_models_is_zero_and_of_a_shift_excludes_zero():
+    import random
+
+    rng = random.Random(0)
+    base = [rng.choice([0.0, 0.25, 0.5, 1.0]) for _ in range(200)]
+    assert evaluate.paired_bootstrap_ci(base, base, 500, seed=3) == [0.0, 0.0]
+    noisy = [b + rng.choice([-0.25, 0.0, 0.25]) for b in base]  # a change centred on 0
+    lo, hi = evaluate.paired_bootstrap_ci(base, noisy, 1000, seed=3)
+    assert lo < 0 < hi
+    better = [min(1.0, b + 0.25) for b in base]  # every problem improves or stays at 1
+    lo, hi = evaluate.paired_bootstrap_ci(base, better, 1000, seed=3)
+    assert lo > 0
+
+
+def test_aime_sets_default_to_more_samples_unless_overridden():
+    assert evaluate.resolve_knobs(["--problem_set=aime2024"])["N_SAMPLES"] == 16
+    assert evaluate.resolve_knobs(["--problem_set=aime2025", "--n_samples=2"])["N_SAMPLES"] == 2
+    assert evaluate.resolve_knobs([])["N_SAMPLES"] == evaluate.N_SAMPLES
 
 
 def test_local_problem_set(tmp_path):
