@@ -1,5 +1,8 @@
 """What the trainer reports while it runs: the metrics file and the collapse alarm.
 
+`metrics.jsonl` gets one row per training step and, with EVAL_STEPS, one row per held-out
+evaluation whose keys start with `eval_` (`eval_reward`, `eval_rewards/<name>/mean`, ...).
+
 Both are transformers TrainerCallbacks built by small factories, so importing this module loads
 nothing heavy. `train_grpo.py` hands them to GRPOTrainer.
 
@@ -43,6 +46,17 @@ def metrics_row(logs: dict, step: int, reward_names: list[str]) -> dict:
         if key in logs:
             row[key] = logs[key]
     return row
+
+
+def eval_row(logs: dict, step: int, reward_names: list[str]) -> dict:
+    """A held-out evaluation's row: the same metrics as a training row, each key prefixed `eval_`.
+
+    >>> eval_row({"eval_reward": 0.5, "eval_rewards/a/mean": 0.5, "eval_loss": 0.0}, 10, ["a"])
+    {'step': 10, 'eval_rewards/a/mean': 0.5, 'eval_reward': 0.5, 'eval_loss': 0.0}
+    """
+    return {"step": step, **{f"eval_{key}": value for key, value in
+                             metrics_row({k[5:]: v for k, v in logs.items() if k.startswith("eval_")}, step, reward_names).items()
+                             if key != "step"}}
 
 
 def collapse_signal(logs: dict) -> str | None:
@@ -107,10 +121,16 @@ def make_metrics_callback(path: str, reward_names: list[str]):
                 open(path, "w").close()
 
         def on_log(self, args, state, control, logs=None, **kwargs):
-            if not logs or "reward" not in logs or not state.is_world_process_zero:
+            if not logs or not state.is_world_process_zero:
+                return
+            if "reward" in logs:
+                row = metrics_row(logs, state.global_step, reward_names)
+            elif "eval_reward" in logs:
+                row = eval_row(logs, state.global_step, reward_names)
+            else:
                 return
             with open(path, "a") as f:
-                f.write(json.dumps(metrics_row(logs, state.global_step, reward_names)) + "\n")
+                f.write(json.dumps(row) + "\n")
 
     return MetricsFile()
 

@@ -2,7 +2,8 @@
 
     python plot_rewards.py outputs            # writes outputs/reward_curves.png
 
-One panel per reward and one for the total: raw values per step (faint) and a moving average.
+One panel per reward and one for the total: raw values per step (faint) and a moving average;
+with EVAL_STEPS, the held-out evaluations as orange points on the same panels.
 A last panel shows the run's health: the share of completions cut at the length limit and the
 share of groups with no learning signal (all completions scored alike); both near 1.0 = collapse.
 train_grpo.py calls this at the end of every run.
@@ -41,9 +42,11 @@ def plot(metrics_path: str, out_path: str | None = None) -> str:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = read_metrics(metrics_path)
+    all_rows = read_metrics(metrics_path)
+    rows = [r for r in all_rows if "reward" in r]  # training steps
+    held_out = [r for r in all_rows if "eval_reward" in r]  # evaluations on held-out prompts (EVAL_STEPS)
     if not rows:
-        raise ValueError(f"{metrics_path} has no rows: did the run log any step?")
+        raise ValueError(f"{metrics_path} has no training rows: did the run log any step?")
     out_path = out_path or os.path.join(os.path.dirname(metrics_path) or ".", "reward_curves.png")
     series = [k for k in rows[0] if k.startswith("rewards/") and k.endswith("/mean")] + ["reward"]
     health = [k for k in HEALTH if any(r.get(k) is not None for r in rows)]
@@ -55,6 +58,10 @@ def plot(metrics_path: str, out_path: str | None = None) -> str:
         steps, values = [p[0] for p in points], [p[1] for p in points]
         ax.plot(steps, values, color="tab:blue", alpha=0.3, linewidth=1, label="per step")
         ax.plot(steps, smooth(values, window), color="tab:blue", linewidth=2, label=f"mean of {window}")
+        points = [(r["step"], r[f"eval_{key}"]) for r in held_out if r.get(f"eval_{key}") is not None]
+        if points:
+            ax.plot([p[0] for p in points], [p[1] for p in points], "o-", color="tab:orange", markersize=4,
+                    linewidth=1, label="held-out eval")
         ax.set_title("total reward" if key == "reward" else key.split("/")[1], fontsize=10)
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)

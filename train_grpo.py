@@ -57,6 +57,9 @@ EPSILON = 0.2  # lower clip range of the policy ratio, 1 - EPSILON
 EPSILON_HIGH = 0.2  # upper clip range, 1 + EPSILON_HIGH; DAPO's clip-higher uses 0.28
 SCALE_REWARDS = "group"  # divide advantages by the std of: group | batch | none (Dr. GRPO's choice)
 MASK_TRUNCATED_COMPLETIONS = False  # leave completions that hit the length limit out of the loss
+# held-out evaluation during training
+EVAL_STEPS = 0  # every this many steps, score EVAL_SIZE held-out prompts with the rewards (0 = off)
+EVAL_SIZE = 16  # held-out prompts per evaluation (x NUM_GENERATIONS completions), the same ones each time
 # run health
 COLLAPSE_PATIENCE = 10  # warn after this many consecutive steps without a learning signal (0 = off)
 STOP_ON_COLLAPSE = False  # on that warning, save the adapter and metrics and stop with exit 0
@@ -148,6 +151,15 @@ def check_knobs(k: dict) -> None:
         raise ValueError(f"EPSILON must be > 0, got {k['EPSILON']}")
     if k["EPSILON_HIGH"] < k["EPSILON"]:
         raise ValueError(f"EPSILON_HIGH ({k['EPSILON_HIGH']}) must be >= EPSILON ({k['EPSILON']}): clip-higher widens the upper range")
+    if k["EVAL_STEPS"] < 0 or k["EVAL_SIZE"] < 1:
+        raise ValueError(f"EVAL_STEPS must be >= 0 (0 = off) and EVAL_SIZE >= 1, got {k['EVAL_STEPS']} and {k['EVAL_SIZE']}")
+    if k["EVAL_STEPS"] and k["EVAL_SIZE"] > k["HOLDOUT_SIZE"]:
+        raise ValueError(f"EVAL_SIZE={k['EVAL_SIZE']} is more than the {k['HOLDOUT_SIZE']} held-out rows (HOLDOUT_SIZE)")
+    if k["EVAL_STEPS"] and (k["EVAL_SIZE"] * k["NUM_GENERATIONS"]) % k["PER_DEVICE_TRAIN_BATCH_SIZE"]:
+        raise ValueError(
+            f"EVAL_SIZE x NUM_GENERATIONS = {k['EVAL_SIZE'] * k['NUM_GENERATIONS']} completions must fill whole "
+            f"batches of PER_DEVICE_TRAIN_BATCH_SIZE = {k['PER_DEVICE_TRAIN_BATCH_SIZE']}"
+        )
     if k["COLLAPSE_PATIENCE"] < 0:
         raise ValueError(f"COLLAPSE_PATIENCE must be >= 0 (0 = off), got {k['COLLAPSE_PATIENCE']}")
     if prompts.is_local_path(k["DATASET_NAME"]) and not os.path.exists(k["DATASET_NAME"]):
@@ -212,6 +224,9 @@ def grpo_config_kwargs(k: dict, max_prompt_length: int, bf16: bool) -> dict:
         report_to=k["REPORT_TO"],
         log_completions=k["LOG_COMPLETIONS"],
         num_completions_to_print=0,
+        eval_strategy="steps" if k["EVAL_STEPS"] else "no",
+        eval_steps=k["EVAL_STEPS"] or None,
+        per_device_eval_batch_size=k["PER_DEVICE_TRAIN_BATCH_SIZE"],
         **{field: k[knob] for knob, field in _ALGORITHM_FIELDS.items()},
     )
 
@@ -227,13 +242,28 @@ def reward_funcs(k: dict) -> list:
     return [getattr(rewards, name) for name in k["REWARD_FUNCS"]]
 
 
-def load_training_problems(k: dict):
-    """Load the problems and hold out the evaluation slice. Runs before the model loads, so a
-    missing column or an unreachable dataset fails in seconds, not after minutes of loading."""
+def load_problems(k: dict):
+    """Load the problems and hold out the evaluation slice: (train, heldout). Runs before the model
+    loads, so a missing column or an unreachable dataset fails in seconds, not after minutes."""
     raw = prompts.load_problems(k["DATASET_NAME"], k["DATASET_CONFIG"], k["DATASET_SPLIT"])
     train, heldout = prompts.split_holdout(raw, k["HOLDOUT_SIZE"], k["SEED"])
     print(f"data: {len(raw)} rows from {k['DATASET_NAME']}, {len(heldout)} held out for evaluate.py")
-    return train
+    return train, heldout
+
+
+def build_eval_dataset(k: dict, heldout, tokenizer, max_prompt_length: int):
+    """The first EVAL_SIZE held-out rows as conversations, those that fit the prompt budget; None when off."""
+    if not k["EVAL_STEPS"]:
+        return None
+    subset = prompts.to_conversations(heldout.select(range(k["EVAL_SIZE"])))
+    lengths = prompts.prompt_lengths(subset, tokenizer)
+    fits = [i for i, n in enumerate(lengths) if n <= max_prompt_length]
+    per_batch = k["PER_DEVICE_TRAIN_BATCH_SIZE"] // k["NUM_GENERATIONS"]  # prompts per eval batch
+    fits = fits[: len(fits) - len(fits) % per_batch]
+    if not fits:
+        raise ValueError(f"none of the {k['EVAL_SIZE']} held-out prompts fits in {max_prompt_length} tokens")
+    print(f"eval: {len(fits)} held-out prompts x {k['NUM_GENERATIONS']} completions every {k['EVAL_STEPS']} steps")
+    return subset.select(fits)
 
 
 def build_dataset(k: dict, train, tokenizer):
@@ -270,7 +300,7 @@ def main(argv: list[str]) -> None:
             "On a CPU, run the smoke test of the same pipeline instead:  python train_grpo.py --smoke"
         )
     try:
-        train_rows = load_training_problems(k)
+        train_rows, heldout_rows = load_problems(k)
     except (prompts.DatasetFormatError, FileNotFoundError) as e:
         sys.exit(f"train_grpo.py: error: {e}")
     if k["FAST_INFERENCE"] and not vllm_available():
@@ -291,6 +321,7 @@ def main(argv: list[str]) -> None:
     tokenizer.chat_template = prompts.CHAT_TEMPLATE
     # 3. data
     dataset, max_prompt_length = build_dataset(k, train_rows, tokenizer)
+    eval_dataset = build_eval_dataset(k, heldout_rows, tokenizer, max_prompt_length)
     # 4. GRPO
     from trl import GRPOConfig, GRPOTrainer
 
@@ -304,6 +335,7 @@ def main(argv: list[str]) -> None:
         reward_funcs=reward_funcs(k),
         args=config,
         train_dataset=dataset,
+        eval_dataset=eval_dataset,
         callbacks=[callbacks.make_metrics_callback(metrics_path, list(k["REWARD_FUNCS"])), alarm],
     )
     used = algorithm_used(trainer.args)

@@ -80,6 +80,19 @@ def test_train_script_fails_fast_on_bad_overrides(arg, message):
     assert time.time() - start < 20, "a bad override must fail before torch or Unsloth load"
 
 
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--eval_steps=-1"], "EVAL_STEPS must be >= 0"),
+        (["--eval_steps=25", "--eval_size=501"], "EVAL_SIZE=501 is more than the 500 held-out rows"),
+        (["--smoke", "--eval_steps=5", "--eval_size=3"], "EVAL_SIZE x NUM_GENERATIONS = 24 completions must fill whole batches"),
+    ],
+)
+def test_eval_knobs_are_checked_before_anything_loads(args, message):
+    result = subprocess.run([sys.executable, "train_grpo.py", *args], capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert result.returncode != 0 and message in result.stderr, result.stderr
+
+
 @pytest.mark.parametrize("module", ["train_grpo", "evaluate", "rewards", "prompts", "plot_rewards", "overrides", "callbacks", "answers"])
 def test_modules_import_nothing_heavy(module):
     heavy = ("torch", "unsloth", "trl", "transformers", "datasets", "math_verify", "sympy", "matplotlib")

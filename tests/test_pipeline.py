@@ -95,19 +95,52 @@ ALGORITHM = {"LOSS_TYPE": "dr_grpo", "BETA": 0.04, "EPSILON": 0.2, "EPSILON_HIGH
              "SCALE_REWARDS": "none", "MASK_TRUNCATED_COMPLETIONS": True}
 
 
-def test_algorithm_knobs_reach_the_trainer_and_run_config(tmp_path):
-    """Another loss, a KL term and clip-higher run end to end; run_config.json shows what the trainer used."""
+@pytest.fixture(scope="module")
+def variant_run(tmp_path_factory):
+    """A smoke run with another loss, a KL term, clip-higher, masking, and held-out evaluation every 2 steps."""
+    workdir = tmp_path_factory.mktemp("variant")
     args = [f"--{k.lower()}={v}" for k, v in ALGORITHM.items()]
-    result = subprocess.run([sys.executable, SCRIPT, "--smoke", "--max_steps=2", *args], cwd=tmp_path,
-                            capture_output=True, text=True, timeout=600)
+    result = subprocess.run([sys.executable, SCRIPT, "--smoke", "--max_steps=4", "--eval_steps=2", *args],
+                            cwd=workdir, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    out = tmp_path / "outputs" / "smoke"
+    return workdir / "outputs" / "smoke", result.stdout
+
+
+def test_algorithm_knobs_reach_the_trainer_and_run_config(variant_run):
+    out, log = variant_run
     config = json.load(open(out / "run_config.json"))
     for knob, value in ALGORITHM.items():
         assert config[knob] == value and config["REQUESTED"][knob] == value, knob
-    assert "algorithm: loss_type=dr_grpo, beta=0.04" in result.stdout
+    assert "algorithm: loss_type=dr_grpo, beta=0.04" in log
+    rows = [json.loads(line) for line in open(out / "metrics.jsonl") if '"reward"' in line]
+    assert len(rows) == 4 and all("kl" in row for row in rows)  # a KL term is computed only when beta > 0
+
+
+def test_held_out_evaluation_rows_during_training(variant_run):
+    out, log = variant_run
     rows = [json.loads(line) for line in open(out / "metrics.jsonl")]
-    assert all("kl" in row for row in rows)  # a KL term is computed only when beta > 0
+    evals = [r for r in rows if "eval_reward" in r]
+    assert [r["step"] for r in evals] == [2, 4]
+    assert [r["step"] for r in rows if "reward" in r] == [1, 2, 3, 4]  # training rows unchanged
+    for row in evals:
+        assert set(row) >= {"eval_reward", "eval_completions/mean_length"} | {
+            f"eval_rewards/{n}/mean" for n in train_grpo.REWARD_FUNCS}
+        assert "reward" not in row  # an evaluation row never passes for a training step
+        total = sum(row[f"eval_rewards/{n}/mean"] for n in train_grpo.REWARD_FUNCS)
+        assert abs(total - row["eval_reward"]) < 1e-3
+    assert "eval: 16 held-out prompts x 8 completions every 2 steps" in log
+
+
+def test_eval_prompts_come_from_the_held_out_slice_only():
+    import tiny_model
+    import prompts
+
+    knobs = train_grpo.resolve_knobs(["--smoke", "--eval_steps=5", "--eval_size=50"])
+    train, heldout = train_grpo.load_problems(knobs)
+    tokenizer = tiny_model.build_tokenizer(prompts.read_jsonl(prompts.BUNDLED_PROBLEMS))
+    evals = train_grpo.build_eval_dataset(knobs, heldout, tokenizer, max_prompt_length=10_000)
+    asked = {conversation[-1]["content"] for conversation in evals["prompt"]}
+    assert len(asked) == 50 and not asked & set(train["prompt"])
 
 
 def test_every_loss_type_we_accept_is_implemented_by_trl_and_unsloth():
