@@ -260,14 +260,14 @@ def problem_means(samples: list[dict], key: str = "correct") -> list[float]:
 def compare(base_samples: list[dict], trained_samples: list[dict], resamples: int, seed: int) -> dict:
     """Trained minus base for each metric, and paired 95% intervals for the two accuracies."""
     base, trained = summarize(base_samples), summarize(trained_samples)
-    change = {m: trained[m] - base[m] for m in METRICS}
+    change = {m: trained[m] - base[m] for m in _METRICS}
     for key, name in (("correct", "accuracy"), ("lenient_correct", "accuracy_lenient")):
         change[f"{name}_ci95"] = paired_bootstrap_ci(problem_means(base_samples, key),
                                                     problem_means(trained_samples, key), resamples, seed)
     return change
 
 
-METRICS = ("accuracy", "accuracy_lenient", "format_rate", "mean_completion_tokens", "truncation_rate")
+_METRICS = ("accuracy", "accuracy_lenient", "format_rate", "mean_completion_tokens", "truncation_rate")
 
 
 def _cell(stats: dict, m: str) -> str:
@@ -281,7 +281,7 @@ def table(results: dict) -> str:
     """The before/after table: 95% intervals in brackets (bootstrap over problems; paired for the change)."""
     base, trained, change = results["base"], results["trained"], results.get("change", {})
     lines = ["| metric | base | trained | change |", "| --- | ---: | ---: | ---: |"]
-    for m in METRICS:
+    for m in _METRICS:
         delta = trained[m] - base[m]
         ci = change.get(f"{m}_ci95")
         lines.append(f"| {m} | {_cell(base, m)} | {_cell(trained, m)} | {delta:+.3f}"
@@ -376,7 +376,7 @@ def load_tokenizer(k: dict):
     return tokenizer
 
 
-HOW_TO_READ = (
+_HOW_TO_READ = (
     "How to read these numbers: accuracy is pass@1, the share of samples whose answer is right. "
     "Strict counts only the answer in the last solution block, as the check_answer reward does; "
     "lenient takes the final answer wherever the model wrote it (solution block, then the last "
@@ -391,7 +391,7 @@ HOW_TO_READ = (
 def write_report(path: str, results: dict, rows: list[dict], samples: dict, n_show: int) -> None:
     lines = [f"# Evaluation: base vs trained\n", f"{results['problems']}\n", table(results), "",
              "Settings: " + ", ".join(f"{key}={value}" for key, value in results["settings"].items()), "",
-             HOW_TO_READ, ""]
+             _HOW_TO_READ, ""]
     for i, row in enumerate(rows[:n_show]):
         base = next(s for s in samples["base"] if s["problem"] == i)
         trained = next(s for s in samples["trained"] if s["problem"] == i)

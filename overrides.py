@@ -69,6 +69,9 @@ def resolve(namespace: dict, argv: list[str], smoke_preset: dict, script: str, c
     import sys
 
     knobs = knobs_of(namespace)
+    if "--help" in argv or "-h" in argv:
+        print(help_text(namespace, script, smoke_preset))
+        sys.exit(0)
     smoke = "--smoke" in argv
     if smoke:
         knobs.update(smoke_preset)
@@ -80,6 +83,43 @@ def resolve(namespace: dict, argv: list[str], smoke_preset: dict, script: str, c
         sys.exit(f"{script}: error: {e}")
     knobs["SMOKE"] = smoke
     return knobs
+
+
+def knob_comments(source: str) -> dict:
+    """`NAME = value  # comment` lines of a script's source: {NAME: comment}; section headers too.
+
+    >>> knob_comments("# model\\nSTEPS = 5  # optimizer steps\\n")
+    {'STEPS': 'optimizer steps'}
+    """
+    out = {}
+    for line in source.splitlines():
+        name, sep, rest = line.partition(" = ")
+        if sep and name.isidentifier() and name.isupper() and not name.startswith("_") and "  # " in rest:
+            out[name] = rest.split("  # ", 1)[1].strip()
+    return out
+
+
+def help_text(namespace: dict, script: str, smoke_preset: dict) -> str:
+    """What --help prints: usage, then every knob with its default and its comment, read from the source."""
+    knobs = knobs_of(namespace)
+    comments = {}
+    path = namespace.get("__file__")
+    if path:
+        with open(path, encoding="utf-8") as f:
+            comments = knob_comments(f.read())
+    doc = (namespace.get("__doc__") or "").strip().splitlines()
+    lines = [doc[0] if doc else script, "",
+             f"usage: python {script} [--smoke] [--name=value ...]", "",
+             "Every knob is an UPPER_CASE constant at the top of the script; --lowercase_name=value overrides it.",
+             "--smoke first applies the CPU preset: " + ", ".join(f"{k.lower()}={v!r}" for k, v in smoke_preset.items()), "",
+             "knobs (default, then what it does):"]
+    width = max(len(name) for name in knobs) + 2
+    for name, value in knobs.items():
+        shown = ",".join(map(str, value)) if isinstance(value, (tuple, list)) else repr(value)
+        lines.append(f"  --{name.lower():<{width}} {shown}")
+        if comments.get(name):
+            lines.append(f"  {'':<{width + 2}} {comments[name]}")
+    return "\n".join(lines)
 
 
 def apply_overrides(knobs: dict, args: list[str]) -> dict:

@@ -131,3 +131,26 @@ def test_full_run_without_a_gpu_stops_and_names_the_smoke_run():
     result = subprocess.run([sys.executable, "train_grpo.py"], capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert result.returncode != 0
     assert "no CUDA GPU found" in result.stderr and "python train_grpo.py --smoke" in result.stderr
+
+
+@pytest.mark.parametrize("script", ["train_grpo.py", "evaluate.py"])
+def test_help_lists_every_knob_with_default_and_comment_and_exits_zero(script):
+    import importlib
+
+    from overrides import knobs_of
+
+    result = subprocess.run([sys.executable, script, "--help"], capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert result.returncode == 0, result.stderr
+    module = importlib.import_module(script[:-3])
+    for name in knobs_of(vars(module)):
+        assert f"--{name.lower()} " in result.stdout, name
+    assert "optimizer steps" in result.stdout or "samples per problem" in result.stdout  # comments, read from the source
+    assert "usage: python " + script in result.stdout
+
+
+def test_evaluate_knobs_are_one_block_of_commented_constants():
+    import evaluate
+    from overrides import knob_comments, knobs_of
+
+    comments = knob_comments(open(evaluate.__file__).read())
+    assert set(knobs_of(vars(evaluate))) == set(comments), "every evaluate.py knob has a one-line comment, and only knobs are UPPER_CASE"
