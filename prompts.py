@@ -103,14 +103,41 @@ def load_problems(name: str, config: str | None = None, split: str = "train"):
     if is_local_path(name):
         if not os.path.exists(name):
             raise FileNotFoundError(f"dataset file not found: {name}")
+        if os.path.getsize(name) == 0:
+            raise DatasetFormatError(f"{name}: the file is empty; each line should be a JSON object with "
+                                     f"'{PROBLEM_COLUMN}' and '{ANSWER_COLUMN}'")
+        if name.endswith(".jsonl"):
+            check_jsonl(name)
         kind = "parquet" if name.endswith(".parquet") else "json"
-        dataset = load_dataset(kind, data_files=name, split="train")
+        try:
+            dataset = load_dataset(kind, data_files=name, split="train")
+        except Exception as e:  # a malformed file: name it, without the library's traceback
+            raise DatasetFormatError(f"{name}: could not be read as {kind}: {type(e).__name__}: {e}") from None
     else:
         dataset = load_dataset(name, config, split=split)
     check_columns(dataset.column_names, name)
     if len(dataset) == 0:
         raise DatasetFormatError(f"{name}: no rows")
     return dataset
+
+
+def check_jsonl(path: str) -> None:
+    """Raise DatasetFormatError naming the file and line of the first line that is not a JSON object,
+    or saying the file has no rows. One pass over the file, before any library reads it."""
+    rows = 0
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for number, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise DatasetFormatError(f"{path}, line {number}: not valid JSON ({e.msg} at column {e.colno})") from None
+            if not isinstance(row, dict):
+                raise DatasetFormatError(f"{path}, line {number}: expected a JSON object, got {type(row).__name__}")
+            rows += 1
+    if not rows:
+        raise DatasetFormatError(f"{path}: no rows (only blank lines)")
 
 
 def split_holdout(dataset, holdout_size: int, seed: int):

@@ -9,6 +9,7 @@ The loop: for each problem, sample NUM_GENERATIONS completions; score each with 
 group's std; the policy gradient raises the likelihood of above-average completions.
 """
 
+import importlib.util
 import json
 import os
 import sys
@@ -99,6 +100,9 @@ _SMOKE_PRESET = dict(
 
 _LOSS_TYPES = ("dapo", "grpo", "bnpo", "dr_grpo", "cispo", "sapo", "vespo")  # those TRL and Unsloth both implement
 _SCALE_REWARDS = ("group", "batch", "none")
+# REPORT_TO names transformers knows, and the package each needs
+_TRACKERS = {"wandb": "wandb", "tensorboard": "tensorboard", "mlflow": "mlflow", "comet_ml": "comet_ml",
+             "clearml": "clearml", "trackio": "trackio", "dvclive": "dvclive", "swanlab": "swanlab"}
 # GRPOConfig fields set from the algorithm knobs; run_config.json records what the trainer used
 _ALGORITHM_FIELDS = {"LOSS_TYPE": "loss_type", "BETA": "beta", "EPSILON": "epsilon", "EPSILON_HIGH": "epsilon_high",
                      "SCALE_REWARDS": "scale_rewards", "MASK_TRUNCATED_COMPLETIONS": "mask_truncated_completions"}
@@ -160,6 +164,14 @@ def check_knobs(k: dict) -> None:
             f"EVAL_SIZE x NUM_GENERATIONS = {k['EVAL_SIZE'] * k['NUM_GENERATIONS']} completions must fill whole "
             f"batches of PER_DEVICE_TRAIN_BATCH_SIZE = {k['PER_DEVICE_TRAIN_BATCH_SIZE']}"
         )
+    for tracker in (t.strip() for t in k["REPORT_TO"].split(",")):
+        if tracker in ("none", "all", ""):
+            continue
+        if tracker not in _TRACKERS:
+            raise ValueError(f"REPORT_TO names {tracker!r}; known: none, {', '.join(sorted(_TRACKERS))}")
+        if importlib.util.find_spec(_TRACKERS[tracker]) is None:
+            raise ValueError(f"REPORT_TO={tracker} but the {_TRACKERS[tracker]} package is not installed: "
+                             f"pip install {_TRACKERS[tracker]}   (or --report_to=none)")
     if k["COLLAPSE_PATIENCE"] < 0:
         raise ValueError(f"COLLAPSE_PATIENCE must be >= 0 (0 = off), got {k['COLLAPSE_PATIENCE']}")
     if prompts.is_local_path(k["DATASET_NAME"]) and not os.path.exists(k["DATASET_NAME"]):
@@ -277,6 +289,28 @@ def build_dataset(k: dict, train, tokenizer):
     return dataset, max_prompt_length
 
 
+def check_target_modules(k: dict) -> None:
+    """Raise ValueError when LORA_TARGET_MODULES names a layer the model lacks. Reads only the
+    model's config and builds a weightless skeleton on the meta device, so it runs before the
+    weights load. Skipped (with a note) when the config cannot be read."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    try:
+        config = AutoConfig.from_pretrained(k["MODEL_NAME"])
+        with torch.device("meta"):
+            skeleton = AutoModelForCausalLM.from_config(config)
+    except Exception as e:  # offline without a cached config, a custom architecture, ...
+        print(f"note: LORA_TARGET_MODULES not checked before loading ({type(e).__name__}: {e})")
+        return
+    linear = sorted({name.rsplit(".", 1)[-1] for name, module in skeleton.named_modules()
+                     if isinstance(module, torch.nn.Linear) and name.rsplit(".", 1)[-1] != "lm_head"})
+    missing = [m for m in k["LORA_TARGET_MODULES"] if m not in linear]
+    if missing:
+        raise ValueError(f"LORA_TARGET_MODULES names {missing}, which {k['MODEL_NAME']} does not have; "
+                         f"its linear layers are: {','.join(linear)}")
+
+
 def vllm_available() -> bool:
     import importlib.util
 
@@ -315,6 +349,10 @@ def main(argv: list[str]) -> None:
 
         tiny_model.build_tiny_model(k["MODEL_NAME"], prompts.BUNDLED_PROBLEMS)
 
+    try:
+        check_target_modules(k)
+    except ValueError as e:
+        sys.exit(f"train_grpo.py: error: {e}")
     model, tokenizer = FastLanguageModel.from_pretrained(**from_pretrained_kwargs(k))
     # 2. LoRA
     model = FastLanguageModel.get_peft_model(model, **peft_kwargs(k))

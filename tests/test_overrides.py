@@ -154,3 +154,53 @@ def test_evaluate_knobs_are_one_block_of_commented_constants():
 
     comments = knob_comments(open(evaluate.__file__).read())
     assert set(knobs_of(vars(evaluate))) == set(comments), "every evaluate.py knob has a one-line comment, and only knobs are UPPER_CASE"
+
+
+@pytest.mark.parametrize(
+    "content,message",
+    [
+        ("", "the file is empty"),
+        ("\n\n", "no rows (only blank lines)"),
+        ('{"prompt": "a", "solution": "1"}\n{"prompt": "b", solution: 2}\n', "line 2: not valid JSON"),
+        ('{"prompt": "a", "solution": "1"}\n[1, 2]\n', "line 2: expected a JSON object, got list"),
+    ],
+)
+def test_bad_dataset_files_are_refused_naming_the_file_and_line(tmp_path, content, message):
+    path = tmp_path / "problems.jsonl"
+    path.write_text(content)
+    start = time.time()
+    result = subprocess.run([sys.executable, "train_grpo.py", "--smoke", f"--dataset_name={path}"],
+                            capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert result.returncode != 0 and str(path) in result.stderr and message in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr and time.time() - start < 30
+
+
+def test_parquet_with_the_wrong_columns_is_refused(tmp_path):
+    import pandas as pd
+
+    path = tmp_path / "problems.parquet"
+    pd.DataFrame({"question": ["q"], "answer": ["1"]}).to_parquet(path)
+    result = subprocess.run([sys.executable, "train_grpo.py", "--smoke", f"--dataset_name={path}"],
+                            capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert result.returncode != 0 and "missing column(s) ['prompt', 'solution']" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_a_tracker_that_is_not_installed_is_refused_before_torch():
+    import importlib.util
+
+    if importlib.util.find_spec("wandb") is not None:
+        pytest.skip("wandb is installed here")
+    start = time.time()
+    result = subprocess.run([sys.executable, "train_grpo.py", "--report_to=wandb"], capture_output=True, text=True,
+                            timeout=60, cwd=ROOT)
+    assert result.returncode != 0 and "pip install wandb" in result.stderr
+    assert time.time() - start < 20
+
+
+def test_target_modules_the_model_lacks_are_refused_before_the_weights_load(tmp_path):
+    result = subprocess.run([sys.executable, os.path.join(ROOT, "train_grpo.py"), "--smoke", "--lora_target_modules=q,v"],
+                            capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert result.returncode != 0
+    assert "LORA_TARGET_MODULES names ['q', 'v']" in result.stderr and "q_proj" in result.stderr
+    assert "Qwen3ForCausalLM on" not in result.stdout + result.stderr  # Unsloth's loading line: never reached
