@@ -1,4 +1,4 @@
-"""What the trainer reports while it runs: the metrics file and the collapse alarm.
+"""What the trainer reports while it runs: the metrics file, the collapse alarm, a clean stop on a signal.
 
 `metrics.jsonl` gets one row per training step and, with EVAL_STEPS, one row per held-out
 evaluation whose keys start with `eval_` (`eval_reward`, `eval_rewards/<name>/mean`, ...).
@@ -20,6 +20,7 @@ after that step (the caller then saves the adapter and curves as after a full ru
 from __future__ import annotations
 
 import json
+import os
 
 ZERO_STD_LIMIT = 1.0  # frac_reward_zero_std at or above this: no group has a learning signal
 CLIPPED_LIMIT = 0.95  # completions/clipped_ratio at or above this: nearly every completion truncated
@@ -118,7 +119,7 @@ def make_metrics_callback(path: str, reward_names: list[str]):
     class MetricsFile(TrainerCallback):
         def on_train_begin(self, args, state, control, **kwargs):
             if state.is_world_process_zero:
-                open(path, "w").close()
+                keep_rows_up_to(path, state.global_step)  # 0 on a new run; the checkpoint's step on a resume
 
         def on_log(self, args, state, control, logs=None, **kwargs):
             if not logs or not state.is_world_process_zero:
@@ -133,6 +134,52 @@ def make_metrics_callback(path: str, reward_names: list[str]):
                 f.write(json.dumps(row) + "\n")
 
     return MetricsFile()
+
+
+def keep_rows_up_to(path: str, step: int) -> None:
+    """Keep only the rows of `path` logged at or before `step` (none when step is 0): a resumed run
+    continues its metrics with no duplicate steps, even if the first run logged past its checkpoint."""
+    rows = []
+    if step > 0 and os.path.exists(path):
+        with open(path, encoding="utf-8") as f:
+            rows = [line for line in f if line.strip() and json.loads(line).get("step", 0) <= step]
+    with open(path, "w", encoding="utf-8") as f:
+        f.writelines(rows)
+
+
+def make_signal_stop_callback():
+    """A TrainerCallback that turns SIGINT (Ctrl-C) and SIGTERM (a preempted cloud box) into a clean
+    stop: the current step finishes, a checkpoint is saved, and training ends; the caller then saves
+    the adapter and curves. A second signal exits at once (status 130).
+
+    Call `.install()` before training; `.signal_name` is set once a signal has arrived.
+    """
+    import signal
+
+    from transformers import TrainerCallback
+
+    class SignalStop(TrainerCallback):
+        def __init__(self):
+            self.signal_name = None
+
+        def install(self):
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                signal.signal(sig, self._handle)
+
+        def _handle(self, signum, frame):
+            if self.signal_name is not None:  # the second one: stop now
+                os._exit(130)
+            self.signal_name = signal.Signals(signum).name
+            print(f"\n{self.signal_name} received: finishing this step, then saving a checkpoint and the adapter "
+                  f"(press Ctrl-C again to quit at once, without saving)", flush=True)
+
+        def on_step_end(self, args, state, control, **kwargs):
+            if self.signal_name is not None:
+                control.should_save = True
+                control.should_training_stop = True
+            return control
+
+    return SignalStop()
 
 
 def make_collapse_callback(patience: int, stop: bool):

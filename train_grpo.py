@@ -49,7 +49,9 @@ TEMPERATURE = 1.0  # sampling temperature
 MIN_P = 0.1  # drop tokens below this fraction of the top token's probability
 TOP_P = 1.0  # nucleus sampling (1.0 = off)
 MAX_STEPS = 100  # optimizer steps
-SAVE_STEPS = 100  # checkpoint every this many steps
+SAVE_STEPS = 25  # checkpoint (adapter, optimizer, scheduler, RNG) every this many steps
+SAVE_TOTAL_LIMIT = 2  # keep this many newest checkpoints
+RESUME = ""  # "" = a new run; "auto" = the latest checkpoint-N in OUTPUT_DIR; or a checkpoint path
 SEED = 3407  # seeds LoRA init, sampling, the data order and the held-out split
 # GRPO algorithm: set explicitly, since the library defaults have changed between versions
 LOSS_TYPE = "dapo"  # how token losses are averaged: dapo | grpo | bnpo | dr_grpo | cispo | sapo | vespo
@@ -138,7 +140,7 @@ def check_knobs(k: dict) -> None:
         raise ValueError(f"PROMPT_LENGTH_PERCENTILE must be in (0, 100], got {k['PROMPT_LENGTH_PERCENTILE']}")
     if k["MAX_COMPLETION_LENGTH"] < 0:
         raise ValueError(f"MAX_COMPLETION_LENGTH must be >= 0 (0 = all the room left), got {k['MAX_COMPLETION_LENGTH']}")
-    for name in ("MAX_STEPS", "SAVE_STEPS", "MAX_SEQ_LENGTH", "LORA_RANK"):
+    for name in ("MAX_STEPS", "SAVE_STEPS", "SAVE_TOTAL_LIMIT", "MAX_SEQ_LENGTH", "LORA_RANK"):
         if k[name] < 1:
             raise ValueError(f"{name} must be positive, got {k[name]}")
     if not 0 <= k["WARMUP_RATIO"] < 1:
@@ -226,6 +228,7 @@ def grpo_config_kwargs(k: dict, max_prompt_length: int, bf16: bool) -> dict:
         max_completion_length=max_completion,
         max_steps=k["MAX_STEPS"],
         save_steps=k["SAVE_STEPS"],
+        save_total_limit=k["SAVE_TOTAL_LIMIT"],
         seed=k["SEED"],
         data_seed=k["SEED"],
         reward_weights=list(k["REWARD_WEIGHTS"]),
@@ -311,6 +314,122 @@ def check_target_modules(k: dict) -> None:
                          f"its linear layers are: {','.join(linear)}")
 
 
+def checkpoints_in(folder: str) -> list[str]:
+    """The checkpoint-N folders in `folder`, oldest step first."""
+    if not os.path.isdir(folder):
+        return []
+    found = [n for n in os.listdir(folder) if n.startswith("checkpoint-") and n[11:].isdigit()]
+    return [os.path.join(folder, n) for n in sorted(found, key=lambda n: int(n[11:]))]
+
+
+def checkpoint_step(path: str) -> int:
+    return int(os.path.basename(os.path.normpath(path))[11:])
+
+
+def resume_checkpoint(k: dict) -> str | None:
+    """The checkpoint to resume from (RESUME: "" = none, "auto" = the latest in OUTPUT_DIR, or a path).
+
+    A new run never mixes silently with an earlier one in the same OUTPUT_DIR: it is refused, except
+    for the smoke preset, which starts over by itself."""
+    out = k["OUTPUT_DIR"]
+    found = checkpoints_in(out)
+    if k["RESUME"] == "auto":
+        if not found:
+            raise ValueError(f"--resume=auto: no checkpoint-N folder in {out} to resume from")
+        return found[-1]
+    if k["RESUME"]:
+        if not os.path.isfile(os.path.join(k["RESUME"], "trainer_state.json")):
+            raise ValueError(f"RESUME={k['RESUME']}: not a checkpoint folder (no trainer_state.json)")
+        return k["RESUME"]
+    earlier = [os.path.basename(p) for p in found] + [n for n in ("metrics.jsonl",) if os.path.exists(os.path.join(out, n))]
+    if earlier and k["SMOKE"]:
+        import shutil
+
+        for name in [os.path.basename(p) for p in found] + ["completions", "lora", "runs"]:
+            shutil.rmtree(os.path.join(out, name), ignore_errors=True)
+        for name in ("metrics.jsonl", "run_config.json", "reward_curves.png"):
+            if os.path.exists(os.path.join(out, name)):
+                os.remove(os.path.join(out, name))
+        print(f"smoke: starting over in {out} (removed the previous smoke run)")
+    elif earlier:
+        raise ValueError(
+            f"{out} already holds another run ({', '.join(earlier[:4])}). Continue it with --resume=auto, "
+            f"or start a new one with --output_dir=NEW_FOLDER (or delete {out})"
+        )
+    return None
+
+
+def manifest(trainer, data: dict) -> dict:
+    """What a run needs to be understood later: versions, device, code commit, data, trainer settings."""
+    import importlib.metadata
+    import platform
+    import subprocess
+
+    import torch
+
+    versions = {"python": platform.python_version()}
+    for dist in ("torch", "transformers", "trl", "unsloth", "unsloth_zoo", "peft", "accelerate", "datasets",
+                 "math-verify", "bitsandbytes", "vllm"):
+        try:
+            versions[dist] = importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            pass
+    if torch.cuda.is_available():
+        device = {"gpu": torch.cuda.get_device_name(0), "gpu_count": torch.cuda.device_count()}
+    else:
+        cpu = platform.processor() or platform.machine()
+        try:
+            with open("/proc/cpuinfo") as f:
+                cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
+        except OSError:
+            pass
+        device = {"cpu": cpu, "cpu_threads": torch.get_num_threads()}
+    here = os.path.dirname(os.path.abspath(__file__))
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=10).stdout.strip()
+        dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
+                                    capture_output=True, text=True, timeout=10).stdout.strip())
+        commit = (commit + ("+uncommitted changes" if dirty else "")) or None
+    except (OSError, subprocess.SubprocessError):
+        commit = None
+    args = json.loads(json.dumps(trainer.args.to_dict(), default=str))
+    return {"VERSIONS": versions, "DEVICE": device, "GIT_COMMIT": commit, "DATA": data, "TRAINER_ARGS": args}
+
+
+def write_run_config(output_dir: str, record: dict) -> None:
+    os.makedirs(output_dir, exist_ok=True)
+    with open(os.path.join(output_dir, "run_config.json"), "w") as f:
+        json.dump(record, f, indent=2, default=str)
+
+
+def write_model_card(lora_dir: str, k: dict, steps: int) -> None:
+    """A short README.md beside the adapter: what it was trained from, on what, and how to load it."""
+    card = f"""---
+base_model: {k['MODEL_NAME']}
+library_name: peft
+tags: [grpo, lora, math, reasoning]
+---
+# LoRA adapter: GRPO math reasoning on {k['MODEL_NAME']}
+
+Trained with GRPO (TRL's GRPOTrainer through Unsloth) for {steps} steps on `{k['DATASET_NAME']}`,
+with the rewards {', '.join(k['REWARD_FUNCS'])} (weights {', '.join(map(str, k['REWARD_WEIGHTS']))}).
+Loss `{k['LOSS_TYPE']}`, beta {k['BETA']}, learning rate {k['LEARNING_RATE']}, LoRA rank {k['LORA_RANK']}.
+The prompts use the trainer's system prompt and chat template (saved with the tokenizer here).
+`run_config.json` and `metrics.jsonl` one folder up hold every setting and every step.
+
+```python
+from peft import PeftModel
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+base = AutoModelForCausalLM.from_pretrained("{k['MODEL_NAME']}")
+model = PeftModel.from_pretrained(base, "{lora_dir}")
+tokenizer = AutoTokenizer.from_pretrained("{lora_dir}")
+```
+"""
+    with open(os.path.join(lora_dir, "README.md"), "w", encoding="utf-8") as f:
+        f.write(card)
+
+
 def vllm_available() -> bool:
     import importlib.util
 
@@ -322,6 +441,10 @@ def vllm_available() -> bool:
 def main(argv: list[str]) -> None:
     k = resolve_knobs(argv)
     t_start = time.time()
+    try:
+        resume_from = resume_checkpoint(k)  # before anything heavy: a wrong folder fails in a second
+    except ValueError as e:
+        sys.exit(f"train_grpo.py: error: {e}")
     import torch
 
     if not torch.cuda.is_available():
@@ -367,6 +490,7 @@ def main(argv: list[str]) -> None:
     config = GRPOConfig(**grpo_config_kwargs(k, max_prompt_length, bf16))  # fp16 GPUs (T4): Unsloth sets fp16
     metrics_path = os.path.join(k["OUTPUT_DIR"], "metrics.jsonl")
     alarm = callbacks.make_collapse_callback(k["COLLAPSE_PATIENCE"], k["STOP_ON_COLLAPSE"])
+    stop = callbacks.make_signal_stop_callback()
     trainer = GRPOTrainer(
         model=model,
         processing_class=tokenizer,
@@ -374,16 +498,17 @@ def main(argv: list[str]) -> None:
         args=config,
         train_dataset=dataset,
         eval_dataset=eval_dataset,
-        callbacks=[callbacks.make_metrics_callback(metrics_path, list(k["REWARD_FUNCS"])), alarm],
+        callbacks=[callbacks.make_metrics_callback(metrics_path, list(k["REWARD_FUNCS"])), alarm, stop],
     )
     used = algorithm_used(trainer.args)
     for knob, value in used.items():
         if value != k[knob]:
             print(f"note: the trainer uses {knob}={value!r}, not the requested {k[knob]!r} (Unsloth's GRPO config rewrote it)")
-    os.makedirs(k["OUTPUT_DIR"], exist_ok=True)
-    with open(os.path.join(k["OUTPUT_DIR"], "run_config.json"), "w") as f:
-        json.dump({**k, **used, "REQUESTED": {n: k[n] for n in used}, "MAX_PROMPT_LENGTH": max_prompt_length,
-                   "DTYPE": str(model.dtype).removeprefix("torch.")}, f, indent=2)
+    record = {**k, **used, "REQUESTED": {n: k[n] for n in used}, "MAX_PROMPT_LENGTH": max_prompt_length,
+              "DTYPE": str(model.dtype).removeprefix("torch."), "RESUMED_FROM": resume_from,
+              **manifest(trainer, {"rows": len(train_rows) + len(heldout_rows), "held_out": len(heldout_rows),
+                                   "trained_on": len(dataset), "fingerprint": getattr(train_rows, "_fingerprint", None)})}
+    write_run_config(k["OUTPUT_DIR"], record)
     tokens_per_step = config.per_device_train_batch_size * config.gradient_accumulation_steps * config.max_completion_length
     print(
         f"run: {k['MAX_STEPS']} steps, {config.per_device_train_batch_size * config.gradient_accumulation_steps // k['NUM_GENERATIONS']} "
@@ -391,19 +516,36 @@ def main(argv: list[str]) -> None:
         f"{model.dtype}, optim={getattr(config.optim, 'value', config.optim)}\n"
         f"algorithm: " + ", ".join(f"{n.lower()}={v}" for n, v in used.items())
     )
-    # 5. train
-    trainer.train()
+    # 5. train (Ctrl-C or SIGTERM: finish the step, save a checkpoint, then go on to step 6)
+    if resume_from:
+        print(f"resuming from {resume_from} (step {checkpoint_step(resume_from)})")
+    stop.install()
+    trainer.train(resume_from_checkpoint=resume_from)
+    step = trainer.state.global_step
     if alarm.stopped:
-        print(f"stopped early at step {trainer.state.global_step} of {k['MAX_STEPS']}: training collapsed (see the warning above)")
-    # 6. save the adapter and tokenizer
+        print(f"stopped early at step {step} of {k['MAX_STEPS']}: training collapsed (see the warning above)")
+    # 6. save the adapter and tokenizer, the curves, and what the run did
     lora_dir = os.path.join(k["OUTPUT_DIR"], "lora")
     model.save_pretrained(lora_dir)
     tokenizer.save_pretrained(lora_dir)
+    write_model_card(lora_dir, k, step)
     import plot_rewards
 
     plot_path = plot_rewards.plot(metrics_path)
+    rows = plot_rewards.read_metrics(metrics_path)
+    record.update(WALL_TIME_S=round(time.time() - t_start, 1), STEPS_DONE=step,
+                  STOPPED_BY=stop.signal_name or ("collapse" if alarm.stopped else None),
+                  FINAL_METRICS=next((r for r in reversed(rows) if "reward" in r), None))
+    write_run_config(k["OUTPUT_DIR"], record)
     print(f"saved: adapter {lora_dir}, metrics {metrics_path}, curves {plot_path} ({time.time() - t_start:.0f} s)")
+    if stop.signal_name:
+        again = " ".join([a for a in argv if not a.startswith("--resume=")] + ["--resume=auto"])
+        print(f"stopped by {stop.signal_name} at step {step}; checkpoint-{step} saved. Resume with:\n"
+              f"  python train_grpo.py {again}")
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    try:
+        main(sys.argv[1:])
+    except KeyboardInterrupt:  # Ctrl-C before training started (loading, building): nothing to save
+        sys.exit("\ntrain_grpo.py: interrupted before training started; nothing was saved")

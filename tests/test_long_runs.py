@@ -1,0 +1,112 @@
+"""Long runs you can stop and resume: checkpoints, --resume=auto, a clean stop on SIGINT, the manifest,
+and a refusal to mix a new run into an old run's folder. Each run is the smoke preset, as a user runs it:
+    python train_grpo.py --smoke --max_steps=4 --save_steps=2
+    python train_grpo.py --smoke --max_steps=8 --save_steps=2 --resume=auto
+"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SCRIPT = os.path.join(ROOT, "train_grpo.py")
+
+
+def train(workdir, *args, timeout=600):
+    result = subprocess.run([sys.executable, SCRIPT, "--smoke", *args], cwd=workdir, capture_output=True, text=True,
+                            timeout=timeout)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return result.stdout + result.stderr
+
+
+def train_steps(path):
+    return [json.loads(line)["step"] for line in open(path) if '"reward"' in line]
+
+
+@pytest.fixture(scope="module")
+def resumed(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("resume")
+    first = train(workdir, "--max_steps=4", "--save_steps=2", "--output_dir=outputs/r")
+    second = train(workdir, "--max_steps=8", "--save_steps=2", "--resume=auto", "--output_dir=outputs/r")
+    return workdir / "outputs" / "r", first, second
+
+
+def test_resume_auto_continues_from_the_latest_checkpoint(resumed):
+    out, _, log = resumed
+    assert "resuming from outputs/r/checkpoint-4 (step 4)" in log
+    assert train_steps(out / "metrics.jsonl") == list(range(1, 9))  # each step once, no gap
+    assert (out / "checkpoint-8" / "trainer_state.json").exists()
+    assert not (out / "checkpoint-2").exists()  # SAVE_TOTAL_LIMIT=2 keeps the newest two
+    state = json.load(open(out / "checkpoint-8" / "trainer_state.json"))
+    assert state["global_step"] == 8
+    config = json.load(open(out / "run_config.json"))
+    assert config["RESUMED_FROM"].endswith("checkpoint-4") and config["STEPS_DONE"] == 8
+
+
+def test_run_config_is_a_manifest(resumed):
+    out, _, _ = resumed
+    config = json.load(open(out / "run_config.json"))
+    for package in ("python", "torch", "transformers", "trl", "unsloth", "peft", "math-verify"):
+        assert config["VERSIONS"].get(package), package
+    assert config["DEVICE"].get("cpu") or config["DEVICE"].get("gpu")
+    assert config["DATA"]["rows"] == 430 and config["DATA"]["held_out"] == 50 and config["DATA"]["fingerprint"]
+    assert config["TRAINER_ARGS"]["max_steps"] == 8 and config["TRAINER_ARGS"]["beta"] == config["BETA"]
+    assert config["WALL_TIME_S"] > 0 and config["FINAL_METRICS"]["step"] == 8
+    assert "GIT_COMMIT" in config
+    card = (out / "lora" / "README.md").read_text()
+    assert "None" not in card and "base_model: outputs/tiny-qwen3" in card and "8 steps" in card
+
+
+def test_a_new_run_into_an_old_runs_folder_is_refused_in_a_second(tmp_path):
+    (tmp_path / "outputs" / "checkpoint-3").mkdir(parents=True)
+    start = time.time()
+    result = subprocess.run([sys.executable, SCRIPT, f"--output_dir={tmp_path / 'outputs'}"], capture_output=True,
+                            text=True, timeout=60, cwd=ROOT)
+    assert result.returncode != 0 and "already holds another run (checkpoint-3)" in result.stderr
+    assert "--resume=auto" in result.stderr and "--output_dir=NEW_FOLDER" in result.stderr
+    assert time.time() - start < 20
+    result = subprocess.run([sys.executable, SCRIPT, "--resume=auto", f"--output_dir={tmp_path / 'empty'}"],
+                            capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert result.returncode != 0 and "no checkpoint-N folder" in result.stderr
+
+
+def test_sigint_finishes_the_step_saves_and_resumes(tmp_path):
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    process = subprocess.Popen([sys.executable, SCRIPT, "--smoke", "--max_steps=500", "--output_dir=outputs/s"],
+                               cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    metrics = tmp_path / "outputs" / "s" / "metrics.jsonl"
+    deadline = time.time() + 300
+    while time.time() < deadline and (not metrics.exists() or len(train_steps(metrics)) < 3):
+        time.sleep(0.5)
+    process.send_signal(signal.SIGINT)
+    out, err = process.communicate(timeout=120)
+    assert process.returncode == 0, out[-2000:] + err[-2000:]
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err
+    assert "SIGINT received" in out and "--resume=auto" in out
+    steps = train_steps(metrics)
+    last = steps[-1]
+    assert steps == list(range(1, last + 1)) and last < 500
+    run = tmp_path / "outputs" / "s"
+    assert (run / f"checkpoint-{last}").is_dir() and (run / "lora" / "adapter_model.safetensors").exists()
+    assert json.load(open(run / "run_config.json"))["STOPPED_BY"] == "SIGINT"
+    log = train(tmp_path, f"--max_steps={last + 2}", "--resume=auto", "--output_dir=outputs/s")
+    assert f"resuming from outputs/s/checkpoint-{last} (step {last})" in log
+    assert train_steps(metrics) == list(range(1, last + 3))
+
+
+def test_smoke_starts_over_by_itself(tmp_path):
+    train(tmp_path, "--max_steps=2", "--output_dir=outputs/o")
+    log = train(tmp_path, "--max_steps=3", "--output_dir=outputs/o")
+    assert "smoke: starting over in outputs/o" in log
+    assert train_steps(tmp_path / "outputs" / "o" / "metrics.jsonl") == [1, 2, 3]
+
+
+def test_tensorboard_logs_offline(tmp_path):
+    train(tmp_path, "--max_steps=2", "--report_to=tensorboard", "--output_dir=outputs/tb")
+    events = list((tmp_path / "outputs" / "tb").rglob("events.out.tfevents.*"))
+    assert events and events[0].stat().st_size > 0
