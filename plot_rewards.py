@@ -1,6 +1,7 @@
 """Draw the reward curves of a run from its metrics.jsonl.
 
-    python plot_rewards.py outputs            # writes outputs/reward_curves.png
+    python plot_rewards.py outputs/smoke      # writes outputs/smoke/reward_curves.png
+    python plot_rewards.py outputs            # the same for every run folder under outputs/
 
 One panel per reward and one for the total: raw values per step (faint) and a moving average;
 with EVAL_STEPS, the held-out evaluations as orange points on the same panels.
@@ -83,14 +84,28 @@ def plot(metrics_path: str, out_path: str | None = None) -> str:
     return out_path
 
 
+def find_metrics(target: str) -> list[str]:
+    """metrics.jsonl files for a path: the file itself, the one in a run folder, or one per run
+    folder directly under it (`outputs` holds `outputs/smoke`, ...)."""
+    if os.path.isfile(target):
+        return [target]
+    path = os.path.join(target, "metrics.jsonl")
+    if os.path.exists(path):
+        return [path]
+    if not os.path.isdir(target):
+        return []
+    return sorted(os.path.join(target, name, "metrics.jsonl") for name in os.listdir(target)
+                  if os.path.isfile(os.path.join(target, name, "metrics.jsonl")))
+
+
 def main(argv: list[str]) -> None:
-    if len(argv) != 1:
-        sys.exit("usage: python plot_rewards.py OUTPUT_DIR   (the folder holding metrics.jsonl)")
-    target = argv[0]
-    path = os.path.join(target, "metrics.jsonl") if os.path.isdir(target) else target
-    if not os.path.exists(path):
-        sys.exit(f"plot_rewards.py: no metrics file at {path}")
-    print(plot(path))
+    if len(argv) != 1 or argv[0] in ("-h", "--help"):
+        sys.exit("usage: python plot_rewards.py RUN_DIR   (a folder holding metrics.jsonl, or a folder of such runs)")
+    paths = find_metrics(argv[0])
+    if not paths:
+        sys.exit(f"plot_rewards.py: no metrics.jsonl in {argv[0]} or in the folders directly under it")
+    for path in paths:
+        print(plot(path))
 
 
 if __name__ == "__main__":
