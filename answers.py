@@ -56,13 +56,13 @@ def parse_plain_number(text: str) -> Decimal | None:
 
 
 def exact_value(text: str) -> tuple[Fraction, int] | None:
-    """The exact value of a simple answer as (rational coefficient, square-free radicand), or None.
+    r"""The exact value of a simple answer as (rational coefficient, square-free radicand), or None.
 
-    Covers the common closed forms: integers, decimals, `a/b`, `\\frac{a}{b}` (and `\\dfrac`,
-    `\\tfrac`), `a\\sqrt{b}`, `\\frac{a}{b}\\sqrt{c}`, with an optional sign, `$...$` or `\\boxed{}`.
+    Covers the common closed forms: integers, decimals, `a/b`, `\frac{a}{b}` (and `\dfrac`,
+    `\tfrac`), `a\sqrt{b}`, `\frac{a}{b}\sqrt{c}`, with an optional sign, `$...$` or `\boxed{}`.
     Anything else is None and goes to math-verify.
 
-    >>> exact_value("2\\sqrt{12}") == exact_value("4\\sqrt{3}") == (Fraction(4), 3)
+    >>> exact_value(r"2\sqrt{12}") == exact_value(r"4\sqrt{3}") == (Fraction(4), 3)
     True
     """
     s = text.strip().replace("\u2212", "-").replace(" ", "")

@@ -1,0 +1,97 @@
+"""Ask the base model and the trained one the same question; print both answers side by side.
+
+    python chat.py --question="What is the sum of the first 10 odd numbers?"
+    echo "If 3x + 5 = 20, what is x?" | python chat.py          # one question per line on stdin
+    python chat.py --smoke --question="Ava has 27 stickers and buys 18 more. How many now?"
+
+Both models get the same system prompt and chat template (prompts.py, as in training), and the
+same sampling settings; greedy by default, so a difference comes from the adapter alone. The base
+is the same loaded model with the adapter switched off.
+"""
+
+import json
+import os
+import sys
+
+# -----------------------------------------------------------------------------------------------
+RUN_DIR = "outputs"  # a train_grpo.py output folder: run_config.json and lora/
+QUESTION = ""  # the question; "" = read questions from stdin, one per line
+MAX_NEW_TOKENS = 1024  # completion token limit
+TEMPERATURE = 0.0  # 0 = greedy (the same answer every time); above 0 samples, seeded
+TOP_P = 0.95  # nucleus sampling, when TEMPERATURE > 0
+SEED = 3407  # sampling seed, the same for both models
+# -----------------------------------------------------------------------------------------------
+
+_SMOKE_PRESET = dict(RUN_DIR=os.path.join("outputs", "smoke"), MAX_NEW_TOKENS=48)
+
+
+def check_knobs(k: dict) -> None:
+    if k["MAX_NEW_TOKENS"] < 1 or k["TEMPERATURE"] < 0 or not 0 < k["TOP_P"] <= 1:
+        raise ValueError("MAX_NEW_TOKENS must be positive, TEMPERATURE >= 0 and TOP_P in (0, 1]")
+
+
+def questions(k: dict) -> list[str]:
+    if k["QUESTION"]:
+        return [k["QUESTION"]]
+    if sys.stdin is None or sys.stdin.isatty():
+        sys.exit('chat.py: give --question="..." or pipe questions in, one per line')
+    return [line.strip() for line in sys.stdin if line.strip()]
+
+
+def side_by_side(question: str, base: str, trained: str) -> str:
+    """The printed comparison of one question, with the answer each model put in its solution block.
+
+    >>> print(side_by_side("1+1?", "two", "w<end_working_out><SOLUTION>2</SOLUTION>").splitlines()[0])
+    == 1+1?
+    """
+    from rewards import judged_answer
+
+    lines = [f"== {question}"]
+    for label, text in (("base", base), ("trained", trained)):
+        lines += [f"-- {label} (answer in the solution block: {judged_answer(text)!r})", text.strip(), ""]
+    return "\n".join(lines)
+
+
+def main(argv: list[str]) -> None:
+    from overrides import resolve
+
+    k = resolve(globals(), argv, _SMOKE_PRESET, "chat.py", check_knobs)
+    config = os.path.join(k["RUN_DIR"], "run_config.json")
+    if not os.path.exists(config):
+        sys.exit(f"chat.py: no {config}; train first (python train_grpo.py [--smoke]) or set --run_dir")
+    asked = questions(k)
+    with open(config) as f:
+        run = json.load(f)
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    import prompts
+
+    adapter = os.path.join(k["RUN_DIR"], "lora")
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    tokenizer = AutoTokenizer.from_pretrained(adapter)
+    tokenizer.chat_template = prompts.CHAT_TEMPLATE
+    base = AutoModelForCausalLM.from_pretrained(run["MODEL_NAME"], dtype=torch.bfloat16 if device == "cuda" else torch.float32)
+    model = PeftModel.from_pretrained(base.to(device), adapter).eval()
+    sampling = (dict(do_sample=True, temperature=k["TEMPERATURE"], top_p=k["TOP_P"]) if k["TEMPERATURE"] > 0
+                else dict(do_sample=False))
+
+    def answer(question: str) -> str:
+        conversation = prompts.make_conversation({"prompt": question, "solution": ""})["prompt"]
+        text = tokenizer.apply_chat_template(conversation, add_generation_prompt=True, tokenize=False)
+        ids = tokenizer(text, return_tensors="pt", add_special_tokens=False).to(device)
+        torch.manual_seed(k["SEED"])
+        with torch.no_grad():
+            out = model.generate(**ids, max_new_tokens=k["MAX_NEW_TOKENS"], pad_token_id=tokenizer.pad_token_id
+                                 or tokenizer.eos_token_id, **sampling)
+        return tokenizer.decode(out[0, ids["input_ids"].shape[1]:], skip_special_tokens=True)
+
+    for question in asked:
+        with model.disable_adapter():
+            before = answer(question)
+        print(side_by_side(question, before, answer(question)), flush=True)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,89 @@
+"""Shipping a run: export.py merges the adapter into a model plain transformers loads, with the
+same logits as base + adapter; GGUF without llama.cpp is refused up front; chat.py answers with
+both models side by side. On a smoke run, as a user would:
+    python train_grpo.py --smoke --max_steps=3
+    python export.py --smoke --format=merged_16bit
+    python chat.py --smoke --question="..."
+"""
+
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def script(workdir, name, *args, env=None, check=True, stdin=None, timeout=600):
+    result = subprocess.run([sys.executable, os.path.join(ROOT, name), *args], cwd=workdir, capture_output=True,
+                            text=True, timeout=timeout, env={**os.environ, **(env or {})}, input=stdin)
+    if check:
+        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return result
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("export")
+    script(workdir, "train_grpo.py", "--smoke", "--max_steps=3")
+    return workdir
+
+
+def test_merged_16bit_loads_with_plain_transformers_and_matches_base_plus_adapter(smoke):
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    script(smoke, "export.py", "--smoke", "--format=merged_16bit")
+    run = smoke / "outputs" / "smoke"
+    merged_dir = run / "merged_16bit"
+    merged = AutoModelForCausalLM.from_pretrained(str(merged_dir), dtype=torch.float32).eval()
+    tokenizer = AutoTokenizer.from_pretrained(str(merged_dir))
+    assert tokenizer.chat_template and "<start_working_out>" in tokenizer.chat_template
+    base = AutoModelForCausalLM.from_pretrained(str(smoke / "outputs" / "tiny-qwen3"), dtype=torch.float32)
+    tuned = PeftModel.from_pretrained(base, str(run / "lora")).eval()
+    ids = tokenizer("What is 12 + 30? Show your working.", return_tensors="pt")["input_ids"]
+    with torch.no_grad():
+        expected, got = tuned(ids).logits, merged(ids).logits
+        with tuned.disable_adapter():
+            untuned = tuned(ids).logits
+    assert (expected - untuned).abs().max() > 1e-3  # the adapter changes the logits ...
+    # ... and the merged model reproduces that change, up to 16-bit rounding of the merged weights
+    assert (got - expected).abs().max() < 0.05 * expected.abs().max()
+    assert (got.argmax(-1) == expected.argmax(-1)).float().mean() > 0.95
+
+
+def test_gguf_without_llama_cpp_is_refused_before_any_work(smoke, tmp_path):
+    start = time.time()
+    result = script(smoke, "export.py", "--smoke", "--format=gguf_q4_k_m", check=False,
+                    env={"UNSLOTH_LLAMA_CPP_PATH": str(tmp_path / "no-llama.cpp")})
+    assert result.returncode != 0 and "GGUF export needs llama.cpp" in result.stderr
+    assert "llama-quantize" in result.stderr and "--allow_llama_cpp_download=true" in result.stderr
+    assert "Traceback" not in result.stderr and time.time() - start < 20
+    assert not (smoke / "outputs" / "smoke" / "gguf_q4_k_m").exists()
+
+
+@pytest.mark.parametrize("args,message", [(["--format=onnx"], "FORMAT 'onnx' is not one of"),
+                                          (["--run_dir=nowhere"], "no nowhere/run_config.json")])
+def test_export_refuses_bad_input(tmp_path, args, message):
+    result = script(tmp_path, "export.py", *args, check=False, timeout=60)
+    assert result.returncode != 0 and message in result.stderr
+
+
+def test_chat_prints_base_and_trained_side_by_side(smoke):
+    result = script(smoke, "chat.py", "--smoke", stdin="What is 2 + 3?\nAva has 27 stickers and buys 18 more. How many?\n")
+    out = result.stdout
+    assert out.count("== ") == 2 and out.count("-- base (answer in the solution block:") == 2
+    assert out.count("-- trained (answer in the solution block:") == 2
+    once = script(smoke, "chat.py", "--smoke", "--question=What is 2 + 3?").stdout
+    twice = script(smoke, "chat.py", "--smoke", "--question=What is 2 + 3?").stdout
+    assert once == twice and once.startswith("== What is 2 + 3?")  # greedy: the same answers every time
+    assert once.strip() in out  # and the same as when the question came on stdin
+
+
+def test_every_entry_point_has_help():
+    for name in ("export.py", "chat.py"):
+        result = subprocess.run([sys.executable, name, "--help"], capture_output=True, text=True, timeout=60, cwd=ROOT)
+        assert result.returncode == 0 and "usage: python " + name in result.stdout and "--run_dir" in result.stdout
