@@ -137,14 +137,40 @@ def make_metrics_callback(path: str, reward_names: list[str]):
 
 
 def keep_rows_up_to(path: str, step: int) -> None:
-    """Keep only the rows of `path` logged at or before `step` (none when step is 0): a resumed run
-    continues its metrics with no duplicate steps, even if the first run logged past its checkpoint."""
+    """Keep only the GRPO rows of `path` logged at or before `step` (none when step is 0), and the
+    format-priming rows of this run: a resumed run continues its metrics with no duplicate steps,
+    even if the first run logged past its checkpoint."""
     rows = []
-    if step > 0 and os.path.exists(path):
+    if os.path.exists(path):
         with open(path, encoding="utf-8") as f:
-            rows = [line for line in f if line.strip() and json.loads(line).get("step", 0) <= step]
+            for line in f:
+                if line.strip():
+                    row = json.loads(line)
+                    if row.get("phase") == "sft" or (step > 0 and row.get("step", 0) <= step):
+                        rows.append(line)
     with open(path, "w", encoding="utf-8") as f:
         f.writelines(rows)
+
+
+def make_sft_metrics_callback(path: str):
+    """A TrainerCallback that starts `path` afresh and writes the format-priming SFT's losses to it,
+    one row per step, marked "phase": "sft" (the GRPO rows that follow have no phase key)."""
+    from transformers import TrainerCallback
+
+    class SftMetrics(TrainerCallback):
+        def on_train_begin(self, args, state, control, **kwargs):
+            if state.is_world_process_zero:
+                os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+                open(path, "w").close()
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if logs and "loss" in logs and state.is_world_process_zero:
+                row = {"phase": "sft", "sft_step": state.global_step, "loss": logs["loss"],
+                       "learning_rate": logs.get("learning_rate")}
+                with open(path, "a") as f:
+                    f.write(json.dumps(row) + "\n")
+
+    return SftMetrics()
 
 
 def make_signal_stop_callback():

@@ -278,17 +278,26 @@ def _cell(stats: dict, m: str) -> str:
 
 
 def table(results: dict) -> str:
-    """The before/after table: 95% intervals in brackets (bootstrap over problems; paired for the change)."""
-    base, trained, change = results["base"], results["trained"], results.get("change", {})
-    lines = ["| metric | base | trained | change |", "| --- | ---: | ---: | ---: |"]
+    """The before/after table: 95% intervals in brackets (bootstrap over problems; paired for the
+    changes). With a primed adapter: a primed column, and the change from primed to trained (GRPO's part)."""
+    labels = [m for m in ("base", "primed", "trained") if m in results]
+    changes = [("change", "change")] + ([("change_from_primed", "GRPO change (trained - primed)")]
+                                        if "change_from_primed" in results else [])
+    lines = ["| metric | " + " | ".join(labels) + " | " + " | ".join(title for _, title in changes) + " |",
+             "| --- |" + " ---: |" * (len(labels) + len(changes))]
     for m in _METRICS:
-        delta = trained[m] - base[m]
-        ci = change.get(f"{m}_ci95")
-        lines.append(f"| {m} | {_cell(base, m)} | {_cell(trained, m)} | {delta:+.3f}"
-                     + (f" [{ci[0]:+.3f}, {ci[1]:+.3f}]" if ci else "") + " |")
-    for k in (base.get("pass_at_k") or {}):
-        lines.append(f"| pass@{k} | {base['pass_at_k'][k]:.3f} | {trained['pass_at_k'][k]:.3f} | "
-                     f"{trained['pass_at_k'][k] - base['pass_at_k'][k]:+.3f} |")
+        cells = [_cell(results[label], m) for label in labels]
+        for key, _ in changes:
+            start = results["primed" if key == "change_from_primed" else "base"]
+            ci = results.get(key, {}).get(f"{m}_ci95")
+            cells.append(f"{results['trained'][m] - start[m]:+.3f}" + (f" [{ci[0]:+.3f}, {ci[1]:+.3f}]" if ci else ""))
+        lines.append(f"| {m} | " + " | ".join(cells) + " |")
+    for k in (results["base"].get("pass_at_k") or {}):
+        cells = [f"{results[label]['pass_at_k'][k]:.3f}" for label in labels]
+        for key, _ in changes:
+            start = results["primed" if key == "change_from_primed" else "base"]
+            cells.append(f"{results['trained']['pass_at_k'][k] - start['pass_at_k'][k]:+.3f}")
+        lines.append(f"| pass@{k} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -332,7 +341,8 @@ def generate_hf(model, tokenizer, texts: list[str], k: dict, label: str) -> list
     return samples
 
 
-def run_hf(k: dict, base_name: str, tokenizer, texts: list[str]) -> dict:
+def run_hf(k: dict, base_name: str, tokenizer, texts: list[str], primed: str | None = None) -> dict:
+    """Samples from the base (adapter off), the primed adapter (if any) and the trained adapter."""
     import torch
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
@@ -340,23 +350,32 @@ def run_hf(k: dict, base_name: str, tokenizer, texts: list[str]) -> dict:
     device = "cuda" if torch.cuda.is_available() else "cpu"
     dtype = torch.bfloat16 if device == "cuda" else torch.float32
     model = AutoModelForCausalLM.from_pretrained(base_name, dtype=dtype).to(device)
-    model = PeftModel.from_pretrained(model, k["ADAPTER"]).eval()
+    model = PeftModel.from_pretrained(model, k["ADAPTER"], adapter_name="trained").eval()
     with model.disable_adapter():
-        base = generate_hf(model, tokenizer, texts, k, "base")
-    trained = generate_hf(model, tokenizer, texts, k, "trained")
-    return {"base": base, "trained": trained}
+        results = {"base": generate_hf(model, tokenizer, texts, k, "base")}
+    if primed:
+        model.load_adapter(primed, adapter_name="primed")
+        model.set_adapter("primed")
+        results["primed"] = generate_hf(model, tokenizer, texts, k, "primed")
+        model.set_adapter("trained")
+    results["trained"] = generate_hf(model, tokenizer, texts, k, "trained")
+    return results
 
 
-def run_vllm(k: dict, base_name: str, texts: list[str], lora_rank: int) -> dict:
-    """vLLM with the adapter applied as a LoRA request; the base is the same engine without it."""
+def run_vllm(k: dict, base_name: str, texts: list[str], lora_rank: int, primed: str | None = None) -> dict:
+    """vLLM with each adapter applied as a LoRA request; the base is the same engine without one."""
     from vllm import LLM, SamplingParams
     from vllm.lora.request import LoRARequest
 
     llm = LLM(model=base_name, enable_lora=True, max_lora_rank=max(lora_rank, 8), seed=k["SEED"])
     params = SamplingParams(n=k["N_SAMPLES"], temperature=k["TEMPERATURE"], top_p=k["TOP_P"],
                             max_tokens=k["MAX_NEW_TOKENS"], seed=k["SEED"])
+    models = [("base", None)]
+    if primed:
+        models.append(("primed", LoRARequest("primed", 2, os.path.abspath(primed))))
+    models.append(("trained", LoRARequest("trained", 1, os.path.abspath(k["ADAPTER"]))))
     results = {}
-    for label, lora in (("base", None), ("trained", LoRARequest("trained", 1, os.path.abspath(k["ADAPTER"])))):
+    for label, lora in models:
         outputs = llm.generate(texts, params, lora_request=lora)
         results[label] = [
             {"problem": i, "text": o.text, "n_tokens": len(o.token_ids), "truncated": o.finish_reason == "length"}
@@ -416,8 +435,11 @@ def write_chart(path: str, results: dict) -> None:
 
     names = ["accuracy", "accuracy_lenient", "format_rate"]
     fig, ax = plt.subplots(figsize=(6, 3.4))
-    width = 0.38
-    for offset, label, color in ((-width / 2, "base", "tab:gray"), (width / 2, "trained", "tab:blue")):
+    labels = [m for m in ("base", "primed", "trained") if m in results]
+    width = 0.8 / len(labels)
+    colors = {"base": "tab:gray", "primed": "tab:green", "trained": "tab:blue"}
+    for i, label in enumerate(labels):
+        offset, color = (i - (len(labels) - 1) / 2) * width, colors[label]
         stats = results[label]
         values = [stats[n] for n in names]
         errors = [[max(0.0, v - stats.get(f"{n}_ci95", [v, v])[0]) for n, v in zip(names, values)],
@@ -457,7 +479,12 @@ def main(argv: list[str]) -> dict:
         print("generation: vLLM not available here, using batched transformers generation")
     tokenizer = load_tokenizer(k)
     texts = chat_prompts(rows, tokenizer)
-    samples = run_vllm(k, base_name, texts, run["LORA_RANK"]) if use_vllm else run_hf(k, base_name, tokenizer, texts)
+    primed = run.get("PRIMED_ADAPTER") if k["ADAPTER"] == os.path.join(k["RUN_DIR"], "lora") else None
+    primed = primed if primed and os.path.isdir(primed) else None  # format priming kept apart: base, primed, trained
+    if primed:
+        print(f"eval: also the primed adapter {primed}, to separate what GRPO added from what priming taught")
+    samples = (run_vllm(k, base_name, texts, run["LORA_RANK"], primed) if use_vllm
+               else run_hf(k, base_name, tokenizer, texts, primed))
     golds = [str(r["solution"]) for r in rows]
     settings = {key: k[key] for key in ("N_SAMPLES", "TEMPERATURE", "TOP_P", "MAX_NEW_TOKENS", "SEED")}
     settings["engine"] = "vllm" if use_vllm else "transformers"
@@ -465,9 +492,11 @@ def main(argv: list[str]) -> dict:
                "settings": settings}
     resamples, seed = k["BOOTSTRAP_RESAMPLES"], k["SEED"]
     settings["interval"] = f"95% percentile bootstrap over problems, {resamples} resamples (paired for the change)"
-    for label in ("base", "trained"):
+    for label in samples:
         results[label] = summarize(score_samples(samples[label], golds), resamples, seed)
     results["change"] = compare(samples["base"], samples["trained"], resamples, seed)
+    if "primed" in samples:  # what GRPO added on top of the priming
+        results["change_from_primed"] = compare(samples["primed"], samples["trained"], resamples, seed)
 
     os.makedirs(k["EVAL_DIR"], exist_ok=True)
     with open(os.path.join(k["EVAL_DIR"], "eval_results.json"), "w") as f:

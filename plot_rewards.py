@@ -4,7 +4,8 @@
     python plot_rewards.py outputs            # the same for every run folder under outputs/
 
 One panel per reward and one for the total: raw values per step (faint) and a moving average;
-with EVAL_STEPS, the held-out evaluations as orange points on the same panels.
+with EVAL_STEPS, the held-out evaluations as orange points on the same panels; with FORMAT_SFT,
+a first panel with the priming SFT's loss.
 A last panel shows the run's health: the share of completions cut at the length limit and the
 share of groups with no learning signal (all completions scored alike); both near 1.0 = collapse.
 train_grpo.py calls this at the end of every run.
@@ -51,9 +52,20 @@ def plot(metrics_path: str, out_path: str | None = None) -> str:
     out_path = out_path or os.path.join(os.path.dirname(metrics_path) or ".", "reward_curves.png")
     series = [k for k in rows[0] if k.startswith("rewards/") and k.endswith("/mean")] + ["reward"]
     health = [k for k in HEALTH if any(r.get(k) is not None for r in rows)]
+    priming = [r for r in all_rows if r.get("phase") == "sft" and r.get("loss") is not None]  # format-priming SFT
     window = max(1, len(rows) // 10)
-    panels = len(series) + bool(health)
+    panels = len(series) + bool(health) + bool(priming)
     fig, axes = plt.subplots(1, panels, figsize=(3.2 * panels, 3.0), squeeze=False)
+    if priming:
+        ax = axes[0][0]
+        losses = [r["loss"] for r in priming]
+        steps = [r.get("sft_step", i + 1) for i, r in enumerate(priming)]
+        ax.plot(steps, losses, color="tab:green", alpha=0.3, linewidth=1)
+        ax.plot(steps, smooth(losses, max(1, len(losses) // 10)), color="tab:green", linewidth=2)
+        ax.set_title("format priming (SFT loss)", fontsize=10)
+        ax.set_xlabel("SFT step")
+        ax.grid(alpha=0.3)
+        axes = [axes[0][1:]]
     for ax, key in zip(axes[0], series):
         points = [(r["step"], r[key]) for r in rows if r.get(key) is not None]
         steps, values = [p[0] for p in points], [p[1] for p in points]

@@ -79,14 +79,95 @@ def format_completion(working: str, answer: str) -> str:
     return f"{working}{REASONING_END}{SOLUTION_START}{answer}{SOLUTION_END}"
 
 
-def check_columns(column_names, source: str) -> None:
+def check_columns(column_names, source: str, required=REQUIRED_COLUMNS, meaning: str = "") -> None:
     """Raise a clear error naming the missing column(s) and listing the columns found."""
-    missing = [c for c in REQUIRED_COLUMNS if c not in column_names]
+    missing = [c for c in required if c not in column_names]
     if missing:
+        meaning = meaning or f"'{PROBLEM_COLUMN}' (the problem text) and '{ANSWER_COLUMN}' (the final answer)"
         raise DatasetFormatError(
-            f"{source}: missing column(s) {missing}; found columns {list(column_names)}. "
-            f"Each row needs '{PROBLEM_COLUMN}' (the problem text) and '{ANSWER_COLUMN}' (the final answer)."
+            f"{source}: missing column(s) {missing}; found columns {list(column_names)}. Each row needs {meaning}."
         )
+
+
+# --- format priming: worked solutions rewritten into the format (the recipe's SFT step) -----------
+WORKED_PROBLEM, WORKED_SOLUTION, WORKED_ANSWER = "problem", "generated_solution", "expected_answer"  # as in OpenMathReasoning
+WORKED_COLUMNS = (WORKED_PROBLEM, WORKED_SOLUTION, WORKED_ANSWER)
+BUNDLED_WORKED_EXAMPLES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "worked_examples.jsonl")
+
+
+def is_numeric_answer(text) -> bool:
+    """The recipe keeps only rows whose expected answer is a number.
+
+    >>> is_numeric_answer("1,024"), is_numeric_answer("-3.5"), is_numeric_answer("\\frac{1}{2}"), is_numeric_answer("nan")
+    (True, True, False, False)
+    """
+    try:
+        return math.isfinite(float(str(text).replace(",", "").strip()))
+    except ValueError:
+        return False
+
+
+def worked_completion(solution: str, answer: str) -> str:
+    """A worked solution in the trained format: working, end marker, the answer in a solution block.
+    The reasoning block is opened by the generation prompt, so the completion starts inside it;
+    `<think>` tags (OpenMathReasoning's) are dropped.
+
+    >>> worked_completion("<think>2 + 2 = 4</think>", "4")
+    '2 + 2 = 4<end_working_out><SOLUTION>4</SOLUTION>'
+    """
+    working = str(solution).replace("<think>", "").replace("</think>", "").strip()
+    return format_completion(working, str(answer).strip())
+
+
+def to_sft_example(row: dict) -> dict:
+    """One priming example in TRL's conversational prompt-completion form: the GRPO prompt, and the
+    assistant's reply in the format. The chat template renders the reply after the opening marker,
+    exactly where a GRPO completion starts, and the loss falls on the reply only."""
+    conversation = make_conversation({PROBLEM_COLUMN: row[WORKED_PROBLEM], ANSWER_COLUMN: row[WORKED_ANSWER]})["prompt"]
+    reply = REASONING_START + worked_completion(row[WORKED_SOLUTION], row[WORKED_ANSWER])
+    return {"prompt": conversation, "completion": [{"role": "assistant", "content": reply}]}
+
+
+def load_worked_examples(name: str, split: str = "cot"):
+    """Worked solutions for priming, filtered as the recipe does (numeric answers only), as a
+    `datasets.Dataset` of prompt-completion examples. A Hub id (split `split`) or a local file."""
+    from datasets import load_dataset
+
+    if is_local_path(name):
+        if not os.path.exists(name):
+            raise FileNotFoundError(f"worked-examples file not found: {name}")
+        if os.path.getsize(name) == 0:
+            raise DatasetFormatError(f"{name}: the file is empty")
+        if name.endswith(".jsonl"):
+            check_jsonl(name)
+        kind = "parquet" if name.endswith(".parquet") else "json"
+        try:
+            data = load_dataset(kind, data_files=name, split="train")
+        except Exception as e:
+            raise DatasetFormatError(f"{name}: could not be read as {kind}: {type(e).__name__}: {e}") from None
+    else:
+        data = load_dataset(name, split=split)
+    check_columns(data.column_names, name, WORKED_COLUMNS,
+                  "'problem', 'generated_solution' (the worked solution) and 'expected_answer'")
+    data = data.filter(lambda row: is_numeric_answer(row[WORKED_ANSWER]))
+    if len(data) == 0:
+        raise DatasetFormatError(f"{name}: no row has a numeric expected_answer")
+    return data.map(to_sft_example, remove_columns=data.column_names)
+
+
+def filter_sft_by_length(examples, tokenizer, max_tokens: int, max_examples: int = 0):
+    """Keep examples whose prompt + reply fit in max_tokens (the recipe: MAX_SEQ_LENGTH / 2), then the
+    first max_examples of them (0 = all)."""
+    def length(example):
+        ids = tokenizer.apply_chat_template(example["prompt"] + example["completion"], tokenize=True, return_dict=False)
+        return len(ids)
+
+    keep = [i for i, example in enumerate(examples) if length(example) <= max_tokens]
+    if max_examples:
+        keep = keep[:max_examples]
+    if not keep:
+        raise DatasetFormatError(f"no worked example fits in {max_tokens} tokens")
+    return examples.select(keep)
 
 
 def is_local_path(name: str) -> bool:

@@ -35,6 +35,13 @@ DATASET_CONFIG = "en"  # Hub config name (ignored for local files)
 DATASET_SPLIT = "train"  # Hub split (ignored for local files)
 HOLDOUT_SIZE = 500  # rows held out by a seeded split for evaluate.py; never trained on
 PROMPT_LENGTH_PERCENTILE = 90.0  # drop prompts longer than this percentile of tokenized length
+# format priming: a short SFT on worked solutions rewritten into the format, before GRPO (the recipe's step)
+FORMAT_SFT = True  # prime the format first; without it a base model's rewards can sit at zero for ~100 steps
+FORMAT_SFT_DATASET = "unsloth/OpenMathReasoning-mini"  # Hub id (split cot) or local .jsonl/.parquet: problem, generated_solution, expected_answer
+FORMAT_SFT_EPOCHS = 2  # passes over the priming examples
+FORMAT_SFT_LEARNING_RATE = 2e-4  # learning rate of the priming SFT (batch 1, 5 warm-up steps)
+FORMAT_SFT_MAX_EXAMPLES = 0  # use at most this many examples (0 = every numeric-answer row that fits)
+FORMAT_SFT_MAX_TOKENS = 0  # keep examples of at most this many tokens, prompt included (0 = MAX_SEQ_LENGTH / 2, the recipe's cut)
 # GRPO
 LEARNING_RATE = 5e-6  # AdamW learning rate
 WEIGHT_DECAY = 0.001  # AdamW weight decay
@@ -84,6 +91,9 @@ LOG_COMPLETIONS = True  # write sampled completions, rewards and extracted answe
 # swaps the 8-bit optimizer for AdamW; on a GPU the smoke run keeps bf16 and 8-bit AdamW.
 _SMOKE_PRESET = dict(
     MODEL_NAME=os.path.join("outputs", "tiny-qwen3"),
+    FORMAT_SFT=False,  # the tiny model is primed by its builder (tiny_model.py); --format_sft=true runs this step on it too
+    FORMAT_SFT_DATASET=prompts.BUNDLED_WORKED_EXAMPLES,
+    FORMAT_SFT_MAX_TOKENS=256,  # the tiny tokenizer spends ~130 tokens on the system prompt and problem
     MAX_SEQ_LENGTH=256,
     FAST_INFERENCE=False,
     DATASET_NAME=prompts.BUNDLED_PROBLEMS,
@@ -174,6 +184,11 @@ def check_knobs(k: dict) -> None:
         if importlib.util.find_spec(_TRACKERS[tracker]) is None:
             raise ValueError(f"REPORT_TO={tracker} but the {_TRACKERS[tracker]} package is not installed: "
                              f"pip install {_TRACKERS[tracker]}   (or --report_to=none)")
+    if k["FORMAT_SFT_EPOCHS"] < 1 or k["FORMAT_SFT_LEARNING_RATE"] < 0 or min(k["FORMAT_SFT_MAX_EXAMPLES"], k["FORMAT_SFT_MAX_TOKENS"]) < 0:
+        raise ValueError("FORMAT_SFT_EPOCHS must be >= 1, FORMAT_SFT_LEARNING_RATE >= 0, "
+                         "FORMAT_SFT_MAX_EXAMPLES and FORMAT_SFT_MAX_TOKENS >= 0")
+    if k["FORMAT_SFT"] and prompts.is_local_path(k["FORMAT_SFT_DATASET"]) and not os.path.exists(k["FORMAT_SFT_DATASET"]):
+        raise ValueError(f"FORMAT_SFT_DATASET: no such file {k['FORMAT_SFT_DATASET']}")
     if k["COLLAPSE_PATIENCE"] < 0:
         raise ValueError(f"COLLAPSE_PATIENCE must be >= 0 (0 = off), got {k['COLLAPSE_PATIENCE']}")
     if prompts.is_local_path(k["DATASET_NAME"]) and not os.path.exists(k["DATASET_NAME"]):
@@ -281,6 +296,43 @@ def build_eval_dataset(k: dict, heldout, tokenizer, max_prompt_length: int):
     return subset.select(fits)
 
 
+def format_sft(k: dict, model, tokenizer, examples, metrics_path: str, bf16: bool) -> str:
+    """Prime the format with TRL's SFTTrainer on the LoRA model, as the recipe does before GRPO, and
+    keep the primed adapter apart (OUTPUT_DIR/lora_primed) so evaluate.py can tell priming from GRPO.
+    Its losses go to metrics.jsonl as rows with "phase": "sft". Returns the adapter folder."""
+    from trl import SFTConfig, SFTTrainer
+
+    limit = min(k["FORMAT_SFT_MAX_TOKENS"] or k["MAX_SEQ_LENGTH"] // 2, k["MAX_SEQ_LENGTH"])
+    examples = prompts.filter_sft_by_length(examples, tokenizer, limit, k["FORMAT_SFT_MAX_EXAMPLES"])
+    print(f"format priming: {len(examples)} worked examples x {k['FORMAT_SFT_EPOCHS']} epochs, lr {k['FORMAT_SFT_LEARNING_RATE']}")
+    config = SFTConfig(
+        output_dir=os.path.join(k["OUTPUT_DIR"], "format_sft"),
+        per_device_train_batch_size=1,
+        gradient_accumulation_steps=1,
+        warmup_steps=5,
+        num_train_epochs=k["FORMAT_SFT_EPOCHS"],
+        learning_rate=k["FORMAT_SFT_LEARNING_RATE"],
+        weight_decay=k["WEIGHT_DECAY"],
+        lr_scheduler_type="linear",
+        optim=k["OPTIM"],
+        max_length=k["MAX_SEQ_LENGTH"],
+        logging_steps=1,
+        save_strategy="no",
+        seed=k["SEED"],
+        bf16=bf16,
+        fp16=False,
+        report_to=k["REPORT_TO"],
+    )
+    trainer = SFTTrainer(model=model, processing_class=tokenizer, train_dataset=examples, args=config,
+                         callbacks=[callbacks.make_sft_metrics_callback(metrics_path)])
+    trainer.train()
+    primed = os.path.join(k["OUTPUT_DIR"], "lora_primed")
+    model.save_pretrained(primed)
+    tokenizer.save_pretrained(primed)
+    write_model_card(primed, k, 0, primed_only=True)
+    return primed
+
+
 def build_dataset(k: dict, train, tokenizer):
     """Build [system, user] conversations and drop the longest prompts. Returns (dataset, max prompt length)."""
     dataset = prompts.to_conversations(train)
@@ -345,7 +397,7 @@ def resume_checkpoint(k: dict) -> str | None:
     if earlier and k["SMOKE"]:
         import shutil
 
-        for name in [os.path.basename(p) for p in found] + ["completions", "lora", "runs"]:
+        for name in [os.path.basename(p) for p in found] + ["completions", "lora", "lora_primed", "format_sft", "runs"]:
             shutil.rmtree(os.path.join(out, name), ignore_errors=True)
         for name in ("metrics.jsonl", "run_config.json", "reward_curves.png"):
             if os.path.exists(os.path.join(out, name)):
@@ -402,8 +454,12 @@ def write_run_config(output_dir: str, record: dict) -> None:
         json.dump(record, f, indent=2, default=str)
 
 
-def write_model_card(lora_dir: str, k: dict, steps: int) -> None:
+def write_model_card(lora_dir: str, k: dict, steps: int, primed_only: bool = False) -> None:
     """A short README.md beside the adapter: what it was trained from, on what, and how to load it."""
+    training = (f"Format priming only (SFT on `{k['FORMAT_SFT_DATASET']}`, {k['FORMAT_SFT_EPOCHS']} epochs), before GRPO."
+                if primed_only else
+                f"Trained with GRPO (TRL's GRPOTrainer through Unsloth) for {steps} steps on `{k['DATASET_NAME']}`"
+                + (f", after format priming on `{k['FORMAT_SFT_DATASET']}`" if k["FORMAT_SFT"] else "") + ",")
     card = f"""---
 base_model: {k['MODEL_NAME']}
 library_name: peft
@@ -411,8 +467,8 @@ tags: [grpo, lora, math, reasoning]
 ---
 # LoRA adapter: GRPO math reasoning on {k['MODEL_NAME']}
 
-Trained with GRPO (TRL's GRPOTrainer through Unsloth) for {steps} steps on `{k['DATASET_NAME']}`,
-with the rewards {', '.join(k['REWARD_FUNCS'])} (weights {', '.join(map(str, k['REWARD_WEIGHTS']))}).
+{training}
+GRPO rewards {', '.join(k['REWARD_FUNCS'])} (weights {', '.join(map(str, k['REWARD_WEIGHTS']))}).
 Loss `{k['LOSS_TYPE']}`, beta {k['BETA']}, learning rate {k['LEARNING_RATE']}, LoRA rank {k['LORA_RANK']}.
 The prompts use the trainer's system prompt and chat template (saved with the tokenizer here).
 `run_config.json` and `metrics.jsonl` one folder up hold every setting and every step.
@@ -458,6 +514,8 @@ def main(argv: list[str]) -> None:
         )
     try:
         train_rows, heldout_rows = load_problems(k)
+        prime = k["FORMAT_SFT"] and not resume_from  # a checkpoint's adapter is primed already
+        worked = prompts.load_worked_examples(k["FORMAT_SFT_DATASET"]) if prime else None
     except (prompts.DatasetFormatError, FileNotFoundError) as e:
         sys.exit(f"train_grpo.py: error: {e}")
     if k["FAST_INFERENCE"] and not vllm_available():
@@ -483,12 +541,19 @@ def main(argv: list[str]) -> None:
     # 3. data
     dataset, max_prompt_length = build_dataset(k, train_rows, tokenizer)
     eval_dataset = build_eval_dataset(k, heldout_rows, tokenizer, max_prompt_length)
-    # 4. GRPO
+    bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    metrics_path = os.path.join(k["OUTPUT_DIR"], "metrics.jsonl")
+    # 4. format priming (SFT on worked solutions), on the same LoRA that GRPO then trains
+    try:
+        primed = format_sft(k, model, tokenizer, worked, metrics_path, bf16) if prime else None
+    except prompts.DatasetFormatError as e:
+        sys.exit(f"train_grpo.py: error: FORMAT_SFT_DATASET {k['FORMAT_SFT_DATASET']}: {e}")
+    if primed and k["BETA"] > 0:
+        print("note: BETA > 0 measures KL to the model with the adapter off, i.e. before priming")
+    # 5. GRPO
     from trl import GRPOConfig, GRPOTrainer
 
-    bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
     config = GRPOConfig(**grpo_config_kwargs(k, max_prompt_length, bf16))  # fp16 GPUs (T4): Unsloth sets fp16
-    metrics_path = os.path.join(k["OUTPUT_DIR"], "metrics.jsonl")
     alarm = callbacks.make_collapse_callback(k["COLLAPSE_PATIENCE"], k["STOP_ON_COLLAPSE"])
     stop = callbacks.make_signal_stop_callback()
     trainer = GRPOTrainer(
@@ -505,7 +570,7 @@ def main(argv: list[str]) -> None:
         if value != k[knob]:
             print(f"note: the trainer uses {knob}={value!r}, not the requested {k[knob]!r} (Unsloth's GRPO config rewrote it)")
     record = {**k, **used, "REQUESTED": {n: k[n] for n in used}, "MAX_PROMPT_LENGTH": max_prompt_length,
-              "DTYPE": str(model.dtype).removeprefix("torch."), "RESUMED_FROM": resume_from,
+              "DTYPE": str(model.dtype).removeprefix("torch."), "RESUMED_FROM": resume_from, "PRIMED_ADAPTER": primed,
               **manifest(trainer, {"rows": len(train_rows) + len(heldout_rows), "held_out": len(heldout_rows),
                                    "trained_on": len(dataset), "fingerprint": getattr(train_rows, "_fingerprint", None)})}
     write_run_config(k["OUTPUT_DIR"], record)
@@ -516,7 +581,7 @@ def main(argv: list[str]) -> None:
         f"{model.dtype}, optim={getattr(config.optim, 'value', config.optim)}\n"
         f"algorithm: " + ", ".join(f"{n.lower()}={v}" for n, v in used.items())
     )
-    # 5. train (Ctrl-C or SIGTERM: finish the step, save a checkpoint, then go on to step 6)
+    # 6. train (Ctrl-C or SIGTERM: finish the step, save a checkpoint, then go on to step 7)
     if resume_from:
         print(f"resuming from {resume_from} (step {checkpoint_step(resume_from)})")
     stop.install()
@@ -524,7 +589,7 @@ def main(argv: list[str]) -> None:
     step = trainer.state.global_step
     if alarm.stopped:
         print(f"stopped early at step {step} of {k['MAX_STEPS']}: training collapsed (see the warning above)")
-    # 6. save the adapter and tokenizer, the curves, and what the run did
+    # 7. save the adapter and tokenizer, the curves, and what the run did
     lora_dir = os.path.join(k["OUTPUT_DIR"], "lora")
     model.save_pretrained(lora_dir)
     tokenizer.save_pretrained(lora_dir)

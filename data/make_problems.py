@@ -1,4 +1,5 @@
-"""Write data/problems.jsonl: the project's bundled math word problems, in the training format.
+"""Write data/problems.jsonl, the project's bundled math word problems in the training format, and
+data/worked_examples.jsonl, other problems with a worked solution, for format priming.
 
 Seeded, so running it again writes the same file:  python data/make_problems.py
 Columns follow open-r1/DAPO-Math-17k-Processed: 'prompt' (problem text) and 'solution' (answer).
@@ -11,6 +12,9 @@ import random
 SEED = 1234
 N_GENERATED = 400
 OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "problems.jsonl")
+WORKED_SEED = 4321  # the worked examples for format priming: other problems than the ones above
+N_WORKED = 200
+WORKED_OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "worked_examples.jsonl")
 
 NAMES = ["Ava", "Ben", "Chloe", "Dev", "Elena", "Farid", "Grace", "Hugo", "Iris", "Jonas", "Kira", "Liam"]
 ITEMS = ["apples", "marbles", "stickers", "books", "pencils", "coins", "cards", "shells", "stamps", "beads"]
@@ -51,40 +55,59 @@ HAND_WRITTEN = [
 
 
 def generated(rng: random.Random):
+    """One word problem: (text, answer, a line of worked solution that reaches the answer)."""
     kind = rng.randrange(6)
     name, other = rng.sample(NAMES, 2)
     item = rng.choice(ITEMS)
     a, b = rng.randint(2, 60), rng.randint(2, 40)
     if kind == 0:
-        return f"{name} has {a} {item} and gets {b} more from {other}. How many {item} does {name} have now?", a + b
+        return (f"{name} has {a} {item} and gets {b} more from {other}. How many {item} does {name} have now?", a + b,
+                f"{name} starts with {a} {item} and gets {b} more, so we add: {a} + {b} = {a + b}.")
     if kind == 1:
         a = a + b
-        return f"{name} had {a} {item} and gave {b} to {other}. How many {item} does {name} have left?", a - b
+        return (f"{name} had {a} {item} and gave {b} to {other}. How many {item} does {name} have left?", a - b,
+                f"{name} gives away {b} of the {a} {item}, so we subtract: {a} - {b} = {a - b}.")
     if kind == 2:
         a, b = rng.randint(2, 12), rng.randint(2, 12)
-        return f"{name} buys {a} boxes with {b} {item} in each box. How many {item} is that in all?", a * b
+        return (f"{name} buys {a} boxes with {b} {item} in each box. How many {item} is that in all?", a * b,
+                f"There are {a} boxes of {b} {item} each, so we multiply: {a} x {b} = {a * b}.")
     if kind == 3:
         b = rng.randint(2, 9)
         q = rng.randint(2, 15)
-        return f"{name} shares {b * q} {item} equally among {b} friends. How many {item} does each friend get?", q
+        return (f"{name} shares {b * q} {item} equally among {b} friends. How many {item} does each friend get?", q,
+                f"{b * q} {item} split equally among {b} friends is a division: {b * q} / {b} = {q}.")
     if kind == 4:
         c = rng.randint(2, 20)
         return (f"{name} has {a} {item}, {other} has {b} {item}, and they find {c} more together. "
-                f"How many {item} do they have in total?", a + b + c)
+                f"How many {item} do they have in total?", a + b + c,
+                f"Together they have {a} + {b} = {a + b} {item}, and {c} more makes {a + b} + {c} = {a + b + c}.")
     price = rng.randint(2, 9)
-    return f"One of the {item} costs {price} dollars. How many dollars do {a} of them cost?", price * a
+    return (f"One of the {item} costs {price} dollars. How many dollars do {a} of them cost?", price * a,
+            f"Each costs {price} dollars and there are {a} of them, so {a} x {price} = {price * a}.")
 
 
 def main():
     rng = random.Random(SEED)
     rows = [{"prompt": p, "solution": s, "data_source": "hand-written"} for p, s in HAND_WRITTEN]
     for _ in range(N_GENERATED):
-        problem, answer = generated(rng)
+        problem, answer, _working = generated(rng)
         rows.append({"prompt": problem, "solution": str(answer), "data_source": "generated"})
     with open(OUT, "w", encoding="utf-8") as f:
         for row in rows:
             f.write(json.dumps(row) + "\n")
     print(f"wrote {len(rows)} problems to {OUT}")
+    # Worked examples for format priming: other problems (another seed, none of the ones above, so
+    # priming never sees a held-out problem), in the columns of unsloth/OpenMathReasoning-mini.
+    seen, worked, rng = {r["prompt"] for r in rows}, [], random.Random(WORKED_SEED)
+    while len(worked) < N_WORKED:
+        problem, answer, working = generated(rng)
+        if problem not in seen:
+            seen.add(problem)
+            worked.append({"problem": problem, "generated_solution": working, "expected_answer": str(answer)})
+    with open(WORKED_OUT, "w", encoding="utf-8") as f:
+        for row in worked:
+            f.write(json.dumps(row) + "\n")
+    print(f"wrote {len(worked)} worked examples to {WORKED_OUT}")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,102 @@
+"""Format priming, the recipe's SFT step, through Unsloth + TRL's SFTTrainer on the same LoRA that
+GRPO then trains; the primed adapter kept apart; evaluate.py showing base, primed and trained.
+    python train_grpo.py --smoke --format_sft=true --format_sft_max_examples=24 --max_steps=2
+    python evaluate.py --smoke --n_problems=6 --n_samples=2
+"""
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+import prompts
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def script(workdir, name, *args, check=True, timeout=600):
+    result = subprocess.run([sys.executable, os.path.join(ROOT, name), *args], cwd=workdir, capture_output=True,
+                            text=True, timeout=timeout)
+    if check:
+        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return result
+
+
+@pytest.fixture(scope="module")
+def primed_run(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("priming")
+    log = script(workdir, "train_grpo.py", "--smoke", "--format_sft=true", "--format_sft_max_examples=24",
+                 "--format_sft_epochs=1", "--max_steps=2").stdout
+    return workdir, workdir / "outputs" / "smoke", log
+
+
+def test_priming_runs_before_grpo_and_logs_its_losses(primed_run):
+    _, out, log = primed_run
+    assert "format priming: 24 worked examples x 1 epochs" in log
+    rows = [json.loads(line) for line in open(out / "metrics.jsonl")]
+    sft = [r for r in rows if r.get("phase") == "sft"]
+    assert [r["sft_step"] for r in sft] == list(range(1, 25)) and all(r["loss"] > 0 for r in sft)
+    assert [r["step"] for r in rows if "reward" in r] == [1, 2]  # then GRPO, numbered from 1
+    assert rows.index(sft[-1]) < next(i for i, r in enumerate(rows) if "reward" in r)
+    assert json.load(open(out / "run_config.json"))["PRIMED_ADAPTER"].endswith("lora_primed")
+
+
+def test_primed_adapter_is_kept_apart_and_grpo_moved_on_from_it(primed_run):
+    from safetensors.torch import load_file
+
+    _, out, _ = primed_run
+    primed = load_file(str(out / "lora_primed" / "adapter_model.safetensors"))
+    trained = load_file(str(out / "lora" / "adapter_model.safetensors"))
+    assert any(w.abs().max() > 0 for name, w in primed.items() if "lora_B" in name)  # SFT trained the adapter
+    assert set(primed) == set(trained)
+    assert any((primed[n] - trained[n]).abs().max() > 0 for n in primed)  # GRPO changed it further
+    assert "Format priming only" in (out / "lora_primed" / "README.md").read_text()
+
+
+def test_evaluation_shows_base_primed_and_trained(primed_run):
+    workdir, out, _ = primed_run
+    log = script(workdir, "evaluate.py", "--smoke", "--n_problems=6", "--n_samples=2").stdout
+    results = json.load(open(out / "eval_results.json"))
+    for label in ("base", "primed", "trained"):
+        assert results[label]["n_samples"] == 12, label
+    assert "accuracy_ci95" in results["change_from_primed"]
+    assert "| metric | base | primed | trained | change | GRPO change (trained - primed) |" in log
+
+
+def test_worked_examples_without_the_columns_are_refused_before_the_model_loads(tmp_path):
+    bad = tmp_path / "worked.jsonl"
+    bad.write_text('{"question": "q", "answer": "1"}\n')
+    start = time.time()
+    result = script(tmp_path, "train_grpo.py", "--smoke", "--format_sft=true", f"--format_sft_dataset={bad}", check=False)
+    assert result.returncode != 0 and "missing column(s) ['problem', 'generated_solution', 'expected_answer']" in result.stderr
+    assert "Traceback" not in result.stderr and "Qwen3ForCausalLM on" not in result.stdout + result.stderr
+    assert time.time() - start < 30
+
+
+@pytest.mark.parametrize(
+    "solution,answer,expected,why",
+    [
+        ("2 + 2 = 4", "4", "2 + 2 = 4<end_working_out><SOLUTION>4</SOLUTION>", "working, end marker, answer block"),
+        ("<think>\nadd them\n</think>", " 4 ", "add them<end_working_out><SOLUTION>4</SOLUTION>", "think tags and spaces dropped"),
+    ],
+)
+def test_worked_completion_table(solution, answer, expected, why):
+    assert prompts.worked_completion(solution, answer) == expected, why
+
+
+def test_bundled_worked_examples_are_in_the_format_and_never_held_out_problems():
+    from rewards import is_exact_format, judged_answer
+
+    worked = prompts.read_jsonl(prompts.BUNDLED_WORKED_EXAMPLES)
+    problems = {row["prompt"] for row in prompts.read_jsonl(prompts.BUNDLED_PROBLEMS)}
+    assert len(worked) == 200 and not {row["problem"] for row in worked} & problems
+    for row in worked:
+        example = prompts.to_sft_example(row)
+        reply = example["completion"][0]["content"]
+        assert reply.startswith(prompts.REASONING_START)
+        body = reply[len(prompts.REASONING_START):]
+        assert is_exact_format(body) and judged_answer(body) == row["expected_answer"]
+        assert row["expected_answer"] in row["generated_solution"]  # the working reaches the answer
