@@ -408,7 +408,7 @@ _HOW_TO_READ = (
 
 # --- reports ---------------------------------------------------------------------------------------
 def write_report(path: str, results: dict, rows: list[dict], samples: dict, n_show: int) -> None:
-    lines = [f"# Evaluation: base vs trained\n", f"{results['problems']}\n", table(results), "",
+    lines = ["# Evaluation: base vs trained\n", f"{results['problems']}\n", table(results), "",
              "Settings: " + ", ".join(f"{key}={value}" for key, value in results["settings"].items()), "",
              _HOW_TO_READ, ""]
     for i, row in enumerate(rows[:n_show]):

@@ -12,16 +12,10 @@ import sys
 import time
 
 import pytest
+from conftest import run_script
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def script(workdir, name, *args, env=None, check=True, stdin=None, timeout=600):
-    result = subprocess.run([sys.executable, os.path.join(ROOT, name), *args], cwd=workdir, capture_output=True,
-                            text=True, timeout=timeout, env={**os.environ, **(env or {})}, input=stdin)
-    if check:
-        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    return result
+script = run_script
 
 
 @pytest.fixture(scope="module")

@@ -5,24 +5,14 @@ GRPO then trains; the primed adapter kept apart; evaluate.py showing base, prime
 """
 
 import json
-import os
-import subprocess
-import sys
 import time
 
 import pytest
+from conftest import run_script
 
 import prompts
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def script(workdir, name, *args, check=True, timeout=600):
-    result = subprocess.run([sys.executable, os.path.join(ROOT, name), *args], cwd=workdir, capture_output=True,
-                            text=True, timeout=timeout)
-    if check:
-        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    return result
+script = run_script
 
 
 @pytest.fixture(scope="module")
