@@ -84,11 +84,12 @@ LOG_COMPLETIONS = True  # write sampled completions, rewards and extracted answe
 
 # --smoke: the same pipeline on a CPU in under a minute. Only what must change changes: the model
 # (a tiny primed Qwen3 built locally; a 64-wide model needs a far larger learning rate than a 4B
-# one, and vLLM is off for it), the data source, steps and lengths, and a KL term: at that learning
-# rate the tiny policy can blow up into uniform noise that runs to the length limit, where every
-# completion scores the same and GRPO alone can never leave (BENCHMARKS.md); the KL gradient to the
-# primed reference still pulls it back. On a CPU, main() loads float32 on every vendor and Unsloth
-# swaps the 8-bit optimizer for AdamW; on a GPU the smoke run keeps bf16 and 8-bit AdamW.
+# one, and vLLM is off for it), the data source, steps and lengths, and two guards against the
+# tiny policy blowing up into noise that runs to the length limit, where every completion scores the
+# same and GRPO alone can never leave (BENCHMARKS.md): a KL term, whose gradient still pulls toward
+# the primed reference there, and masking truncated completions, so noise that hits the limit adds
+# no gradient that flattens the policy further. On a CPU, main() loads float32 on every vendor and
+# Unsloth swaps the 8-bit optimizer for AdamW; on a GPU the smoke run keeps bf16 and 8-bit AdamW.
 _SMOKE_PRESET = dict(
     MODEL_NAME=os.path.join("outputs", "tiny-qwen3"),
     FORMAT_SFT=False,  # the tiny model is primed by its builder (tiny_model.py); --format_sft=true runs this step on it too
@@ -100,6 +101,7 @@ _SMOKE_PRESET = dict(
     HOLDOUT_SIZE=50,
     LEARNING_RATE=2.5e-4,
     BETA=0.04,
+    MASK_TRUNCATED_COMPLETIONS=True,
     WARMUP_RATIO=0.0,
     NUM_GENERATIONS=8,
     PER_DEVICE_TRAIN_BATCH_SIZE=16,

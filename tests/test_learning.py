@@ -113,7 +113,7 @@ def test_control_adapter_is_the_base(runs):
 
 
 # --- a run forced to collapse -------------------------------------------------------------------
-COLLAPSE = ["--smoke", "--learning_rate=0.02", "--beta=0", "--collapse_patience=3"]
+COLLAPSE = ["--smoke", "--learning_rate=0.02", "--beta=0", "--mask_truncated_completions=false", "--collapse_patience=3"]
 
 
 @pytest.fixture(scope="module")
