@@ -541,8 +541,11 @@ def main(argv: list[str]) -> None:
     model = FastLanguageModel.get_peft_model(model, **peft_kwargs(k))
     tokenizer.chat_template = prompts.CHAT_TEMPLATE
     # 3. data
-    dataset, max_prompt_length = build_dataset(k, train_rows, tokenizer)
-    eval_dataset = build_eval_dataset(k, heldout_rows, tokenizer, max_prompt_length)
+    try:
+        dataset, max_prompt_length = build_dataset(k, train_rows, tokenizer)
+        eval_dataset = build_eval_dataset(k, heldout_rows, tokenizer, max_prompt_length)
+    except ValueError as e:  # DatasetFormatError is a ValueError
+        sys.exit(f"train_grpo.py: error: {e}")
     bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
     metrics_path = os.path.join(k["OUTPUT_DIR"], "metrics.jsonl")
     # 4. format priming (SFT on worked solutions), on the same LoRA that GRPO then trains
