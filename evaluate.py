@@ -258,10 +258,10 @@ def problem_means(samples: list[dict], key: str = "correct") -> list[float]:
 
 
 def compare(base_samples: list[dict], trained_samples: list[dict], resamples: int, seed: int) -> dict:
-    """Trained minus base for each metric, and paired 95% intervals for the two accuracies."""
+    """Trained minus base for each metric, and paired 95% intervals for the accuracies and the format rate."""
     base, trained = summarize(base_samples), summarize(trained_samples)
     change = {m: trained[m] - base[m] for m in _METRICS}
-    for key, name in (("correct", "accuracy"), ("lenient_correct", "accuracy_lenient")):
+    for key, name in (("correct", "accuracy"), ("lenient_correct", "accuracy_lenient"), ("exact_format", "format_rate")):
         change[f"{name}_ci95"] = paired_bootstrap_ci(problem_means(base_samples, key),
                                                     problem_means(trained_samples, key), resamples, seed)
     return change
