@@ -134,17 +134,7 @@ def load_worked_examples(name: str, split: str = "cot"):
     from datasets import load_dataset
 
     if is_local_path(name):
-        if not os.path.exists(name):
-            raise FileNotFoundError(f"worked-examples file not found: {name}")
-        if os.path.getsize(name) == 0:
-            raise DatasetFormatError(f"{name}: the file is empty")
-        if name.endswith(".jsonl"):
-            check_jsonl(name)
-        kind = "parquet" if name.endswith(".parquet") else "json"
-        try:
-            data = load_dataset(kind, data_files=name, split="train")
-        except Exception as e:
-            raise DatasetFormatError(f"{name}: could not be read as {kind}: {type(e).__name__}: {e}") from None
+        data = load_local_file(name, f"each line should be a JSON object with {', '.join(map(repr, WORKED_COLUMNS))}")
     else:
         data = load_dataset(name, split=split)
     check_columns(data.column_names, name, WORKED_COLUMNS,
@@ -182,24 +172,31 @@ def load_problems(name: str, config: str | None = None, split: str = "train"):
     from datasets import load_dataset
 
     if is_local_path(name):
-        if not os.path.exists(name):
-            raise FileNotFoundError(f"dataset file not found: {name}")
-        if os.path.getsize(name) == 0:
-            raise DatasetFormatError(f"{name}: the file is empty; each line should be a JSON object with "
-                                     f"'{PROBLEM_COLUMN}' and '{ANSWER_COLUMN}'")
-        if name.endswith(".jsonl"):
-            check_jsonl(name)
-        kind = "parquet" if name.endswith(".parquet") else "json"
-        try:
-            dataset = load_dataset(kind, data_files=name, split="train")
-        except Exception as e:  # a malformed file: name it, without the library's traceback
-            raise DatasetFormatError(f"{name}: could not be read as {kind}: {type(e).__name__}: {e}") from None
+        dataset = load_local_file(name, f"each line should be a JSON object with '{PROBLEM_COLUMN}' and '{ANSWER_COLUMN}'")
     else:
         dataset = load_dataset(name, config, split=split)
     check_columns(dataset.column_names, name)
     if len(dataset) == 0:
         raise DatasetFormatError(f"{name}: no rows")
     return dataset
+
+
+def load_local_file(name: str, expected: str):
+    """A local .jsonl/.json/.parquet file as a `datasets.Dataset`, or a clear error naming the file
+    (and, for JSONL, the line) before any library's traceback. `expected` says what a row holds."""
+    from datasets import load_dataset
+
+    if not os.path.exists(name):
+        raise FileNotFoundError(f"dataset file not found: {name}")
+    if os.path.getsize(name) == 0:
+        raise DatasetFormatError(f"{name}: the file is empty; {expected}")
+    if name.endswith(".jsonl"):
+        check_jsonl(name)
+    kind = "parquet" if name.endswith(".parquet") else "json"
+    try:
+        return load_dataset(kind, data_files=name, split="train")
+    except Exception as e:  # a malformed file: name it, without the library's traceback
+        raise DatasetFormatError(f"{name}: could not be read as {kind}: {type(e).__name__}: {e}") from None
 
 
 def check_jsonl(path: str) -> None:
