@@ -380,11 +380,20 @@ def checkpoint_step(path: str) -> int:
     return int(os.path.basename(os.path.normpath(path))[11:])
 
 
+def was_smoke_run(folder: str) -> bool:
+    """Whether the run in `folder` was a smoke run, by its run_config.json (no record: not known to be)."""
+    try:
+        with open(os.path.join(folder, "run_config.json")) as f:
+            return json.load(f).get("SMOKE") is True
+    except (OSError, ValueError):
+        return False
+
+
 def resume_checkpoint(k: dict) -> str | None:
     """The checkpoint to resume from (RESUME: "" = none, "auto" = the latest in OUTPUT_DIR, or a path).
 
     A new run never mixes silently with an earlier one in the same OUTPUT_DIR: it is refused, except
-    for the smoke preset, which starts over by itself."""
+    that a smoke run starts over by itself in the folder of an earlier smoke run."""
     out = k["OUTPUT_DIR"]
     found = checkpoints_in(out)
     if k["RESUME"] == "auto":
@@ -396,7 +405,7 @@ def resume_checkpoint(k: dict) -> str | None:
             raise ValueError(f"RESUME={k['RESUME']}: not a checkpoint folder (no trainer_state.json)")
         return k["RESUME"]
     earlier = [os.path.basename(p) for p in found] + [n for n in ("metrics.jsonl",) if os.path.exists(os.path.join(out, n))]
-    if earlier and k["SMOKE"]:
+    if earlier and k["SMOKE"] and was_smoke_run(out):  # never wipe a real run, even from --smoke
         import shutil
 
         for name in [os.path.basename(p) for p in found] + ["completions", "lora", "lora_primed", "format_sft", "runs"]:

@@ -110,3 +110,13 @@ def test_tensorboard_logs_offline(tmp_path):
     train(tmp_path, "--max_steps=2", "--report_to=tensorboard", "--output_dir=outputs/tb")
     events = list((tmp_path / "outputs" / "tb").rglob("events.out.tfevents.*"))
     assert events and events[0].stat().st_size > 0
+
+
+def test_smoke_never_wipes_a_real_run(tmp_path):
+    real = tmp_path / "outputs" / "real"
+    (real / "checkpoint-50").mkdir(parents=True)
+    (real / "run_config.json").write_text(json.dumps({"SMOKE": False, "MODEL_NAME": "unsloth/Qwen3-4B-Base"}))
+    result = subprocess.run([sys.executable, SCRIPT, "--smoke", f"--output_dir={real}"], capture_output=True,
+                            text=True, timeout=60, cwd=tmp_path)
+    assert result.returncode != 0 and "already holds another run (checkpoint-50)" in result.stderr
+    assert (real / "checkpoint-50").is_dir()
