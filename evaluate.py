@@ -281,22 +281,21 @@ def table(results: dict) -> str:
     """The before/after table: 95% intervals in brackets (bootstrap over problems; paired for the
     changes). With a primed adapter: a primed column, and the change from primed to trained (GRPO's part)."""
     labels = [m for m in ("base", "primed", "trained") if m in results]
-    changes = [("change", "change")] + ([("change_from_primed", "GRPO change (trained - primed)")]
-                                        if "change_from_primed" in results else [])
-    lines = ["| metric | " + " | ".join(labels) + " | " + " | ".join(title for _, title in changes) + " |",
+    changes = [("change", "base", "change")]  # (results key, the model it starts from, column title)
+    if "change_from_primed" in results:
+        changes.append(("change_from_primed", "primed", "GRPO change (trained - primed)"))
+    lines = ["| metric | " + " | ".join(labels) + " | " + " | ".join(title for *_, title in changes) + " |",
              "| --- |" + " ---: |" * (len(labels) + len(changes))]
+    trained = results["trained"]
     for m in _METRICS:
         cells = [_cell(results[label], m) for label in labels]
-        for key, _ in changes:
-            start = results["primed" if key == "change_from_primed" else "base"]
+        for key, start, _ in changes:
             ci = results.get(key, {}).get(f"{m}_ci95")
-            cells.append(f"{results['trained'][m] - start[m]:+.3f}" + (f" [{ci[0]:+.3f}, {ci[1]:+.3f}]" if ci else ""))
+            cells.append(f"{trained[m] - results[start][m]:+.3f}" + (f" [{ci[0]:+.3f}, {ci[1]:+.3f}]" if ci else ""))
         lines.append(f"| {m} | " + " | ".join(cells) + " |")
     for k in (results["base"].get("pass_at_k") or {}):
         cells = [f"{results[label]['pass_at_k'][k]:.3f}" for label in labels]
-        for key, _ in changes:
-            start = results["primed" if key == "change_from_primed" else "base"]
-            cells.append(f"{results['trained']['pass_at_k'][k] - start['pass_at_k'][k]:+.3f}")
+        cells += [f"{trained['pass_at_k'][k] - results[start]['pass_at_k'][k]:+.3f}" for _, start, _ in changes]
         lines.append(f"| pass@{k} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -384,17 +383,6 @@ def run_vllm(k: dict, base_name: str, texts: list[str], lora_rank: int, primed: 
     return results
 
 
-def load_tokenizer(k: dict):
-    import prompts
-    from transformers import AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(k["ADAPTER"])
-    tokenizer.chat_template = prompts.CHAT_TEMPLATE
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    return tokenizer
-
-
 _HOW_TO_READ = (
     "How to read these numbers: accuracy is pass@1, the share of samples whose answer is right. "
     "Strict counts only the answer in the last solution block, as the check_answer reward does; "
@@ -477,7 +465,9 @@ def main(argv: list[str]) -> dict:
         use_vllm = importlib.util.find_spec("vllm") is not None
     if not use_vllm:
         print("generation: vLLM not available here, using batched transformers generation")
-    tokenizer = load_tokenizer(k)
+    import prompts
+
+    tokenizer = prompts.load_tokenizer(k["ADAPTER"])
     texts = chat_prompts(rows, tokenizer)
     primed = run.get("PRIMED_ADAPTER") if k["ADAPTER"] == os.path.join(k["RUN_DIR"], "lora") else None
     primed = primed if primed and os.path.isdir(primed) else None  # format priming kept apart: base, primed, trained

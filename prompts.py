@@ -79,6 +79,18 @@ def format_completion(working: str, answer: str) -> str:
     return f"{working}{REASONING_END}{SOLUTION_START}{answer}{SOLUTION_END}"
 
 
+def load_tokenizer(folder: str):
+    """A saved tokenizer with the training chat template, padding with EOS when it has no pad token:
+    what evaluate.py and chat.py prompt both models with."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    tokenizer.chat_template = CHAT_TEMPLATE
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
 def check_columns(column_names, source: str, required=REQUIRED_COLUMNS, meaning: str = "") -> None:
     """Raise a clear error naming the missing column(s) and listing the columns found."""
     missing = [c for c in required if c not in column_names]
