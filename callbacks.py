@@ -200,12 +200,28 @@ def make_signal_stop_callback():
                   f"(press Ctrl-C again to quit at once, without saving)", flush=True)
 
         def on_step_end(self, args, state, control, **kwargs):
-            if self.signal_name is not None:
+            if _on_any_rank(self.signal_name is not None):  # every rank stops after the same step
+                self.signal_name = self.signal_name or "a signal to another process"
                 control.should_save = True
                 control.should_training_stop = True
             return control
 
     return SignalStop()
+
+
+def _on_any_rank(flag: bool) -> bool:
+    """`flag` or'ed over the processes of a distributed run (the flag itself on one process), so that a
+    signal reaching one rank before another still stops them all after the same step."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        return flag
+    import torch
+
+    device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
+    value = torch.tensor([1.0 if flag else 0.0], device=device)
+    dist.all_reduce(value, op=dist.ReduceOp.MAX)
+    return bool(value.item())
 
 
 def make_collapse_callback(patience: int, stop: bool):
@@ -234,3 +250,20 @@ def make_collapse_callback(patience: int, stop: bool):
             return control
 
     return CollapseAlarm()
+
+
+def make_checkpoint_tidy_callback(adapter: str = "ref"):
+    """A TrainerCallback that removes the frozen `adapter` (the primed KL reference) from each
+    checkpoint just saved. The reference is kept once, in OUTPUT_DIR/lora_primed; left in a checkpoint
+    as a subfolder, it would make transformers' resume load only that subfolder's adapter and not the
+    trained one beside it."""
+    import shutil
+
+    from transformers import TrainerCallback
+
+    class CheckpointTidy(TrainerCallback):
+        def on_save(self, args, state, control, **kwargs):
+            if state.is_world_process_zero:
+                shutil.rmtree(os.path.join(args.output_dir, f"checkpoint-{state.global_step}", adapter), ignore_errors=True)
+
+    return CheckpointTidy()

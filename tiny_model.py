@@ -8,10 +8,12 @@ The format markers are ordinary added tokens, never special ones: GRPO decodes c
 special tokens skipped, which would erase them (seen with TRL's GRPOTrainer: a format reward
 that can never fire).
 
-Priming: a random tiny model almost never writes the markers, so every completion in a group gets
-the same reward and GRPO has no signal. Like the public recipe's format-priming SFT, we train the
-tiny model for a few seconds on well-formatted examples, stopping while it still gets the format
-wrong often; the GRPO steps then have something to improve.
+Pretraining: a real base model arrives knowing how to answer in plain text and knowing nothing of
+the project's format. The builder gives the tiny model the same starting point: a few seconds of
+training on the bundled worked examples answered in plain text, with no format markers (they are
+other problems than the ones GRPO trains and is evaluated on). The format is then
+taught the recipe's way, by train_grpo.py's format-priming SFT on the LoRA (FORMAT_SFT), the same
+code path as for Qwen3-4B.
 """
 
 from __future__ import annotations
@@ -28,22 +30,23 @@ VOCAB_SIZE = 400  # BPE vocabulary trained on the bundled problems and the syste
 HIDDEN = 64  # hidden size
 LAYERS = 2  # decoder layers
 HEADS = 4  # attention heads (2 key/value heads)
-PRIME_STEPS = 45  # SFT steps of format priming (batch 16, lr 3e-3): formats some, not most, samples
-PRIME_LR = 3e-3  # learning rate of the priming SFT
-SEED = 3407  # seeds the weights, the tokenizer corpus order and the priming batches
+PRETRAIN_STEPS = 400  # steps of plain-text answering (batch 16), the stand-in for a base model's pretraining
+PRETRAIN_LR = 3e-3  # learning rate of that pretraining
+SEED = 3407  # seeds the weights, the tokenizer corpus order and the pretraining batches
+
+
+def _plain_answers() -> list[dict]:
+    """The pretraining corpus: the bundled worked examples (other problems than the ones GRPO trains
+    and is evaluated on), each answered in plain text with no format markers."""
+    return [{"prompt": row["problem"], "solution": row["expected_answer"], "working": row["generated_solution"]}
+            for row in prompts.read_jsonl(prompts.BUNDLED_WORKED_EXAMPLES)]
 
 
 def _corpus(problems: list[dict]) -> list[str]:
-    texts = [prompts.SYSTEM_PROMPT]
-    for row in problems:
-        texts.append(row["prompt"])
-        texts.append(_working(row))
+    texts = [prompts.SYSTEM_PROMPT] + [row["prompt"] for row in problems]
+    for row in _plain_answers():
+        texts += [row["prompt"], row["working"]]
     return texts
-
-
-def _working(row: dict) -> str:
-    """A short made-up line of working for priming; its content is not what GRPO rewards."""
-    return f"The problem asks: {row['prompt'].split('.')[-1].strip()} The answer is {row['solution']}. "
 
 
 def build_tokenizer(problems: list[dict]):
@@ -68,18 +71,46 @@ def build_tokenizer(problems: list[dict]):
     return fast
 
 
-def build_tiny_model(out_dir: str, problems_path: str) -> str:
-    """Build (once) and save the tiny primed Qwen3 and its tokenizer in out_dir; return out_dir.
+def _recipe(problems_path: str) -> dict:
+    return {"seed": SEED, "vocab": VOCAB_SIZE, "hidden": HIDDEN, "layers": LAYERS, "heads": HEADS,
+            "pretrain_steps": PRETRAIN_STEPS, "pretrain_lr": PRETRAIN_LR, "markers": False,
+            "problems": os.path.getsize(problems_path), "plain_answers": os.path.getsize(prompts.BUNDLED_WORKED_EXAMPLES)}
 
-    Deterministic for a given SEED. Skips the work if out_dir holds a build of the same recipe.
+
+def is_built(out_dir: str, problems_path: str) -> bool:
+    """Whether out_dir holds a finished build of the current recipe (its marker is written last)."""
+    try:
+        with open(os.path.join(out_dir, "tiny_model.json")) as f:
+            return json.load(f) == _recipe(problems_path)
+    except (OSError, ValueError):
+        return False
+
+
+def wait_for_build(out_dir: str, problems_path: str, timeout_s: float = 900) -> None:
+    """Wait while another process (rank 0 of a distributed run) builds the model into out_dir."""
+    import time
+
+    deadline = time.time() + timeout_s
+    while not is_built(out_dir, problems_path):
+        if os.path.isdir(out_dir) and os.listdir(out_dir) and not os.path.exists(os.path.join(out_dir, "tiny_model.json")):
+            return  # a folder of the user's (a build only ever appears whole): rank 0 leaves it as it is too
+        if time.time() > deadline:
+            raise TimeoutError(f"no tiny model in {out_dir} after {timeout_s:.0f} s")
+        time.sleep(1)
+
+
+def build_tiny_model(out_dir: str, problems_path: str) -> str:
+    """Build (once) and save the tiny pretrained (not format-primed) Qwen3 and its tokenizer in out_dir; return out_dir.
+
+    Deterministic for a given SEED. Skips the work if out_dir holds a build of the same recipe, and
+    never writes into a folder that holds something else (a model the user named, say): that folder
+    is returned untouched, to be loaded as it is.
     """
-    marker = os.path.join(out_dir, "tiny_model.json")
-    recipe = {"seed": SEED, "vocab": VOCAB_SIZE, "hidden": HIDDEN, "layers": LAYERS, "heads": HEADS,
-              "prime_steps": PRIME_STEPS, "prime_lr": PRIME_LR, "problems": os.path.getsize(problems_path)}
-    if os.path.exists(marker):
-        with open(marker) as f:
-            if json.load(f) == recipe:
-                return out_dir
+    if os.path.isdir(out_dir) and os.listdir(out_dir) and not os.path.exists(os.path.join(out_dir, "tiny_model.json")):
+        return out_dir
+    if is_built(out_dir, problems_path):
+        return out_dir
+    recipe = _recipe(problems_path)
     import torch
     from transformers import Qwen3Config, Qwen3ForCausalLM
 
@@ -101,32 +132,37 @@ def build_tiny_model(out_dir: str, problems_path: str) -> str:
         bos_token_id=None,
     )
     model = Qwen3ForCausalLM(config)
-    prime_format(model, tokenizer, problems)
+    pretrain(model, tokenizer)
     model.generation_config.eos_token_id = tokenizer.eos_token_id
     model.generation_config.pad_token_id = tokenizer.pad_token_id
-    os.makedirs(out_dir, exist_ok=True)
-    model.save_pretrained(out_dir)
-    tokenizer.save_pretrained(out_dir)
-    with open(marker, "w") as f:
+    # written whole into a side folder, then renamed into place: no one ever sees half a build
+    partial = f"{os.path.normpath(out_dir)}.partial-{os.getpid()}"
+    model.save_pretrained(partial)
+    tokenizer.save_pretrained(partial)
+    with open(os.path.join(partial, "tiny_model.json"), "w") as f:
         json.dump(recipe, f)
+    if os.path.isdir(out_dir):  # an earlier build of another recipe (checked above)
+        import shutil
+
+        shutil.rmtree(out_dir)
+    os.rename(partial, out_dir)
     return out_dir
 
 
-def prime_format(model, tokenizer, problems: list[dict]) -> None:
-    """A few seconds of SFT on well-formatted completions (loss on the completion tokens only)."""
+def pretrain(model, tokenizer) -> None:
+    """A few seconds of training on plain-text answers (loss on the answer tokens only, no markers)."""
     import torch
 
     rng = random.Random(SEED)
     examples = []
-    for row in problems:
+    for row in _plain_answers():
         conversation = prompts.make_conversation(row)["prompt"]
         prompt_ids = tokenizer.apply_chat_template(conversation, add_generation_prompt=True, tokenize=True, return_dict=False)
-        completion = prompts.format_completion(_working(row), row["solution"]) + tokenizer.eos_token
-        completion_ids = tokenizer(completion, add_special_tokens=False)["input_ids"]
+        completion_ids = tokenizer(row["working"] + tokenizer.eos_token, add_special_tokens=False)["input_ids"]
         examples.append((prompt_ids, completion_ids))
-    optimizer = torch.optim.AdamW(model.parameters(), lr=PRIME_LR)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=PRETRAIN_LR)
     model.train()
-    for _ in range(PRIME_STEPS):
+    for _ in range(PRETRAIN_STEPS):
         batch = rng.sample(examples, 16)
         width = max(len(p) + len(c) for p, c in batch)
         ids = torch.full((len(batch), width), tokenizer.pad_token_id)

@@ -25,6 +25,8 @@ MAX_SEQ_LENGTH = 2048  # prompt + completion tokens
 LOAD_IN_4BIT = False  # True: QLoRA (4-bit base weights); the recipe trains 16-bit LoRA
 FAST_INFERENCE = True  # generate with vLLM when it is installed and a GPU is present
 GPU_MEMORY_UTILIZATION = 0.7  # share of GPU memory vLLM may take (fast inference only)
+VLLM_MODE = "colocate"  # colocate: Unsloth's vLLM inside each training process; server: TRL's `trl vllm-serve` on other GPUs
+VLLM_SERVER_URL = "http://localhost:8000"  # where `trl vllm-serve` listens (VLLM_MODE=server only)
 # LoRA
 LORA_RANK = 32  # adapter rank; ~66M trainable parameters on Qwen3-4B
 LORA_ALPHA = 64  # adapter scale numerator (alpha / rank = 2)
@@ -62,7 +64,7 @@ RESUME = ""  # "" = a new run; "auto" = the latest checkpoint-N in OUTPUT_DIR; o
 SEED = 3407  # seeds LoRA init, sampling, the data order and the held-out split
 # GRPO algorithm: set explicitly, since the library defaults have changed between versions
 LOSS_TYPE = "dapo"  # how token losses are averaged: dapo | grpo | bnpo | dr_grpo | cispo | sapo | vespo
-BETA = 0.0  # KL penalty to the reference (the base model, adapter off); 0 = none, no reference pass
+BETA = 0.0  # KL penalty to the reference, the model as GRPO starts (primed, with FORMAT_SFT); 0 = none, no reference pass
 EPSILON = 0.2  # lower clip range of the policy ratio, 1 - EPSILON
 EPSILON_HIGH = 0.2  # upper clip range, 1 + EPSILON_HIGH; DAPO's clip-higher uses 0.28
 SCALE_REWARDS = "group"  # divide advantages by the std of: group | batch | none (Dr. GRPO's choice)
@@ -82,18 +84,20 @@ REPORT_TO = "none"  # "none", "wandb", "tensorboard", ...
 LOG_COMPLETIONS = True  # write sampled completions, rewards and extracted answers to OUTPUT_DIR/completions/
 # -----------------------------------------------------------------------------------------------
 
-# --smoke: the same pipeline on a CPU in under a minute. Only what must change changes: the model
-# (a tiny primed Qwen3 built locally; a 64-wide model needs a far larger learning rate than a 4B
-# one, and vLLM is off for it), the data source, steps and lengths, and two guards against the
-# tiny policy blowing up into noise that runs to the length limit, where every completion scores the
-# same and GRPO alone can never leave (BENCHMARKS.md): a KL term, whose gradient still pulls toward
-# the primed reference there, and masking truncated completions, so noise that hits the limit adds
-# no gradient that flattens the policy further. On a CPU, main() loads float32 on every vendor and
-# Unsloth swaps the 8-bit optimizer for AdamW; on a GPU the smoke run keeps bf16 and 8-bit AdamW.
+# --smoke: the same pipeline on a CPU in under a minute. Only what must change changes: the model (a
+# tiny Qwen3 built locally that answers in plain text and has never seen the format, so priming is
+# the recipe's own FORMAT_SFT step on bundled worked examples; a 64-wide model needs far larger
+# learning rates than a 4B one, and vLLM is off for it), the data source, steps and lengths, and a
+# KL term to the primed reference, whose gradient still pulls toward the primed policy once GRPO's
+# own signal fades. BENCHMARKS.md has the runs behind each value. On a CPU, main() loads float32 on
+# every vendor and Unsloth swaps the 8-bit optimizer for AdamW; on a GPU the smoke run keeps bf16
+# and 8-bit AdamW.
 _SMOKE_PRESET = dict(
     MODEL_NAME=os.path.join("outputs", "tiny-qwen3"),
-    FORMAT_SFT=False,  # the tiny model is primed by its builder (tiny_model.py); --format_sft=true runs this step on it too
     FORMAT_SFT_DATASET=prompts.BUNDLED_WORKED_EXAMPLES,
+    FORMAT_SFT_EPOCHS=1,  # 64 examples once at lr 5e-3 (a 64-wide model): formats some samples, not most
+    FORMAT_SFT_LEARNING_RATE=5e-3,
+    FORMAT_SFT_MAX_EXAMPLES=64,
     FORMAT_SFT_MAX_TOKENS=256,  # the tiny tokenizer spends ~130 tokens on the system prompt and problem
     MAX_SEQ_LENGTH=256,
     FAST_INFERENCE=False,
@@ -101,11 +105,10 @@ _SMOKE_PRESET = dict(
     HOLDOUT_SIZE=50,
     LEARNING_RATE=2.5e-4,
     BETA=0.04,
-    MASK_TRUNCATED_COMPLETIONS=True,
     WARMUP_RATIO=0.0,
     NUM_GENERATIONS=8,
     PER_DEVICE_TRAIN_BATCH_SIZE=16,
-    MAX_COMPLETION_LENGTH=48,
+    MAX_COMPLETION_LENGTH=64,  # room for a worked solution (~38 tokens of the tiny tokenizer) and its answer block
     MAX_STEPS=10,
     SAVE_STEPS=1000,
     OUTPUT_DIR=os.path.join("outputs", "smoke"),
@@ -120,6 +123,16 @@ _TRACKERS = {"wandb": "wandb", "tensorboard": "tensorboard", "mlflow": "mlflow",
 # GRPOConfig fields set from the algorithm knobs; run_config.json records what the trainer used
 _ALGORITHM_FIELDS = {"LOSS_TYPE": "loss_type", "BETA": "beta", "EPSILON": "epsilon", "EPSILON_HIGH": "epsilon_high",
                      "SCALE_REWARDS": "scale_rewards", "MASK_TRUNCATED_COMPLETIONS": "mask_truncated_completions"}
+
+
+def world_size() -> int:
+    """Processes in this run: torchrun and accelerate launch set WORLD_SIZE; a plain python run is 1."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def is_main_process() -> bool:
+    """Rank 0 (or a single process): the one that prints the summaries and writes the run's files."""
+    return int(os.environ.get("RANK", "0")) == 0
 
 
 def resolve_knobs(argv: list[str]) -> dict:
@@ -143,10 +156,11 @@ def check_knobs(k: dict) -> None:
         raise ValueError(f"REWARD_WEIGHTS has {len(k['REWARD_WEIGHTS'])} values for {len(k['REWARD_FUNCS'])} rewards")
     if k["NUM_GENERATIONS"] < 2:
         raise ValueError("NUM_GENERATIONS must be at least 2: GRPO compares completions within a group")
-    batch = k["PER_DEVICE_TRAIN_BATCH_SIZE"] * k["GRADIENT_ACCUMULATION_STEPS"]
+    batch = k["PER_DEVICE_TRAIN_BATCH_SIZE"] * k["GRADIENT_ACCUMULATION_STEPS"] * world_size()
     if batch % k["NUM_GENERATIONS"]:
         raise ValueError(
-            f"PER_DEVICE_TRAIN_BATCH_SIZE x GRADIENT_ACCUMULATION_STEPS = {batch} is not a multiple of NUM_GENERATIONS = {k['NUM_GENERATIONS']}"
+            f"PER_DEVICE_TRAIN_BATCH_SIZE x GRADIENT_ACCUMULATION_STEPS x processes ({world_size()}) = {batch} "
+            f"completions per step is not a multiple of NUM_GENERATIONS = {k['NUM_GENERATIONS']}"
         )
     if not 0 < k["PROMPT_LENGTH_PERCENTILE"] <= 100:
         raise ValueError(f"PROMPT_LENGTH_PERCENTILE must be in (0, 100], got {k['PROMPT_LENGTH_PERCENTILE']}")
@@ -191,6 +205,8 @@ def check_knobs(k: dict) -> None:
                          "FORMAT_SFT_MAX_EXAMPLES and FORMAT_SFT_MAX_TOKENS >= 0")
     if k["FORMAT_SFT"] and prompts.is_local_path(k["FORMAT_SFT_DATASET"]) and not os.path.exists(k["FORMAT_SFT_DATASET"]):
         raise ValueError(f"FORMAT_SFT_DATASET: no such file {k['FORMAT_SFT_DATASET']}")
+    if k["VLLM_MODE"] not in ("colocate", "server"):
+        raise ValueError(f"VLLM_MODE {k['VLLM_MODE']!r} is not one of colocate, server")
     if k["COLLAPSE_PATIENCE"] < 0:
         raise ValueError(f"COLLAPSE_PATIENCE must be >= 0 (0 = off), got {k['COLLAPSE_PATIENCE']}")
     if prompts.is_local_path(k["DATASET_NAME"]) and not os.path.exists(k["DATASET_NAME"]):
@@ -204,10 +220,10 @@ def from_pretrained_kwargs(k: dict) -> dict:
         model_name=k["MODEL_NAME"],
         max_seq_length=k["MAX_SEQ_LENGTH"],
         load_in_4bit=k["LOAD_IN_4BIT"],
-        fast_inference=k["FAST_INFERENCE"],
+        fast_inference=k["FAST_INFERENCE"] and k["VLLM_MODE"] == "colocate",  # server: vLLM runs elsewhere
         max_lora_rank=k["LORA_RANK"],
     )
-    if k["FAST_INFERENCE"]:
+    if kwargs["fast_inference"]:
         kwargs["gpu_memory_utilization"] = k["GPU_MEMORY_UTILIZATION"]
     return kwargs
 
@@ -250,6 +266,8 @@ def grpo_config_kwargs(k: dict, max_prompt_length: int, bf16: bool) -> dict:
         data_seed=k["SEED"],
         reward_weights=list(k["REWARD_WEIGHTS"]),
         use_vllm=k["FAST_INFERENCE"],
+        **(dict(vllm_mode="server", vllm_server_base_url=k["VLLM_SERVER_URL"])
+           if k["FAST_INFERENCE"] and k["VLLM_MODE"] == "server" else {}),
         bf16=bf16,
         fp16=False,
         logging_steps=1,
@@ -329,9 +347,10 @@ def format_sft(k: dict, model, tokenizer, examples, metrics_path: str, bf16: boo
                          callbacks=[callbacks.make_sft_metrics_callback(metrics_path)])
     trainer.train()
     primed = os.path.join(k["OUTPUT_DIR"], "lora_primed")
-    model.save_pretrained(primed)
-    tokenizer.save_pretrained(primed)
-    write_model_card(primed, k, 0, primed_only=True)
+    if is_main_process():
+        model.save_pretrained(primed)
+        tokenizer.save_pretrained(primed)
+        write_model_card(primed, k, 0, primed_only=True)
     return primed
 
 
@@ -404,6 +423,8 @@ def resume_checkpoint(k: dict) -> str | None:
         if not os.path.isfile(os.path.join(k["RESUME"], "trainer_state.json")):
             raise ValueError(f"RESUME={k['RESUME']}: not a checkpoint folder (no trainer_state.json)")
         return k["RESUME"]
+    if not is_main_process():  # under torchrun rank 0 alone judges (and tidies) the folder; the others follow it
+        return None
     earlier = [os.path.basename(p) for p in found] + [n for n in ("metrics.jsonl",) if os.path.exists(os.path.join(out, n))]
     if earlier and k["SMOKE"] and was_smoke_run(out):  # never wipe a real run, even from --smoke
         import shutil
@@ -459,7 +480,33 @@ def manifest(trainer, data: dict) -> dict:
     return {"VERSIONS": versions, "DEVICE": device, "GIT_COMMIT": commit, "DATA": data, "TRAINER_ARGS": args}
 
 
+def adapter_checksum(model) -> str:
+    """A short hash of every trainable (LoRA) weight, bit for bit: equal on every rank of a data-parallel
+    run whose gradients were all-reduced, and different once the weights have trained."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for name, param in sorted(model.named_parameters()):
+        if param.requires_grad:
+            digest.update(name.encode())
+            digest.update(param.detach().float().cpu().numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def gather(value) -> list:
+    """`value` from every process, in rank order (a one-item list when not distributed)."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        return [value]
+    out = [None] * dist.get_world_size()
+    dist.all_gather_object(out, value)
+    return out
+
+
 def write_run_config(output_dir: str, record: dict) -> None:
+    if not is_main_process():
+        return
     os.makedirs(output_dir, exist_ok=True)
     with open(os.path.join(output_dir, "run_config.json"), "w") as f:
         json.dump(record, f, indent=2, default=str)
@@ -508,6 +555,8 @@ def vllm_available() -> bool:
 def main(argv: list[str]) -> None:
     k = resolve_knobs(argv)
     t_start = time.time()
+    if not is_main_process():  # torchrun / accelerate launch: every line once, from rank 0 (errors still show)
+        sys.stdout = open(os.devnull, "w")
     try:
         resume_from = resume_checkpoint(k)  # before anything heavy: a wrong folder fails in a second
     except ValueError as e:
@@ -532,14 +581,21 @@ def main(argv: list[str]) -> None:
     if k["FAST_INFERENCE"] and not vllm_available():
         print("generation: vLLM not available here, falling back to standard Hugging Face generation")
         k["FAST_INFERENCE"] = False
+    fsdp2 = os.environ.get("UNSLOTH_FSDP2", "").lower() in ("1", "true", "yes", "on", "native")
+    if fsdp2 and k["FAST_INFERENCE"] and k["VLLM_MODE"] == "colocate":
+        print("generation: Unsloth's colocated vLLM does not run under UNSLOTH_FSDP2; using Hugging Face generation")
+        k["FAST_INFERENCE"] = False
     # 1. the model, through Unsloth (imported before trl/transformers/peft so it can patch them)
     import unsloth  # noqa: F401
     from unsloth import FastLanguageModel
 
-    if k["SMOKE"]:
+    if k["SMOKE"]:  # builds the tiny model on first use; a folder holding anything else is left as it is
         import tiny_model
 
-        tiny_model.build_tiny_model(k["MODEL_NAME"], prompts.BUNDLED_PROBLEMS)
+        if is_main_process():
+            tiny_model.build_tiny_model(k["MODEL_NAME"], prompts.BUNDLED_PROBLEMS)
+        else:  # the other ranks wait for rank 0's build rather than write the same folder at once
+            tiny_model.wait_for_build(k["MODEL_NAME"], prompts.BUNDLED_PROBLEMS)
 
     try:
         check_target_modules(k)
@@ -562,8 +618,10 @@ def main(argv: list[str]) -> None:
         primed = format_sft(k, model, tokenizer, worked, metrics_path, bf16) if prime else None
     except prompts.DatasetFormatError as e:
         sys.exit(f"train_grpo.py: error: FORMAT_SFT_DATASET {k['FORMAT_SFT_DATASET']}: {e}")
-    if primed and k["BETA"] > 0:
-        print("note: BETA > 0 measures KL to the model with the adapter off, i.e. before priming")
+    if resume_from and k["FORMAT_SFT"] and os.path.isdir(os.path.join(k["OUTPUT_DIR"], "lora_primed")):
+        primed = os.path.join(k["OUTPUT_DIR"], "lora_primed")  # primed before the checkpoint was saved
+        if k["BETA"] > 0:  # the trainer copies the adapter it is given into the KL reference: give it the primed one
+            model.load_adapter(primed, adapter_name="default", is_trainable=True)
     # 5. GRPO
     from trl import GRPOConfig, GRPOTrainer
 
@@ -577,21 +635,26 @@ def main(argv: list[str]) -> None:
         args=config,
         train_dataset=dataset,
         eval_dataset=eval_dataset,
-        callbacks=[callbacks.make_metrics_callback(metrics_path, list(k["REWARD_FUNCS"])), alarm, stop],
+        callbacks=[callbacks.make_metrics_callback(metrics_path, list(k["REWARD_FUNCS"])), alarm, stop,
+                   callbacks.make_checkpoint_tidy_callback("ref")],
     )
+    if k["BETA"] > 0:  # TRL freezes a copy of the adapter as it is now ("ref"): the KL reference
+        print("KL reference: " + ("the primed model (a frozen copy of the primed adapter)" if primed else "the base model"))
     used = algorithm_used(trainer.args)
     for knob, value in used.items():
         if value != k[knob]:
             print(f"note: the trainer uses {knob}={value!r}, not the requested {k[knob]!r} (Unsloth's GRPO config rewrote it)")
-    record = {**k, **used, "REQUESTED": {n: k[n] for n in used}, "MAX_PROMPT_LENGTH": max_prompt_length,
+    start_checksum = adapter_checksum(model)  # the adapter GRPO starts from (primed, or fresh)
+    record = {**k, **used, "REQUESTED": {n: k[n] for n in used}, "MAX_PROMPT_LENGTH": max_prompt_length, "WORLD_SIZE": world_size(),
               "DTYPE": str(model.dtype).removeprefix("torch."), "RESUMED_FROM": resume_from, "PRIMED_ADAPTER": primed,
               **manifest(trainer, {"rows": len(train_rows) + len(heldout_rows), "held_out": len(heldout_rows),
                                    "trained_on": len(dataset), "fingerprint": getattr(train_rows, "_fingerprint", None)})}
     write_run_config(k["OUTPUT_DIR"], record)
-    tokens_per_step = config.per_device_train_batch_size * config.gradient_accumulation_steps * config.max_completion_length
+    completions = config.per_device_train_batch_size * config.gradient_accumulation_steps * world_size()  # all processes
+    processes = f" over {world_size()} processes" if world_size() > 1 else ""
     print(
-        f"run: {k['MAX_STEPS']} steps, {config.per_device_train_batch_size * config.gradient_accumulation_steps // k['NUM_GENERATIONS']} "
-        f"prompts x {k['NUM_GENERATIONS']} completions per step, up to {tokens_per_step} completion tokens per step, "
+        f"run: {k['MAX_STEPS']} steps, {completions // k['NUM_GENERATIONS']} prompts x {k['NUM_GENERATIONS']} completions "
+        f"per step{processes}, up to {completions * config.max_completion_length} completion tokens per step, "
         f"{model.dtype}, optim={getattr(config.optim, 'value', config.optim)}\n"
         f"algorithm: " + ", ".join(f"{n.lower()}={v}" for n, v in used.items())
     )
@@ -604,8 +667,11 @@ def main(argv: list[str]) -> None:
     if alarm.stopped:
         print(f"stopped early at step {step} of {k['MAX_STEPS']}: training collapsed (see the warning above)")
     # 7. save the adapter and tokenizer, the curves, and what the run did
+    checksums = gather(adapter_checksum(model))  # one per rank: equal when the gradients were all-reduced
+    if not is_main_process():
+        return
     lora_dir = os.path.join(k["OUTPUT_DIR"], "lora")
-    model.save_pretrained(lora_dir)
+    model.save_pretrained(lora_dir, selected_adapters=["default"])  # not the frozen "ref" copy of lora_primed
     tokenizer.save_pretrained(lora_dir)
     write_model_card(lora_dir, k, step)
     import plot_rewards
@@ -614,7 +680,10 @@ def main(argv: list[str]) -> None:
     rows = plot_rewards.read_metrics(metrics_path)
     record.update(WALL_TIME_S=round(time.time() - t_start, 1), STEPS_DONE=step,
                   STOPPED_BY=stop.signal_name or ("collapse" if alarm.stopped else None),
-                  FINAL_METRICS=next((r for r in reversed(rows) if "reward" in r), None))
+                  FINAL_METRICS=next((r for r in reversed(rows) if "reward" in r), None),
+                  ADAPTER_CHECKSUM={"start": start_checksum, "end_by_rank": checksums})
+    if len(set(checksums)) > 1:
+        print(f"WARNING: the ranks ended with different adapter weights {checksums}: gradients were not synchronised")
     write_run_config(k["OUTPUT_DIR"], record)
     print(f"saved: adapter {lora_dir}, metrics {metrics_path}, curves {plot_path} ({time.time() - t_start:.0f} s)")
     if stop.signal_name:

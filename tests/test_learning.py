@@ -13,6 +13,7 @@ import subprocess
 import sys
 
 import pytest
+from conftest import tiny_model_in
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STEPS = 120  # about 50 s of GRPO per run on a 2-core CPU
@@ -40,7 +41,9 @@ def run(workdir, script, *args):
 
 
 def rows_of(workdir, name):
-    return [json.loads(line) for line in open(workdir / "outputs" / name / "metrics.jsonl")]
+    """The GRPO steps' rows (not the format-priming SFT's, which come first)."""
+    rows = [json.loads(line) for line in open(workdir / "outputs" / name / "metrics.jsonl")]
+    return [r for r in rows if r.get("phase") != "sft"]
 
 
 def rise(rows):
@@ -53,7 +56,7 @@ def rise(rows):
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("learning")
-    run(workdir, "tiny_model.py", "outputs/tiny-qwen3")  # built once, before three runs want it
+    tiny_model_in(workdir)  # built once, before three runs want it
     common = ["--smoke", f"--max_steps={STEPS}"]
     jobs = {f"learn{seed}": start(workdir, "train_grpo.py", *common, f"--seed={seed}", f"--output_dir=outputs/learn{seed}")
             for seed in SEEDS}
@@ -104,12 +107,15 @@ def test_evaluation_agrees_trained_beats_base_on_format(runs):
     assert "| format_rate |" in out  # the before/after table is printed
 
 
-def test_control_adapter_is_the_base(runs):
-    """At learning rate 0 the adapter stays a no-op, so the evaluation sees no change at all."""
+def test_control_adapter_is_the_primed_one(runs):
+    """At GRPO learning rate 0 the adapter stays as priming left it, so the evaluation sees no change
+    from primed to trained, while priming itself changed the format rate from the base's zero."""
     workdir, _ = runs
     run(workdir, "evaluate.py", "--smoke", "--run_dir=outputs/control")
     results = json.load(open(workdir / "outputs" / "control" / "eval_results.json"))
-    assert results["trained"]["format_rate"] == results["base"]["format_rate"], results
+    assert results["trained"]["format_rate"] == results["primed"]["format_rate"], results
+    assert results["trained"]["accuracy"] == results["primed"]["accuracy"], results
+    assert results["base"]["format_rate"] == 0, results
 
 
 # --- a run forced to collapse -------------------------------------------------------------------
@@ -119,7 +125,7 @@ COLLAPSE = ["--smoke", "--learning_rate=0.02", "--beta=0", "--mask_truncated_com
 @pytest.fixture(scope="module")
 def collapsed(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("collapse")
-    run(workdir, "tiny_model.py", "outputs/tiny-qwen3")
+    tiny_model_in(workdir)
     warn = start(workdir, "train_grpo.py", *COLLAPSE, "--max_steps=20", "--output_dir=outputs/warn")
     stop = start(workdir, "train_grpo.py", *COLLAPSE, "--max_steps=60", "--stop_on_collapse=true",
                  "--output_dir=outputs/stop")

@@ -12,12 +12,14 @@ import sys
 import time
 
 import pytest
+from conftest import tiny_model_in
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(ROOT, "train_grpo.py")
 
 
 def train(workdir, *args, timeout=600):
+    tiny_model_in(workdir)
     result = subprocess.run([sys.executable, SCRIPT, "--smoke", *args], cwd=workdir, capture_output=True, text=True,
                             timeout=timeout)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
@@ -46,6 +48,19 @@ def test_resume_auto_continues_from_the_latest_checkpoint(resumed):
     assert state["global_step"] == 8
     config = json.load(open(out / "run_config.json"))
     assert config["RESUMED_FROM"].endswith("checkpoint-4") and config["STEPS_DONE"] == 8
+
+
+def test_resume_keeps_the_trained_adapter_and_the_primed_kl_reference(resumed):
+    """The smoke preset primes the format and has BETA > 0: TRL freezes a copy of the primed adapter as
+    the KL reference ("ref"). Checkpoints hold only the trained adapter (a "ref" subfolder would make
+    transformers' resume load that one alone), and a resumed run rebuilds the same reference. A wrong
+    reference shows in the KL: about 1.2 per token to the unprimed base, against under 0.01 to the primed
+    model (measured on this preset)."""
+    out, _, log = resumed
+    assert "KL reference: the primed model" in log
+    assert not list(out.glob("checkpoint-*/ref"))
+    kl = {r["step"]: r["kl"] for r in map(json.loads, open(out / "metrics.jsonl")) if "reward" in r}
+    assert all(value < 0.25 for value in kl.values()), kl  # steps 5..8 ran after the resume
 
 
 def test_run_config_is_a_manifest(resumed):
@@ -77,6 +92,7 @@ def test_a_new_run_into_an_old_runs_folder_is_refused_in_a_second(tmp_path):
 
 def test_sigint_finishes_the_step_saves_and_resumes(tmp_path):
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    tiny_model_in(tmp_path)
     process = subprocess.Popen([sys.executable, SCRIPT, "--smoke", "--max_steps=500", "--output_dir=outputs/s"],
                                cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     metrics = tmp_path / "outputs" / "s" / "metrics.jsonl"
@@ -120,3 +136,21 @@ def test_smoke_never_wipes_a_real_run(tmp_path):
                             text=True, timeout=60, cwd=tmp_path)
     assert result.returncode != 0 and "already holds another run (checkpoint-50)" in result.stderr
     assert (real / "checkpoint-50").is_dir()
+
+
+def test_smoke_never_writes_over_a_model_folder_the_user_named(tmp_path):
+    """--smoke --model_name=FOLDER builds the tiny model only into an empty folder or an earlier build of
+    it; a folder holding anything else is the user's model, loaded as it is and left untouched."""
+    import hashlib
+    import shutil
+
+    tiny_model_in(tmp_path)
+    mine = tmp_path / "my-model"
+    shutil.copytree(tmp_path / "outputs" / "tiny-qwen3", mine)
+    (mine / "tiny_model.json").unlink()  # no longer the builder's: a model of the user's
+    (mine / "NOTES.md").write_text("my model\n")
+    before = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in mine.iterdir()}
+    train(tmp_path, "--max_steps=1", f"--model_name={mine}", "--output_dir=outputs/mine")
+    after = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in mine.iterdir()}
+    assert after == before
+    assert json.load(open(tmp_path / "outputs" / "mine" / "run_config.json"))["MODEL_NAME"] == str(mine)

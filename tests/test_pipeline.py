@@ -11,6 +11,7 @@ import sys
 
 import unsloth  # noqa: F401  (must precede transformers/trl/peft)
 import pytest
+from conftest import tiny_model_in
 
 import train_grpo
 
@@ -53,6 +54,8 @@ def test_completion_tables_show_what_check_answer_judged(smoke_run):
 def test_smoke_metrics_have_one_row_per_step_with_every_reward(smoke_run):
     workdir, _ = smoke_run
     rows = [json.loads(line) for line in open(workdir / "outputs" / "smoke" / "metrics.jsonl")]
+    assert rows[0]["phase"] == "sft"  # format priming's rows come first
+    rows = [r for r in rows if r.get("phase") != "sft"]
     steps = train_grpo._SMOKE_PRESET["MAX_STEPS"]
     assert [r["step"] for r in rows] == list(range(1, steps + 1))
     for row in rows:
@@ -99,6 +102,7 @@ ALGORITHM = {"LOSS_TYPE": "dr_grpo", "BETA": 0.04, "EPSILON": 0.2, "EPSILON_HIGH
 def variant_run(tmp_path_factory):
     """A smoke run with another loss, a KL term, clip-higher, masking, and held-out evaluation every 2 steps."""
     workdir = tmp_path_factory.mktemp("variant")
+    tiny_model_in(workdir)
     args = [f"--{k.lower()}={v}" for k, v in ALGORITHM.items()]
     result = subprocess.run([sys.executable, SCRIPT, "--smoke", "--max_steps=4", "--eval_steps=2", *args],
                             cwd=workdir, capture_output=True, text=True, timeout=600)

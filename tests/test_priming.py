@@ -1,6 +1,6 @@
 """Format priming, the recipe's SFT step, through Unsloth + TRL's SFTTrainer on the same LoRA that
 GRPO then trains; the primed adapter kept apart; evaluate.py showing base, primed and trained.
-    python train_grpo.py --smoke --format_sft=true --format_sft_max_examples=24 --max_steps=2
+    python train_grpo.py --smoke --format_sft_max_examples=24 --max_steps=2
     python evaluate.py --smoke --n_problems=6 --n_samples=2
 """
 
@@ -18,8 +18,7 @@ script = run_script
 @pytest.fixture(scope="module")
 def primed_run(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("priming")
-    log = script(workdir, "train_grpo.py", "--smoke", "--format_sft=true", "--format_sft_max_examples=24",
-                 "--format_sft_epochs=1", "--max_steps=2").stdout
+    log = script(workdir, "train_grpo.py", "--smoke", "--format_sft_max_examples=24", "--max_steps=2").stdout
     return workdir, workdir / "outputs" / "smoke", log
 
 
@@ -52,6 +51,7 @@ def test_evaluation_shows_base_primed_and_trained(primed_run):
     results = json.load(open(out / "eval_results.json"))
     for label in ("base", "primed", "trained"):
         assert results[label]["n_samples"] == 12, label
+    assert results["base"]["format_rate"] == 0  # the smoke model's builder never shows it the markers
     assert "accuracy_ci95" in results["change_from_primed"]
     assert "| metric | base | primed | trained | change | GRPO change (trained - primed) |" in log
 
