@@ -62,26 +62,33 @@ def convert(name: str, text: str, default):
     fail(type(default).__name__)
 
 
-def resolve(namespace: dict, argv: list[str], smoke_preset: dict, script: str, check=None) -> dict:
-    """An entry point's knobs for this run: defaults, then `smoke_preset` if `--smoke` is given,
-    then each `--name=value`, then `check(knobs)`. Exits non-zero naming the knob on any error.
-    The result has SMOKE set to whether `--smoke` was given."""
+def resolve(namespace: dict, argv: list[str], smoke_preset: dict, script: str, check=None, presets=None) -> dict:
+    """An entry point's knobs for this run: defaults, then a preset (`--smoke`, or `--preset=NAME` of
+    `presets`), then each `--name=value`, then `check(knobs)`. Exits non-zero naming the knob on any
+    error. The result has PRESET set to the preset's name ("" for none) and SMOKE to whether it is
+    the smoke preset."""
     import sys
 
     knobs = knobs_of(namespace)
+    presets = {"smoke": smoke_preset, **(presets or {})}
     if "--help" in argv or "-h" in argv:
-        print(help_text(namespace, script, smoke_preset))
+        print(help_text(namespace, script, smoke_preset, presets))
         sys.exit(0)
-    smoke = "--smoke" in argv
-    if smoke:
-        knobs.update(smoke_preset)
+    chosen = ["smoke" for a in argv if a == "--smoke"] + [a.split("=", 1)[1] for a in argv if a.startswith("--preset=")]
     try:
-        knobs = apply_overrides(knobs, [a for a in argv if a != "--smoke"])
+        if len(set(chosen)) > 1:
+            raise OverrideError(f"one preset at a time, got {', '.join(sorted(set(chosen)))}")
+        if chosen and chosen[0] not in presets:
+            raise OverrideError(f"--preset={chosen[0]}: no such preset; known: {', '.join(presets)}")
+        if chosen:
+            knobs.update(presets[chosen[0]])
+        knobs = apply_overrides(knobs, [a for a in argv if a != "--smoke" and not a.startswith("--preset=")])
         if check is not None:
             check(knobs)
     except ValueError as e:  # OverrideError is a ValueError
         sys.exit(f"{script}: error: {e}")
-    knobs["SMOKE"] = smoke
+    knobs["PRESET"] = chosen[0] if chosen else ""
+    knobs["SMOKE"] = knobs["PRESET"] == "smoke"
     return knobs
 
 
@@ -99,7 +106,7 @@ def knob_comments(source: str) -> dict:
     return out
 
 
-def help_text(namespace: dict, script: str, smoke_preset: dict) -> str:
+def help_text(namespace: dict, script: str, smoke_preset: dict, presets: dict | None = None) -> str:
     """What --help prints: usage, then every knob with its default and its comment, read from the source."""
     knobs = knobs_of(namespace)
     comments = {}
@@ -109,10 +116,13 @@ def help_text(namespace: dict, script: str, smoke_preset: dict) -> str:
             comments = knob_comments(f.read())
     doc = (namespace.get("__doc__") or "").strip().splitlines()
     lines = [doc[0] if doc else script, "",
-             f"usage: python {script} [--smoke] [--name=value ...]", "",
+             f"usage: python {script} [--smoke{' | --preset=NAME' if len(presets or {}) > 1 else ''}] [--name=value ...]", "",
              "Every knob is an UPPER_CASE constant at the top of the script; --lowercase_name=value overrides it.",
-             "--smoke first applies the CPU preset: " + ", ".join(f"{k.lower()}={v!r}" for k, v in smoke_preset.items()), "",
-             "knobs (default, then what it does):"]
+             "--smoke first applies the CPU preset: " + ", ".join(f"{k.lower()}={v!r}" for k, v in smoke_preset.items()), ""]
+    for name, preset in (presets or {}).items():
+        if name != "smoke":
+            lines += [f"--preset={name} first applies: " + ", ".join(f"{k.lower()}={v!r}" for k, v in preset.items()), ""]
+    lines.append("knobs (default, then what it does):")
     width = max(len(name) for name in knobs) + 2
     for name, value in knobs.items():
         shown = ",".join(map(str, value)) if isinstance(value, (tuple, list)) else repr(value)

