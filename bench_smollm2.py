@@ -63,12 +63,17 @@ def one(k, name, seed, extra=()):
             f"--max_new_tokens={k['MAX_NEW_TOKENS']}", "--n_problems=0")
     else:
         print(f"{name}: reusing the finished run in {folder}", flush=True)
+    return summarize(k, name, seed, folder, train_s)
+
+
+def summarize(k, name, seed, folder, train_s):
+    """One table row from a trained and evaluated run folder."""
     rows = [json.loads(line) for line in open(os.path.join(folder, "metrics.jsonl"))]
     grpo = [r for r in rows if "reward" in r]
     answer = [r["rewards/check_answer/mean"] for r in grpo]
     w = min(k["WINDOW"], len(answer))
     results = json.load(open(os.path.join(folder, "eval_results.json")))
-    return {"name": name, "seed": seed, "train_s": train_s,
+    return {"name": name, "seed": seed, "train_s": train_s, "steps": len(answer),
             "check_answer_first": sum(answer[:w]) / w, "check_answer_last": sum(answer[-w:]) / w, **results}
 
 
@@ -79,13 +84,13 @@ def fmt(result, label, metric):
 
 
 def table(results):
-    lines = ["| run | train s | check_answer first -> last | accuracy primed | accuracy trained | GRPO change [95% CI] "
+    lines = ["| run | steps | train s | check_answer first -> last | accuracy primed | accuracy trained | GRPO change [95% CI] "
              "| lenient primed | lenient trained | format trained |",
-             "| --- | ---: | --- | --- | --- | --- | --- | --- | ---: |"]
+             "| --- | ---: | ---: | --- | --- | --- | --- | --- | --- | ---: |"]
     for r in results:
         change = r.get("change_from_primed", {})
         lo, hi = change.get("accuracy_ci95", (float("nan"), float("nan")))
-        lines.append(f"| {r['name']} | {r['train_s']:.0f} | {r['check_answer_first']:+.2f} -> {r['check_answer_last']:+.2f} "
+        lines.append(f"| {r['name']} | {r['steps']} | {r['train_s']:.0f} | {r['check_answer_first']:+.2f} -> {r['check_answer_last']:+.2f} "
                      f"| {fmt(r, 'primed', 'accuracy')} | {fmt(r, 'trained', 'accuracy')} "
                      f"| {change.get('accuracy', float('nan')):+.3f} [{lo:+.3f}, {hi:+.3f}] "
                      f"| {r['primed']['accuracy_lenient']:.3f} | {r['trained']['accuracy_lenient']:.3f} "
