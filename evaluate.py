@@ -38,7 +38,7 @@ BOOTSTRAP_RESAMPLES = 2000  # resamples of the problems for each 95% interval
 EVAL_DIR = ""  # where results go; "" = RUN_DIR
 # -----------------------------------------------------------------------------------------------
 
-_SMOKE_PRESET = dict(RUN_DIR=os.path.join("outputs", "smoke"), N_PROBLEMS=50, N_SAMPLES=4, MAX_NEW_TOKENS=48, BATCH_SIZE=50)
+_SMOKE_PRESET = dict(RUN_DIR=os.path.join("outputs", "smoke"), N_PROBLEMS=50, N_SAMPLES=4, MAX_NEW_TOKENS=64, BATCH_SIZE=50)
 _HUB_SETS = {  # name: (Hub id, config, split, problem column, answer column), as on each dataset card
     "gsm8k": ("openai/gsm8k", "main", "test", "question", "answer"),
     "math500": ("HuggingFaceH4/MATH-500", None, "test", "problem", "answer"),
