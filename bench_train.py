@@ -112,8 +112,13 @@ def build_model_folder(k: dict, folder: str) -> str:
                          eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, bos_token_id=None,
                          dtype="bfloat16")
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    with torch.device(device):
-        model = Qwen3ForCausalLM(config).to(torch.bfloat16)
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.bfloat16)  # built in bf16 directly: no float32 copy at twice the memory
+    try:
+        with torch.device(device):
+            model = Qwen3ForCausalLM(config)
+    finally:
+        torch.set_default_dtype(previous)
     model.generation_config.eos_token_id = None  # never stop early: every completion is full length
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.save_pretrained(folder)

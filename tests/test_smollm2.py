@@ -16,7 +16,7 @@ from conftest import ROOT, run_script
 import smollm2
 
 SHORT = ["--preset=smollm2", "--max_steps=2", "--format_sft_max_examples=4", "--format_sft_epochs=1",
-         "--max_completion_length=24", "--output_dir=outputs/sm"]
+         "--max_completion_length=24", "--per_device_train_batch_size=8", "--output_dir=outputs/sm"]
 
 
 @pytest.fixture(scope="module")
@@ -63,3 +63,25 @@ def test_the_preset_primes_trains_and_evaluates(converted):
     results = json.load(open(out / "eval_results.json"))
     for label in ("base", "primed", "trained"):
         assert results[label]["n_samples"] == 4, label
+
+
+def test_bench_compares_a_run_with_its_control_step_by_step(tmp_path):
+    """One prompt per step: the prompt's difficulty swamps check_answer's trend. The benchmark subtracts
+    the control's value at the same step (same seed, same prompts), over the steps both ran."""
+    import bench_smollm2
+
+    def write(name, values):
+        folder = tmp_path / name
+        folder.mkdir()
+        rows = [{"step": s + 1, "reward": 0.0, "rewards/check_answer/mean": v} for s, v in enumerate(values)]
+        rows.insert(0, {"step": 0, "format_sft_loss": 1.0})  # priming rows have no rewards
+        (folder / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+        return bench_smollm2.check_answer_by_step(str(folder))
+
+    control = write("control", [5.0, -2.0, 5.0, -2.0, 1.0])
+    run = write("run", [5.0, -2.0, 5.0, 0.0, 3.0, 9.0])  # one step longer than the control
+    assert run == {1: 5.0, 2: -2.0, 3: 5.0, 4: 0.0, 5: 3.0, 6: 9.0}
+    assert bench_smollm2.versus_control(run, control, window=2) == (0.0, 2.0)
+    assert bench_smollm2.versus_control(control, control, window=2) == (0.0, 0.0)
+    first, last = bench_smollm2.versus_control(run, {}, window=2)
+    assert first != first and last != last  # nan: nothing to compare
