@@ -150,8 +150,10 @@ def plot(results, path, window):
     for r in results:
         by_step = check_answer_by_step(r["folder"])
         steps = sorted(by_step)
-        style = dict(color="gray", linestyle="--") if r["name"] == "control" else {}
-        curves.plot(steps, smooth([by_step[s] for s in steps], window), label=f"control, lr 0 (seed {r['seed']})" if style else f"seed {r['seed']}", **style)
+        control = r["name"] == "control"
+        curves.plot(steps, smooth([by_step[s] for s in steps], window), color="gray" if control else None,
+                    linestyle="--" if control else "-",
+                    label=f"control, lr 0 (seed {r['seed']})" if control else f"seed {r['seed']}")
     curves.set(xlabel="GRPO step", ylabel=f"check_answer, mean of the last {window} steps",
                title="check_answer during GRPO (the control has lr 0)")
     curves.legend()
