@@ -9,8 +9,9 @@ Both models see the same problems, prompts (prompts.py) and sampling settings. A
 when the answer in its last solution block passes `answers.answers_match`, the judge `check_answer`
 uses in training, so training and evaluation agree on what counts as correct.
 
-Writes, in EVAL_DIR: a table on stdout, eval_results.json (metrics and settings), eval_report.md
-(the table and a few problems side by side) and eval_accuracy.png (accuracy and format rate).
+Writes, in EVAL_DIR: a table on stdout, eval_results.json (metrics and settings), eval_samples.jsonl
+(every sample with its extracted answer and verdicts), eval_report.md (the table and a few problems
+side by side) and eval_accuracy.png (accuracy and format rate).
 """
 
 import json
@@ -491,10 +492,14 @@ def main(argv: list[str]) -> dict:
     os.makedirs(k["EVAL_DIR"], exist_ok=True)
     with open(os.path.join(k["EVAL_DIR"], "eval_results.json"), "w") as f:
         json.dump(results, f, indent=2)
+    with open(os.path.join(k["EVAL_DIR"], "eval_samples.jsonl"), "w") as f:  # every sample, to see what changed
+        for label, scored in samples.items():
+            for s in scored:
+                f.write(json.dumps({"model": label, "gold": golds[s["problem"]], **s}) + "\n")
     write_report(os.path.join(k["EVAL_DIR"], "eval_report.md"), results, rows, samples, k["N_SHOW"])
     write_chart(os.path.join(k["EVAL_DIR"], "eval_accuracy.png"), results)
     print(table(results))
-    print(f"wrote eval_results.json, eval_report.md, eval_accuracy.png in {k['EVAL_DIR']} ({time.time() - start:.0f} s)")
+    print(f"wrote eval_results.json, eval_samples.jsonl, eval_report.md, eval_accuracy.png in {k['EVAL_DIR']} ({time.time() - start:.0f} s)")
     return results
 
 

@@ -62,12 +62,16 @@ def test_the_preset_primes_trains_and_evaluates(converted):
     assert "LlamaForCausalLM" in json.load(open(workdir / "outputs" / "smollm2-135m-instruct" / "config.json"))["architectures"]
     run_script(workdir, "evaluate.py", "--run_dir=outputs/sm", "--n_problems=4", "--n_samples=1", "--max_new_tokens=24")
     results = json.load(open(out / "eval_results.json"))
+    samples = [json.loads(line) for line in open(out / "eval_samples.jsonl")]
     for label in ("base", "primed", "trained"):
         assert results[label]["n_samples"] == 4, label
+        mine = [s for s in samples if s["model"] == label]
+        assert len(mine) == 4 and {s["problem"] for s in mine} == {0, 1, 2, 3}, label
+        assert sum(s["correct"] for s in mine) / 4 == pytest.approx(results[label]["accuracy"]), label
 
 
 def test_bench_compares_a_run_with_its_control_step_by_step(tmp_path):
-    """One prompt per step: the prompt's difficulty swamps check_answer's trend. The benchmark subtracts
+    """Few prompts per step: their difficulty swamps check_answer's trend. The benchmark subtracts
     the control's value at the same step (same seed, same prompts), over the steps both ran."""
     import bench_smollm2
 
