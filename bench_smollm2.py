@@ -93,12 +93,37 @@ def versus_control(run, control, window):
     return sum(diffs[:w]) / w, sum(diffs[-w:]) / w
 
 
+def reinforced_wrong(folder):
+    """From a run's logged completions (completions/*.parquet): the share of the completions that GRPO
+    pushed up (advantage > 0) whose answer was wrong (check_answer below its "equivalent" score), and
+    the share of groups (one prompt's completions at one step) that held no right answer yet still
+    carried a signal, for instance from check_answer's partial credit for near misses.
+    Returns (nan, nan) when nothing was logged."""
+    import glob
+
+    import pandas as pd
+
+    from rewards import ANSWER_EQUIVALENT
+
+    files = sorted(glob.glob(os.path.join(folder, "completions", "*.parquet")))
+    if not files:
+        return float("nan"), float("nan")
+    d = pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
+    d["right"] = d["check_answer"] >= ANSWER_EQUIVALENT
+    pushed = d[d["advantage"] > 1e-6]
+    groups = d.groupby([d["step"], d["prompt"].map(str)])
+    no_right_but_signal = groups.apply(lambda g: not g["right"].any() and bool((g["advantage"].abs() > 1e-6).any()))
+    return float((~pushed["right"]).mean()) if len(pushed) else float("nan"), float(no_right_but_signal.mean())
+
+
 def summarize(k, name, seed, folder, train_s):
     """One table row from a trained and evaluated run folder."""
     answer = list(check_answer_by_step(folder).values())
     w = min(k["WINDOW"], len(answer))
     results = json.load(open(os.path.join(folder, "eval_results.json")))
+    wrong_pushed, no_right_signal = reinforced_wrong(folder)
     return {"name": name, "seed": seed, "train_s": train_s, "steps": len(answer), "folder": folder,
+            "pushed_up_but_wrong": wrong_pushed, "groups_without_a_right_answer_but_a_signal": no_right_signal,
             "check_answer_first": sum(answer[:w]) / w, "check_answer_last": sum(answer[-w:]) / w, **results}
 
 
@@ -120,8 +145,9 @@ def fmt(result, label, metric):
 
 def table(results):
     lines = ["| run | steps | train s | check_answer first -> last | minus control's, first -> last | accuracy primed "
-             "| accuracy trained | GRPO change [95% CI] | lenient primed | lenient trained | format trained |",
-             "| --- | ---: | ---: | --- | --- | --- | --- | --- | --- | --- | ---: |"]
+             "| accuracy trained | GRPO change [95% CI] | lenient primed | lenient trained | format trained "
+             "| pushed up but wrong | groups with no right answer but a signal |",
+             "| --- | ---: | ---: | --- | --- | --- | --- | --- | --- | --- | ---: | ---: | ---: |"]
     for r in results:
         change = r.get("change_from_primed", {})
         lo, hi = change.get("accuracy_ci95", (float("nan"), float("nan")))
@@ -132,7 +158,8 @@ def table(results):
                      f"| {fmt(r, 'primed', 'accuracy')} | {fmt(r, 'trained', 'accuracy')} "
                      f"| {change.get('accuracy', float('nan')):+.3f} [{lo:+.3f}, {hi:+.3f}] "
                      f"| {r['primed']['accuracy_lenient']:.3f} | {r['trained']['accuracy_lenient']:.3f} "
-                     f"| {r['trained']['format_rate']:.2f} |")
+                     f"| {r['trained']['format_rate']:.2f} | {r['pushed_up_but_wrong']:.2f} "
+                     f"| {r['groups_without_a_right_answer_but_a_signal']:.2f} |")
     return "\n".join(lines)
 
 

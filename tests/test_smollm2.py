@@ -90,3 +90,23 @@ def test_bench_compares_a_run_with_its_control_step_by_step(tmp_path):
     assert bench_smollm2.versus_control(control, control, window=2) == (0.0, 0.0)
     first, last = bench_smollm2.versus_control(run, {}, window=2)
     assert math.isnan(first) and math.isnan(last)  # nothing to compare
+
+
+def test_bench_counts_completions_pushed_up_with_a_wrong_answer(tmp_path):
+    """From the logged completions: which share of the completions with a positive advantage had a
+    wrong answer, and which share of groups had no right answer but still a signal."""
+    import pandas as pd
+
+    import bench_smollm2
+
+    (tmp_path / "completions").mkdir()
+    rows = [  # (step, prompt, check_answer, advantage)
+        (1, "a", 5.0, 1.0), (1, "a", 2.0, 0.5), (1, "a", -2.5, -1.5),  # right, near miss, wrong
+        (1, "b", 2.0, 1.0), (1, "b", -2.5, -1.0),  # no right answer, yet a signal (partial credit)
+        (2, "a", -2.5, 0.0), (2, "a", -2.5, 0.0),  # no right answer and no signal
+    ]
+    frame = pd.DataFrame(rows, columns=["step", "prompt", "check_answer", "advantage"])
+    frame.to_parquet(tmp_path / "completions" / "completions_00001.parquet")
+    wrong, signal = bench_smollm2.reinforced_wrong(str(tmp_path))
+    assert wrong == pytest.approx(2 / 3) and signal == pytest.approx(1 / 3)
+    assert all(math.isnan(v) for v in bench_smollm2.reinforced_wrong(str(tmp_path / "nothing")))
