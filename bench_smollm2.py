@@ -2,7 +2,7 @@
 several seeds and a learning-rate-0 control, each primed, GRPO-trained and evaluated on the held-out
 problems. Prints one table; copy it into BENCHMARKS.md.
 
-    python bench_smollm2.py                      # seeds 3407 and 2, and the control (about an hour on 2 cores)
+    python bench_smollm2.py --jobs=2             # seeds 3407 and 2, and the control (1-2 hours on 2 cores)
     python bench_smollm2.py --seeds=3407 --max_steps=20
 
 The claim it checks: held-out accuracy in the solution block rises from the primed model to the
