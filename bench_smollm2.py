@@ -118,11 +118,12 @@ def reinforced_wrong(folder):
 
 def summarize(k, name, seed, folder, train_s):
     """One table row from a trained and evaluated run folder."""
-    answer = list(check_answer_by_step(folder).values())
+    by_step = check_answer_by_step(folder)
+    answer = list(by_step.values())
     w = min(k["WINDOW"], len(answer))
     results = json.load(open(os.path.join(folder, "eval_results.json")))
     wrong_pushed, no_right_signal = reinforced_wrong(folder)
-    return {"name": name, "seed": seed, "train_s": train_s, "steps": len(answer), "folder": folder,
+    return {"name": name, "seed": seed, "train_s": train_s, "steps": len(answer), "check_answer": by_step,
             "pushed_up_but_wrong": wrong_pushed, "groups_without_a_right_answer_but_a_signal": no_right_signal,
             "check_answer_first": sum(answer[:w]) / w, "check_answer_last": sum(answer[-w:]) / w, **results}
 
@@ -133,8 +134,7 @@ def add_control_differences(k, results):
     for r in results:
         r["vs_control"] = (float("nan"), float("nan"))
         if control and r is not control and r["seed"] == control["seed"]:
-            r["vs_control"] = versus_control(check_answer_by_step(r["folder"]), check_answer_by_step(control["folder"]),
-                                             k["WINDOW"])
+            r["vs_control"] = versus_control(r["check_answer"], control["check_answer"], k["WINDOW"])
 
 
 def fmt(result, label, metric):
@@ -175,7 +175,7 @@ def plot(results, path, window):
 
     fig, (curves, bars) = plt.subplots(1, 2, figsize=(12, 4.2))
     for r in results:
-        by_step = check_answer_by_step(r["folder"])
+        by_step = r["check_answer"]
         steps = sorted(by_step)
         control = r["name"] == "control"
         curves.plot(steps, smooth([by_step[s] for s in steps], window), color="gray" if control else None,

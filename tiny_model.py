@@ -80,9 +80,14 @@ def _recipe(problems_path: str) -> dict:
 
 def is_built(out_dir: str, problems_path: str) -> bool:
     """Whether out_dir holds a finished build of the current recipe (its marker is written last)."""
+    return built_with(out_dir, MARKER, _recipe(problems_path))
+
+
+def built_with(out_dir: str, marker: str, recipe: dict) -> bool:
+    """Whether out_dir's marker file holds this recipe: a finished build of it."""
     try:
-        with open(os.path.join(out_dir, MARKER)) as f:
-            return json.load(f) == _recipe(problems_path)
+        with open(os.path.join(out_dir, marker)) as f:
+            return json.load(f) == recipe
     except (OSError, ValueError):
         return False
 
@@ -155,20 +160,12 @@ def publish(model, tokenizer, out_dir: str, marker: str, recipe: dict) -> str:
     tokenizer.save_pretrained(partial)
     with open(os.path.join(partial, marker), "w") as f:
         json.dump(recipe, f)
-
-    def same_recipe() -> bool:
-        try:
-            with open(os.path.join(out_dir, marker)) as f:
-                return json.load(f) == recipe
-        except (OSError, ValueError):
-            return False
-
-    if os.path.isdir(out_dir) and not same_recipe():
+    if os.path.isdir(out_dir) and not built_with(out_dir, marker, recipe):
         shutil.rmtree(out_dir)
     try:
         os.rename(partial, out_dir)
     except OSError:  # out_dir reappeared: another process finished first
-        if not same_recipe():
+        if not built_with(out_dir, marker, recipe):
             raise
         shutil.rmtree(partial)
     return out_dir
