@@ -267,3 +267,86 @@ def make_checkpoint_tidy_callback(adapter: str = "ref"):
                 shutil.rmtree(os.path.join(args.output_dir, f"checkpoint-{state.global_step}", adapter), ignore_errors=True)
 
     return CheckpointTidy()
+
+
+NONFINITE_ADVICE = ("Usual remedies: a lower LEARNING_RATE (try a tenth), gradient clipping kept on "
+                    "(transformers' max_grad_norm, 1.0 by default), a KL term to the reference (--beta=0.04), "
+                    "and float32 rather than bf16/fp16 where the values overflow")
+
+
+def first_nonfinite(logs: dict) -> str | None:
+    """The first of the logged loss and gradient norm that is NaN or infinite, as "name = value", or None.
+
+    >>> first_nonfinite({"loss": 0.1, "grad_norm": float("inf")})
+    'grad_norm = inf'
+    >>> first_nonfinite({"loss": 0.1, "grad_norm": 2.0}) is None
+    True
+    """
+    import math
+
+    for key in ("loss", "grad_norm"):
+        value = logs.get(key)
+        if value is not None and not math.isfinite(float(value)):
+            return f"{key} = {value}"
+    return None
+
+
+def first_nonfinite_weight(model) -> str | None:
+    """The name of the first trainable (adapter) weight holding a NaN or an infinity, or None."""
+    import torch
+
+    for name, param in model.named_parameters():
+        if param.requires_grad and not bool(torch.isfinite(param.detach()).all()):
+            return name
+    return None
+
+
+def is_nonfinite_sampling_error(error: BaseException) -> bool:
+    """Whether an exception from training is sampling that met NaN or infinite probabilities: weights
+    that are finite but so large that the logits overflow fail here, one step after the update."""
+    text = str(error)
+    return isinstance(error, RuntimeError) and ("probability tensor contains" in text or "device-side assert" in text)
+
+
+def make_nonfinite_guard_callback():
+    """A TrainerCallback that stops training at the first NaN or infinity in the logged loss or gradient
+    norm, or in the adapter weights after an optimizer step, and cancels any checkpoint or evaluation
+    asked for at that step, so that no non-finite adapter is ever saved. Put it last among the callbacks:
+    it overrides a save that an earlier one requested.
+
+    `.tripped` is None, or (what, step); `.trip(what, step)` records one found outside the callback
+    (a sampling error); `.message(last_good)` is the paragraph to stop with."""
+    from transformers import TrainerCallback
+
+    class NonFiniteGuard(TrainerCallback):
+        def __init__(self):
+            self.tripped = None
+
+        def trip(self, what: str, step: int) -> None:
+            self.tripped = self.tripped or (what, step)
+
+        def _stop(self, control):
+            control.should_training_stop = True
+            control.should_save = False
+            control.should_evaluate = False
+            return control
+
+        def on_step_end(self, args, state, control, model=None, **kwargs):
+            bad = first_nonfinite_weight(model) if model is not None else None
+            if _on_any_rank(bad is not None):  # every rank stops after the same step
+                self.trip(f"adapter weight {bad}" if bad else "an adapter weight on another process", state.global_step)
+            return self._stop(control) if self.tripped else control
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            bad = first_nonfinite(logs or {})
+            if bad:
+                self.trip(bad, state.global_step)
+            return self._stop(control) if self.tripped else control
+
+        def message(self, last_good: str) -> str:
+            what, step = self.tripped
+            return (f"\ntrain_grpo.py: error: training stopped at GRPO step {step}: a non-finite value ({what}). "
+                    f"The adapter diverged, so it was not saved; the last good one is {last_good}. "
+                    f"{NONFINITE_ADVICE}.")
+
+    return NonFiniteGuard()

@@ -83,12 +83,12 @@ def resolve(namespace: dict, argv: list[str], smoke_preset: dict, script: str, c
         if chosen:
             knobs.update(presets[chosen[0]])
         knobs = apply_overrides(knobs, [a for a in argv if a != "--smoke" and not a.startswith("--preset=")])
+        knobs["PRESET"] = chosen[0] if chosen else ""
+        knobs["SMOKE"] = knobs["PRESET"] == "smoke"
         if check is not None:
             check(knobs)
     except ValueError as e:  # OverrideError is a ValueError
         sys.exit(f"{script}: error: {e}")
-    knobs["PRESET"] = chosen[0] if chosen else ""
-    knobs["SMOKE"] = knobs["PRESET"] == "smoke"
     return knobs
 
 

@@ -26,6 +26,26 @@ def read_metrics(path: str) -> list[dict]:
         return [json.loads(line) for line in f if line.strip()]
 
 
+def grpo_rows(rows: list[dict]) -> list[dict]:
+    """The GRPO training steps' rows of a metrics file: not the priming SFT's, not the evaluations'."""
+    return [r for r in rows if r.get("phase") != "sft" and "reward" in r]
+
+
+def gain_over_control(run: list[dict], control: list[dict], window: int) -> float:
+    """GRPO's measured effect: the run's mean total reward over its last `window` steps minus the
+    learning-rate-0 control's over the same steps. Run and control share the seed, so they draw the
+    same prompts: what differs is only what the updates did.
+
+    >>> gain_over_control([{"step": s, "reward": 1.0} for s in (1, 2, 3)], [{"step": s, "reward": 0.5} for s in (1, 2, 3)], 2)
+    0.5
+    """
+    run, control = grpo_rows(run), grpo_rows(control)
+    if len(run) < window or [r["step"] for r in run] != [r["step"] for r in control]:
+        raise ValueError(f"run and control must log the same steps, at least {window}: "
+                         f"{len(run)} and {len(control)} GRPO rows")
+    return sum(r["reward"] for r in run[-window:]) / window - sum(r["reward"] for r in control[-window:]) / window
+
+
 def smooth(values: list[float], window: int) -> list[float]:
     """Trailing moving average; the first points average what exists so far."""
     out, total = [], 0.0

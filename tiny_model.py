@@ -32,8 +32,14 @@ LAYERS = 2  # decoder layers
 HEADS = 4  # attention heads (2 key/value heads)
 PRETRAIN_STEPS = 400  # steps of plain-text answering (batch 16), the stand-in for a base model's pretraining
 PRETRAIN_LR = 3e-3  # learning rate of that pretraining
-SEED = 3407  # seeds the weights, the tokenizer corpus order and the pretraining batches
+SEED = 3407  # seeds the weights and the pretraining batches (the build seed)
 MARKER = "tiny_model.json"  # written last into a finished build: its recipe
+# The build the smoke preset loads, committed with the code, so every machine starts from the same
+# weights: CPU float kernels differ between vendors, and 400 steps of pretraining turn those last-bit
+# differences into a different model on each. Made with `python tiny_model.py SHIPPED` (BENCHMARKS.md
+# says on which machine); SHIPPED_SHA256 is its model.safetensors, checked by the tests.
+SHIPPED = os.path.join(os.path.dirname(os.path.abspath(__file__)), "cpu_models", "tiny-qwen3")
+SHIPPED_SHA256 = "2f2dd7f1ce6412bb3b4c7e1f3c30c13f1668b2717b503e3604007fb9bbafc891"
 
 
 def _plain_answers() -> list[dict]:
@@ -72,15 +78,26 @@ def build_tokenizer(problems: list[dict]):
     return fast
 
 
-def _recipe(problems_path: str) -> dict:
-    return {"seed": SEED, "vocab": VOCAB_SIZE, "hidden": HIDDEN, "layers": LAYERS, "heads": HEADS,
+def _recipe(problems_path: str, seed: int = SEED) -> dict:
+    return {"seed": seed, "vocab": VOCAB_SIZE, "hidden": HIDDEN, "layers": LAYERS, "heads": HEADS,
             "pretrain_steps": PRETRAIN_STEPS, "pretrain_lr": PRETRAIN_LR, "markers": False,
             "problems": os.path.getsize(problems_path), "plain_answers": os.path.getsize(prompts.BUNDLED_WORKED_EXAMPLES)}
 
 
-def is_built(out_dir: str, problems_path: str) -> bool:
+def is_built(out_dir: str, problems_path: str, seed: int = SEED) -> bool:
     """Whether out_dir holds a finished build of the current recipe (its marker is written last)."""
-    return built_with(out_dir, MARKER, _recipe(problems_path))
+    return built_with(out_dir, MARKER, _recipe(problems_path, seed))
+
+
+def weights_sha256(model_dir: str) -> str | None:
+    """The sha256 of model_dir's model.safetensors (None when it has none): which weights a run loaded."""
+    import hashlib
+
+    path = os.path.join(model_dir, "model.safetensors")
+    if not os.path.isfile(path):
+        return None
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
 
 
 def built_with(out_dir: str, marker: str, recipe: dict) -> bool:
@@ -92,33 +109,20 @@ def built_with(out_dir: str, marker: str, recipe: dict) -> bool:
         return False
 
 
-def wait_for_build(out_dir: str, problems_path: str, timeout_s: float = 900) -> None:
-    """Wait while another process (rank 0 of a distributed run) builds the model into out_dir."""
-    import time
-
-    deadline = time.time() + timeout_s
-    while not is_built(out_dir, problems_path):
-        if holds_other_files(out_dir, MARKER):
-            return  # a folder of the user's (a build only ever appears whole): rank 0 leaves it as it is too
-        if time.time() > deadline:
-            raise TimeoutError(f"no tiny model in {out_dir} after {timeout_s:.0f} s")
-        time.sleep(1)
-
-
-def build_tiny_model(out_dir: str, problems_path: str) -> str:
+def build_tiny_model(out_dir: str, problems_path: str, seed: int = SEED) -> str:
     """Build (once) and save the tiny pretrained (not format-primed) Qwen3 and its tokenizer in out_dir; return out_dir.
 
-    Deterministic for a given SEED. Skips the work if out_dir holds a build of the same recipe, and
+    Deterministic for a given seed on one machine; another CPU may build another model (SHIPPED). Skips the work if out_dir holds a build of the same recipe, and
     never writes into a folder that holds something else (a model the user named, say): that folder
     is returned untouched, to be loaded as it is.
     """
-    if holds_other_files(out_dir, MARKER) or is_built(out_dir, problems_path):
+    if holds_other_files(out_dir, MARKER) or is_built(out_dir, problems_path, seed):
         return out_dir
-    recipe = _recipe(problems_path)
+    recipe = _recipe(problems_path, seed)
     import torch
     from transformers import Qwen3Config, Qwen3ForCausalLM
 
-    torch.manual_seed(SEED)
+    torch.manual_seed(seed)
     problems = prompts.read_jsonl(problems_path)
     tokenizer = build_tokenizer(problems)
     config = Qwen3Config(
@@ -136,7 +140,7 @@ def build_tiny_model(out_dir: str, problems_path: str) -> str:
         bos_token_id=None,
     )
     model = Qwen3ForCausalLM(config)
-    pretrain(model, tokenizer)
+    pretrain(model, tokenizer, seed)
     model.generation_config.eos_token_id = tokenizer.eos_token_id
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     return publish(model, tokenizer, out_dir, MARKER, recipe)
@@ -171,11 +175,11 @@ def publish(model, tokenizer, out_dir: str, marker: str, recipe: dict) -> str:
     return out_dir
 
 
-def pretrain(model, tokenizer) -> None:
+def pretrain(model, tokenizer, seed: int = SEED) -> None:
     """A few seconds of training on plain-text answers (loss on the answer tokens only, no markers)."""
     import torch
 
-    rng = random.Random(SEED)
+    rng = random.Random(seed)
     examples = []
     for row in _plain_answers():
         conversation = prompts.make_conversation(row)["prompt"]
@@ -202,7 +206,11 @@ def pretrain(model, tokenizer) -> None:
     model.eval()
 
 
-if __name__ == "__main__":  # python tiny_model.py [OUT_DIR]: build the smoke model ahead of several runs
+if __name__ == "__main__":  # python tiny_model.py [OUT_DIR] [--seed=N]: build a tiny model (the smoke preset ships one)
     import sys
 
-    print(build_tiny_model(sys.argv[1] if len(sys.argv) > 1 else os.path.join("outputs", "tiny-qwen3"), prompts.BUNDLED_PROBLEMS))
+    args = [a for a in sys.argv[1:] if not a.startswith("--seed=")]
+    seeds = [int(a.split("=", 1)[1]) for a in sys.argv[1:] if a.startswith("--seed=")]
+    out = build_tiny_model(args[0] if args else os.path.join("outputs", "tiny-qwen3"), prompts.BUNDLED_PROBLEMS,
+                           seeds[-1] if seeds else SEED)
+    print(out, weights_sha256(out))

@@ -17,6 +17,7 @@ import time
 
 import callbacks  # loads nothing heavy at import
 import prompts  # pure: loads nothing at import
+import tiny_model  # loads nothing heavy at import
 
 # -----------------------------------------------------------------------------------------------
 # model
@@ -93,7 +94,7 @@ LOG_COMPLETIONS = True  # write sampled completions, rewards and extracted answe
 # every vendor and Unsloth swaps the 8-bit optimizer for AdamW; on a GPU the smoke run keeps bf16
 # and 8-bit AdamW.
 _SMOKE_PRESET = dict(
-    MODEL_NAME=os.path.join("outputs", "tiny-qwen3"),
+    MODEL_NAME=tiny_model.SHIPPED,  # the tiny model committed with the code: the same weights on every machine
     FORMAT_SFT_DATASET=prompts.BUNDLED_WORKED_EXAMPLES,
     FORMAT_SFT_EPOCHS=1,  # 64 examples once at lr 5e-3 (a 64-wide model): formats some samples, not most
     FORMAT_SFT_LEARNING_RATE=5e-3,
@@ -236,6 +237,8 @@ def check_knobs(k: dict) -> None:
         raise ValueError(f"VLLM_MODE {k['VLLM_MODE']!r} is not one of colocate, server")
     if k["COLLAPSE_PATIENCE"] < 0:
         raise ValueError(f"COLLAPSE_PATIENCE must be >= 0 (0 = off), got {k['COLLAPSE_PATIENCE']}")
+    if k["SMOKE"] and not os.path.isdir(k["MODEL_NAME"]):
+        raise ValueError(f"--smoke: no tiny model in {k['MODEL_NAME']}; build one with  python tiny_model.py {k['MODEL_NAME']}")
     if prompts.is_local_path(k["DATASET_NAME"]) and not os.path.exists(k["DATASET_NAME"]):
         raise ValueError(f"DATASET_NAME: no such file {k['DATASET_NAME']}")
 
@@ -624,13 +627,6 @@ def main(argv: list[str]) -> None:
     import unsloth  # noqa: F401
     from unsloth import FastLanguageModel
 
-    if k["SMOKE"]:  # builds the tiny model on first use; a folder holding anything else is left as it is
-        import tiny_model
-
-        if is_main_process():
-            tiny_model.build_tiny_model(k["MODEL_NAME"], prompts.BUNDLED_PROBLEMS)
-        else:  # the other ranks wait for rank 0's build rather than write the same folder at once
-            tiny_model.wait_for_build(k["MODEL_NAME"], prompts.BUNDLED_PROBLEMS)
     if k["PRESET"] == "smollm2":  # converts the GGUF once; a folder holding anything else is left as it is
         smollm2.build_smollm2(k["MODEL_NAME"])
 
@@ -638,6 +634,10 @@ def main(argv: list[str]) -> None:
         check_target_modules(k)
     except ValueError as e:
         sys.exit(f"train_grpo.py: error: {e}")
+    weights = tiny_model.weights_sha256(k["MODEL_NAME"]) if os.path.isdir(k["MODEL_NAME"]) else None
+    if k["SMOKE"]:
+        shipped = "the shipped build" if weights == tiny_model.SHIPPED_SHA256 else "NOT the shipped build"
+        print(f"model: {k['MODEL_NAME']} (model.safetensors sha256 {weights}, {shipped})")
     model, tokenizer = FastLanguageModel.from_pretrained(**from_pretrained_kwargs(k))
     # 2. LoRA
     model = FastLanguageModel.get_peft_model(model, **peft_kwargs(k))
@@ -665,6 +665,7 @@ def main(argv: list[str]) -> None:
     config = GRPOConfig(**grpo_config_kwargs(k, max_prompt_length, bf16))  # fp16 GPUs (T4): Unsloth sets fp16
     alarm = callbacks.make_collapse_callback(k["COLLAPSE_PATIENCE"], k["STOP_ON_COLLAPSE"])
     stop = callbacks.make_signal_stop_callback()
+    guard = callbacks.make_nonfinite_guard_callback()
     trainer = GRPOTrainer(
         model=model,
         processing_class=tokenizer,
@@ -673,7 +674,7 @@ def main(argv: list[str]) -> None:
         train_dataset=dataset,
         eval_dataset=eval_dataset,
         callbacks=[callbacks.make_metrics_callback(metrics_path, list(k["REWARD_FUNCS"])), alarm, stop,
-                   callbacks.make_checkpoint_tidy_callback("ref")],
+                   callbacks.make_checkpoint_tidy_callback("ref"), guard],  # guard last: it cancels a save
     )
     if k["BETA"] > 0:  # TRL freezes a copy of the adapter as it is now ("ref"): the KL reference
         print("KL reference: " + ("the primed model (a frozen copy of the primed adapter)" if primed else "the base model"))
@@ -684,6 +685,7 @@ def main(argv: list[str]) -> None:
     start_checksum = adapter_checksum(model)  # the adapter GRPO starts from (primed, or fresh)
     record = {**k, **used, "REQUESTED": {n: k[n] for n in used}, "MAX_PROMPT_LENGTH": max_prompt_length, "WORLD_SIZE": world_size(),
               "DTYPE": str(model.dtype).removeprefix("torch."), "RESUMED_FROM": resume_from, "PRIMED_ADAPTER": primed,
+              "MODEL_SHA256": weights,
               **manifest(trainer, {"rows": len(train_rows) + len(heldout_rows), "held_out": len(heldout_rows),
                                    "trained_on": len(dataset), "fingerprint": getattr(train_rows, "_fingerprint", None)})}
     write_run_config(k["OUTPUT_DIR"], record)
@@ -704,8 +706,19 @@ def main(argv: list[str]) -> None:
             torch.serialization.register_package(
                 5, lambda storage: None, lambda storage, where: storage if str(where).startswith("cpu") else None)
     stop.install()
-    trainer.train(resume_from_checkpoint=resume_from)
+    try:
+        trainer.train(resume_from_checkpoint=resume_from)
+    except RuntimeError as e:  # overflowing weights show up one step later, as NaN sampling probabilities
+        if not callbacks.is_nonfinite_sampling_error(e):
+            raise
+        guard.trip("the sampling probabilities: inf or NaN logits", trainer.state.global_step + 1)
     step = trainer.state.global_step
+    if guard.tripped:  # never save a diverged adapter; say where the last good one is
+        record.update(WALL_TIME_S=round(time.time() - t_start, 1), STEPS_DONE=step, STOPPED_BY="non-finite")
+        write_run_config(k["OUTPUT_DIR"], record)
+        found = checkpoints_in(k["OUTPUT_DIR"])
+        last_good = found[-1] if found else primed or f"the base model {k['MODEL_NAME']} (nothing was trained yet)"
+        sys.exit(guard.message(last_good))
     if alarm.stopped:
         print(f"stopped early at step {step} of {k['MAX_STEPS']}: training collapsed (see the warning above)")
     # 7. save the adapter and tokenizer, the curves, and what the run did

@@ -94,3 +94,30 @@ def test_plot_rewards_draws_every_run_under_a_folder_with_eval_rows(tmp_path):
     missing = subprocess.run([sys.executable, os.path.join(root, "plot_rewards.py"), str(tmp_path / "a" / "nope")],
                              capture_output=True, text=True, timeout=60)
     assert missing.returncode != 0 and "no metrics.jsonl" in missing.stderr
+
+
+def test_nonfinite_guard_stops_and_cancels_the_save_on_a_nan_weight_or_loss():
+    import torch
+    from transformers import TrainerControl, TrainerState, TrainingArguments
+
+    from callbacks import make_nonfinite_guard_callback
+
+    model = torch.nn.Linear(2, 2)
+    args = TrainingArguments(output_dir="unused", report_to="none")
+    state = TrainerState()
+    state.global_step = 3
+    guard = make_nonfinite_guard_callback()
+    control = guard.on_step_end(args, state, TrainerControl(should_save=True), model=model)
+    assert guard.tripped is None and control.should_save and not control.should_training_stop
+    with torch.no_grad():
+        model.bias[1] = float("nan")
+    control = guard.on_step_end(args, state, TrainerControl(should_save=True), model=model)
+    assert guard.tripped == ("adapter weight bias", 3)
+    assert control.should_training_stop and not control.should_save and not control.should_evaluate
+    assert "GRPO step 3" in guard.message("outputs/x/lora_primed") and "outputs/x/lora_primed" in guard.message("outputs/x/lora_primed")
+
+    other = make_nonfinite_guard_callback()
+    control = other.on_log(args, state, TrainerControl(should_save=True), logs={"loss": float("nan"), "grad_norm": 1.0})
+    assert other.tripped == ("loss = nan", 3) and control.should_training_stop and not control.should_save
+    control = make_nonfinite_guard_callback().on_log(args, state, TrainerControl(), logs={"loss": 0.1, "grad_norm": 2.0})
+    assert not control.should_training_stop

@@ -12,7 +12,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import ROOT, tiny_model_in
+from conftest import ROOT
 
 SCRIPT = os.path.join(ROOT, "train_grpo.py")
 
@@ -30,7 +30,6 @@ def torchrun(workdir, *args):
 def ddp_run(tmp_path_factory):
     """2 steps with a checkpoint, then a resumed run to step 3, both on 2 processes."""
     workdir = tmp_path_factory.mktemp("ddp")
-    tiny_model_in(workdir)
     torchrun(workdir, "--max_steps=2", "--save_steps=2")
     return workdir / "outputs" / "ddp", torchrun(workdir, "--max_steps=3", "--save_steps=2", "--resume=auto")
 

@@ -14,6 +14,8 @@ import time
 import pytest
 from conftest import run_script
 
+import tiny_model
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 script = run_script
 
@@ -36,7 +38,7 @@ def test_merged_16bit_loads_with_plain_transformers_and_matches_base_plus_adapte
     merged = AutoModelForCausalLM.from_pretrained(str(merged_dir), dtype=torch.float32).eval()
     tokenizer = AutoTokenizer.from_pretrained(str(merged_dir))
     assert tokenizer.chat_template and "<start_working_out>" in tokenizer.chat_template
-    base = AutoModelForCausalLM.from_pretrained(str(smoke / "outputs" / "tiny-qwen3"), dtype=torch.float32)
+    base = AutoModelForCausalLM.from_pretrained(tiny_model.SHIPPED, dtype=torch.float32)
     tuned = PeftModel.from_pretrained(base, str(run / "lora")).eval()
     ids = tokenizer("What is 12 + 30? Show your working.", return_tensors="pt")["input_ids"]
     with torch.no_grad():

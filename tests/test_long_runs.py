@@ -12,14 +12,14 @@ import sys
 import time
 
 import pytest
-from conftest import tiny_model_in
+
+import tiny_model
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(ROOT, "train_grpo.py")
 
 
 def train(workdir, *args, timeout=600):
-    tiny_model_in(workdir)
     result = subprocess.run([sys.executable, SCRIPT, "--smoke", *args], cwd=workdir, capture_output=True, text=True,
                             timeout=timeout)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
@@ -74,7 +74,7 @@ def test_run_config_is_a_manifest(resumed):
     assert config["WALL_TIME_S"] > 0 and config["FINAL_METRICS"]["step"] == 8
     assert "GIT_COMMIT" in config
     card = (out / "lora" / "README.md").read_text()
-    assert "None" not in card and "base_model: outputs/tiny-qwen3" in card and "8 steps" in card
+    assert "None" not in card and f"base_model: {tiny_model.SHIPPED}" in card and "8 steps" in card
 
 
 def test_a_new_run_into_an_old_runs_folder_is_refused_in_a_second(tmp_path):
@@ -92,7 +92,6 @@ def test_a_new_run_into_an_old_runs_folder_is_refused_in_a_second(tmp_path):
 
 def test_sigint_finishes_the_step_saves_and_resumes(tmp_path):
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    tiny_model_in(tmp_path)
     process = subprocess.Popen([sys.executable, SCRIPT, "--smoke", "--max_steps=500", "--output_dir=outputs/s"],
                                cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     metrics = tmp_path / "outputs" / "s" / "metrics.jsonl"
@@ -139,14 +138,12 @@ def test_smoke_never_wipes_a_real_run(tmp_path):
 
 
 def test_smoke_never_writes_over_a_model_folder_the_user_named(tmp_path):
-    """--smoke --model_name=FOLDER builds the tiny model only into an empty folder or an earlier build of
-    it; a folder holding anything else is the user's model, loaded as it is and left untouched."""
+    """--smoke --model_name=FOLDER loads the user's model as it is and leaves the folder untouched."""
     import hashlib
     import shutil
 
-    tiny_model_in(tmp_path)
     mine = tmp_path / "my-model"
-    shutil.copytree(tmp_path / "outputs" / "tiny-qwen3", mine)
+    shutil.copytree(tiny_model.SHIPPED, mine)
     (mine / "tiny_model.json").unlink()  # no longer the builder's: a model of the user's
     (mine / "NOTES.md").write_text("my model\n")
     before = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in mine.iterdir()}
@@ -154,3 +151,25 @@ def test_smoke_never_writes_over_a_model_folder_the_user_named(tmp_path):
     after = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in mine.iterdir()}
     assert after == before
     assert json.load(open(tmp_path / "outputs" / "mine" / "run_config.json"))["MODEL_NAME"] == str(mine)
+
+
+def test_a_learning_rate_that_diverges_ends_in_the_guards_message_and_saves_no_adapter(tmp_path):
+    """--learning_rate=1e30: the first update makes the adapter's weights so large that the next step's
+    sampling meets inf/NaN logits. The run stops with one paragraph, no traceback, exit 1, no lora/."""
+    result = subprocess.run([sys.executable, SCRIPT, "--smoke", "--learning_rate=1e30", "--max_steps=4",
+                             "--output_dir=outputs/nf"], cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    out = tmp_path / "outputs" / "nf"
+    assert result.returncode == 1, result.stdout[-2000:] + result.stderr[-2000:]
+    assert "Traceback" not in result.stdout + result.stderr
+    message = next(line for line in result.stderr.splitlines() if "non-finite" in line)
+    assert "training stopped at GRPO step 2" in message and "LEARNING_RATE" in message
+    assert f"the last good one is {os.path.join('outputs', 'nf', 'lora_primed')}" in message
+    assert not (out / "lora").exists() and not list(out.glob("checkpoint-*"))
+    assert (out / "lora_primed" / "adapter_model.safetensors").exists()
+    assert json.load(open(out / "run_config.json"))["STOPPED_BY"] == "non-finite"
+
+
+def test_a_missing_tiny_model_is_refused_before_anything_loads(tmp_path):
+    result = subprocess.run([sys.executable, SCRIPT, "--smoke", f"--model_name={tmp_path / 'nothing'}"], cwd=tmp_path,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode != 0 and "no tiny model in" in result.stderr and "python tiny_model.py" in result.stderr

@@ -6,7 +6,6 @@ import sys
 import time
 
 import pytest
-from conftest import tiny_model_in
 
 from overrides import OverrideError, apply_overrides
 
@@ -200,7 +199,6 @@ def test_a_tracker_that_is_not_installed_is_refused_before_torch():
 
 
 def test_target_modules_the_model_lacks_are_refused_before_the_weights_load(tmp_path):
-    tiny_model_in(tmp_path)
     result = subprocess.run([sys.executable, os.path.join(ROOT, "train_grpo.py"), "--smoke", "--lora_target_modules=q,v"],
                             capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert result.returncode != 0

@@ -11,8 +11,8 @@ import sys
 
 import unsloth  # noqa: F401  (must precede transformers/trl/peft)
 import pytest
-from conftest import tiny_model_in
 
+import tiny_model
 import train_grpo
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -37,6 +37,9 @@ def test_smoke_writes_adapter_metrics_curves_and_logs(smoke_run):
                  "metrics.jsonl", "reward_curves.png", "run_config.json"):
         assert (out / name).exists(), name
     assert "saved: adapter" in log and "generation: vLLM not available" not in log  # smoke sets FAST_INFERENCE off
+    # the shipped tiny model, the same bits on any machine, recorded in the manifest
+    assert "(model.safetensors sha256 " + tiny_model.SHIPPED_SHA256 + ", the shipped build)" in log
+    assert json.load(open(out / "run_config.json"))["MODEL_SHA256"] == tiny_model.SHIPPED_SHA256
 
 
 def test_completion_tables_show_what_check_answer_judged(smoke_run):
@@ -76,7 +79,7 @@ def test_adapter_loads_onto_the_tiny_base_and_changed(smoke_run):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     workdir, _ = smoke_run
-    base_dir = workdir / "outputs" / "tiny-qwen3"
+    base_dir = tiny_model.SHIPPED
     lora_dir = workdir / "outputs" / "smoke" / "lora"
     # PEFT initialises every lora_B to zero, so the adapter starts as a no-op: any non-zero B was trained.
     weights = load_file(str(lora_dir / "adapter_model.safetensors"))
@@ -102,7 +105,6 @@ ALGORITHM = {"LOSS_TYPE": "dr_grpo", "BETA": 0.04, "EPSILON": 0.2, "EPSILON_HIGH
 def variant_run(tmp_path_factory):
     """A smoke run with another loss, a KL term, clip-higher, masking, and held-out evaluation every 2 steps."""
     workdir = tmp_path_factory.mktemp("variant")
-    tiny_model_in(workdir)
     args = [f"--{k.lower()}={v}" for k, v in ALGORITHM.items()]
     result = subprocess.run([sys.executable, SCRIPT, "--smoke", "--max_steps=4", "--eval_steps=2", *args],
                             cwd=workdir, capture_output=True, text=True, timeout=600)

@@ -1,0 +1,40 @@
+"""train_grpo.py with every reward shuffled among the completions of its batch: the reward no longer
+says anything about the completion it is paid to. A falsification run for bench_learning.py: the
+learning measure must not credit it. Takes train_grpo.py's arguments.
+
+    python bench/shuffled_rewards.py --smoke --max_steps=120 --seed=3407 --output_dir=outputs/shuffled
+
+The logged mean reward stays the true mean of the batch (a permutation keeps the mean).
+"""
+
+import functools
+import os
+import random
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import train_grpo  # noqa: E402
+
+
+def shuffled(reward, rng):
+    @functools.wraps(reward)  # keeps __name__: TRL logs rewards/<name>/mean under it
+    def wrapped(*args, **kwargs):
+        scores = list(reward(*args, **kwargs))
+        rng.shuffle(scores)
+        return scores
+
+    return wrapped
+
+
+_real_reward_funcs = train_grpo.reward_funcs
+
+
+def shuffled_reward_funcs(k: dict) -> list:
+    rng = random.Random(k["SEED"])
+    return [shuffled(f, rng) for f in _real_reward_funcs(k)]
+
+
+if __name__ == "__main__":
+    train_grpo.reward_funcs = shuffled_reward_funcs
+    train_grpo.main(sys.argv[1:])
