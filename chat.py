@@ -53,7 +53,7 @@ def side_by_side(question: str, base: str, trained: str) -> str:
 
 
 def main(argv: list[str]) -> None:
-    from overrides import resolve
+    from grpo.overrides import resolve
 
     k = resolve(globals(), argv, _SMOKE_PRESET, "chat.py", check_knobs)
     config = os.path.join(k["RUN_DIR"], "run_config.json")

@@ -60,7 +60,7 @@ def check_knobs(k: dict) -> None:
 
 def resolve_knobs(argv: list[str]) -> dict:
     """Defaults, then the smoke preset (if --smoke), then --name=value; exits naming a bad knob."""
-    from overrides import resolve
+    from grpo.overrides import resolve
 
     knobs = resolve(globals(), argv, _SMOKE_PRESET, "evaluate.py", check_knobs)
     for name, value in _SET_DEFAULTS.get(knobs["PROBLEM_SET"], {}).items():
@@ -177,7 +177,7 @@ def lenient_answer(text: str) -> str | None:
 def score_samples(samples: list[dict], golds: list[str]) -> list[dict]:
     """Judge each sample (dicts with text, n_tokens, truncated, problem index) with the training judge:
     strictly (the last solution block, as check_answer does) and leniently (wherever the answer is)."""
-    from answers import answers_match
+    from grpo.answers import answers_match
     from rewards import is_exact_format, judged_answer
 
     for s in samples:

@@ -33,7 +33,7 @@ def check_knobs(k: dict) -> None:
 
 
 def resolve_knobs(argv: list[str]) -> dict:
-    from overrides import resolve
+    from grpo.overrides import resolve
 
     knobs = resolve(globals(), argv, _SMOKE_PRESET, "export.py", check_knobs)
     knobs["OUT_DIR"] = knobs["OUT_DIR"] or os.path.join(knobs["RUN_DIR"], knobs["FORMAT"])

@@ -29,7 +29,7 @@ from __future__ import annotations
 import re
 from decimal import Decimal
 
-from answers import MAX_ANSWER_CHARS, _prefetch_math_verify, answers_match, parse_plain_number
+from grpo.answers import MAX_ANSWER_CHARS, _prefetch_math_verify, answers_match, parse_plain_number
 from prompts import REASONING_END, REASONING_START, SOLUTION_END, SOLUTION_START
 
 # --- scores (the recipe's scale; the README's "Reward design" section explains each) -------------

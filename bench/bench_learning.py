@@ -34,7 +34,7 @@ OUT = os.path.join("outputs", "bench-learning")  # builds and runs, one folder e
 
 
 def resolve_knobs(argv):
-    from overrides import resolve
+    from grpo.overrides import resolve
 
     return resolve(globals(), argv, {}, "bench_learning.py")
 
@@ -48,7 +48,7 @@ def run(args, threads):
 
 def train(k, name, model, seed, extra, threads, script="train_grpo.py"):
     """One run into OUT/name (reused when it finished before); returns its GRPO metrics rows."""
-    import plot_rewards
+    from grpo import plot_rewards
 
     folder = os.path.join(k["OUT"], name)
     try:
@@ -64,7 +64,7 @@ def train(k, name, model, seed, extra, threads, script="train_grpo.py"):
 
 
 def main(argv):
-    import plot_rewards
+    from grpo import plot_rewards
 
     k = resolve_knobs(argv)
     k["OUT"] = os.path.abspath(k["OUT"])
@@ -118,7 +118,7 @@ def plot(k, rows, path):
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    import plot_rewards
+    from grpo import plot_rewards
 
     builds, seeds = k["BUILDS"], k["SEEDS"]
     fig, axes = plt.subplots(len(builds), len(seeds), figsize=(3.6 * len(seeds), 2.6 * len(builds)),

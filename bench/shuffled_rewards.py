@@ -11,9 +11,11 @@ import functools
 import os
 import random
 import sys
+import types
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+import rewards  # noqa: E402
 import train_grpo  # noqa: E402
 
 
@@ -27,14 +29,13 @@ def shuffled(reward, rng):
     return wrapped
 
 
-_real_reward_funcs = train_grpo.reward_funcs
-
-
-def shuffled_reward_funcs(k: dict) -> list:
-    rng = random.Random(k["SEED"])
-    return [shuffled(f, rng) for f in _real_reward_funcs(k)]
+def shuffled_rewards(seed: int = 0) -> types.SimpleNamespace:
+    """rewards.py's functions, each shuffling its scores: what train_grpo.py looks REWARD_FUNCS up in."""
+    rng = random.Random(seed)
+    funcs = {f.__name__: shuffled(f, rng) for f in rewards.REWARD_FUNCS}
+    return types.SimpleNamespace(REWARD_FUNCS=list(funcs.values()), **funcs)
 
 
 if __name__ == "__main__":
-    train_grpo.reward_funcs = shuffled_reward_funcs
+    train_grpo.rewards = shuffled_rewards()
     train_grpo.main(sys.argv[1:])

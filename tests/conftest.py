@@ -6,6 +6,9 @@ import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
+if os.environ.get("PYTEST_XDIST_WORKER"):  # two workers share the cores (pytest.ini): one thread per process,
+    os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = "1"  # or OpenMP's spinning threads fight
+
 
 def run_script(workdir, name, *args, env=None, check=True, stdin=None, timeout=600):
     """`python <repo>/<name> args...` in workdir; with check, assert exit 0 and show the log's tail if not."""
@@ -14,3 +17,13 @@ def run_script(workdir, name, *args, env=None, check=True, stdin=None, timeout=6
     if check:
         assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return result
+
+
+# The files whose runs take longest go first, so that with two workers (pytest.ini) one of them starts
+# on the learning runs while the other works through the rest; the order within a file is kept.
+SLOWEST_FIRST = ("test_learning.py", "test_smollm2.py", "test_long_runs.py", "test_gpu_check.py")
+
+
+def pytest_collection_modifyitems(config, items):
+    rank = {name: i for i, name in enumerate(SLOWEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(SLOWEST_FIRST)))

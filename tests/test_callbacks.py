@@ -2,8 +2,8 @@
 
 import pytest
 
-import callbacks
-from callbacks import CollapseWatch, collapse_signal, metrics_row
+from grpo import callbacks
+from grpo.callbacks import CollapseWatch, collapse_signal, metrics_row
 
 HEALTHY = {"reward": 0.5, "frac_reward_zero_std": 0.25, "completions/clipped_ratio": 0.1}
 NO_SIGNAL = {"reward": -7.5, "frac_reward_zero_std": 1.0, "completions/clipped_ratio": 0.3}
@@ -86,12 +86,12 @@ def test_plot_rewards_draws_every_run_under_a_folder_with_eval_rows(tmp_path):
                  "frac_reward_zero_std": 0.5} for s in range(1, 11)]
         rows.insert(5, {"step": 5, "eval_rewards/x/mean": 0.2, "eval_reward": 0.2})  # a held-out evaluation row
         (tmp_path / run / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
-    result = subprocess.run([sys.executable, os.path.join(root, "plot_rewards.py"), str(tmp_path)],
+    result = subprocess.run([sys.executable, os.path.join(root, "grpo", "plot_rewards.py"), str(tmp_path)],
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     for run in ("a", "b"):
         assert (tmp_path / run / "reward_curves.png").stat().st_size > 10_000
-    missing = subprocess.run([sys.executable, os.path.join(root, "plot_rewards.py"), str(tmp_path / "a" / "nope")],
+    missing = subprocess.run([sys.executable, os.path.join(root, "grpo", "plot_rewards.py"), str(tmp_path / "a" / "nope")],
                              capture_output=True, text=True, timeout=60)
     assert missing.returncode != 0 and "no metrics.jsonl" in missing.stderr
 
@@ -100,7 +100,7 @@ def test_nonfinite_guard_stops_and_cancels_the_save_on_a_nan_weight_or_loss():
     import torch
     from transformers import TrainerControl, TrainerState, TrainingArguments
 
-    from callbacks import make_nonfinite_guard_callback
+    from grpo.callbacks import make_nonfinite_guard_callback
 
     model = torch.nn.Linear(2, 2)
     args = TrainingArguments(output_dir="unused", report_to="none")

@@ -1,8 +1,7 @@
-"""Past one process: torchrun data parallelism on CPU (gloo), the Slurm launcher, and the training
-benchmark's CPU table.
+"""Past one process: torchrun data parallelism on CPU (gloo), the Slurm launcher and vLLM's modes.
+(The training benchmark's CPU table is checked in test_gpu_check.py.)
     torchrun --standalone --nproc_per_node=2 train_grpo.py --smoke --max_steps=2 --save_steps=2
     torchrun --standalone --nproc_per_node=2 train_grpo.py --smoke --max_steps=3 --save_steps=2 --resume=auto
-    python bench_train.py --smoke
 """
 
 import json
@@ -82,7 +81,7 @@ def test_batch_check_counts_every_process(tmp_path, monkeypatch):
 def test_slurm_script_builds_the_torchrun_command(tmp_path):
     """bash -n, then the script run with stand-ins for srun, scontrol and torchrun that print their
     arguments: one torchrun per node, the job's node count and GPUs, the head node as rendezvous."""
-    launcher = os.path.join(ROOT, "slurm_train.sh")
+    launcher = os.path.join(ROOT, "scripts", "slurm_train.sh")
     assert subprocess.run(["bash", "-n", launcher]).returncode == 0
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
@@ -101,19 +100,6 @@ def test_slurm_script_builds_the_torchrun_command(tmp_path):
         assert part in line, (part, line)
 
 
-def test_bench_train_smoke_prints_both_paths_and_their_ratio(tmp_path):
-    result = subprocess.run([sys.executable, os.path.join(ROOT, "bench_train.py"), "--smoke"], capture_output=True,
-                            text=True, timeout=600, cwd=tmp_path)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    table = result.stdout
-    assert "| row | s/step | generation tok/s | training tok/s | peak GPU GiB | decode bound share |" in table
-    for row in ("unsloth-lora", "trl-lora"):
-        cells = next(line for line in table.splitlines() if line.startswith(f"| {row} |")).split("|")
-        assert float(cells[2]) > 0 and float(cells[3]) > 0 and float(cells[4]) > 0, cells  # measured, not blank
-    assert "| unsloth-qlora | skipped: 4-bit needs CUDA" in table
-    assert "lora: plain TRL's s/step / Unsloth's = " in table
-
-
 def test_vllm_mode_chooses_where_generation_runs():
     """colocate: Unsloth loads vLLM into the training process (fast_inference). server: the model loads
     without it and TRL's config points at `trl vllm-serve`. Both fields exist in TRL's GRPOConfig."""
@@ -122,13 +108,14 @@ def test_vllm_mode_chooses_where_generation_runs():
     from trl import GRPOConfig
 
     import train_grpo
+    from grpo import model, trainer
 
     colocate = train_grpo.resolve_knobs([])
-    assert train_grpo.from_pretrained_kwargs(colocate)["fast_inference"] is True
-    assert "vllm_mode" not in train_grpo.grpo_config_kwargs(colocate, 100, True)
+    assert model.from_pretrained_kwargs(colocate)["fast_inference"] is True
+    assert "vllm_mode" not in trainer.grpo_config_kwargs(colocate, 100, True)
     server = train_grpo.resolve_knobs(["--vllm_mode=server", "--vllm_server_url=http://10.0.0.5:8000"])
-    assert train_grpo.from_pretrained_kwargs(server)["fast_inference"] is False
-    kwargs = train_grpo.grpo_config_kwargs(server, 100, True)
+    assert model.from_pretrained_kwargs(server)["fast_inference"] is False
+    kwargs = trainer.grpo_config_kwargs(server, 100, True)
     assert kwargs["use_vllm"] is True and kwargs["vllm_mode"] == "server"
     assert kwargs["vllm_server_base_url"] == "http://10.0.0.5:8000"
     fields = {f.name for f in dataclasses.fields(GRPOConfig)}

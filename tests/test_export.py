@@ -14,7 +14,7 @@ import time
 import pytest
 from conftest import run_script
 
-import tiny_model
+from cpu_models import tiny_model
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 script = run_script

@@ -17,7 +17,7 @@ import sys
 
 import pytest
 
-import plot_rewards
+from grpo import plot_rewards
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STEPS = 120  # about 75 s per run on one thread of a 2-core CPU

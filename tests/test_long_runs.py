@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-import tiny_model
+from cpu_models import tiny_model
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(ROOT, "train_grpo.py")
@@ -172,4 +172,4 @@ def test_a_learning_rate_that_diverges_ends_in_the_guards_message_and_saves_no_a
 def test_a_missing_tiny_model_is_refused_before_anything_loads(tmp_path):
     result = subprocess.run([sys.executable, SCRIPT, "--smoke", f"--model_name={tmp_path / 'nothing'}"], cwd=tmp_path,
                             capture_output=True, text=True, timeout=60)
-    assert result.returncode != 0 and "no tiny model in" in result.stderr and "python tiny_model.py" in result.stderr
+    assert result.returncode != 0 and "no tiny model in" in result.stderr and "python cpu_models/tiny_model.py" in result.stderr

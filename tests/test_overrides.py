@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from overrides import OverrideError, apply_overrides
+from grpo.overrides import OverrideError, apply_overrides
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the scripts run from the repo root
 
@@ -93,7 +93,10 @@ def test_eval_knobs_are_checked_before_anything_loads(args, message):
     assert result.returncode != 0 and message in result.stderr, result.stderr
 
 
-@pytest.mark.parametrize("module", ["train_grpo", "evaluate", "rewards", "prompts", "plot_rewards", "overrides", "callbacks", "answers"])
+@pytest.mark.parametrize("module", ["train_grpo", "evaluate", "export", "chat", "rewards", "prompts", "grpo.plot_rewards",
+                                    "grpo.overrides", "grpo.callbacks", "grpo.answers", "grpo.checks", "grpo.data",
+                                    "grpo.model", "grpo.priming", "grpo.trainer", "grpo.run_files", "grpo.presets",
+                                    "cpu_models.tiny_model", "cpu_models.smollm2"])
 def test_modules_import_nothing_heavy(module):
     heavy = ("torch", "unsloth", "trl", "transformers", "datasets", "math_verify", "sympy", "matplotlib")
     code = f"import sys, {module}; print([m for m in {heavy!r} if m in sys.modules])"
@@ -103,7 +106,7 @@ def test_modules_import_nothing_heavy(module):
 
 def test_knobs_are_one_block_of_commented_constants():
     import train_grpo
-    from overrides import knobs_of
+    from grpo.overrides import knobs_of
 
     source = open(train_grpo.__file__).read().splitlines()
     knob_lines = [i for i, line in enumerate(source) if line.split(" = ")[0] in knobs_of(vars(train_grpo))]
@@ -137,7 +140,7 @@ def test_full_run_without_a_gpu_stops_and_names_the_smoke_run():
 def test_help_lists_every_knob_with_default_and_comment_and_exits_zero(script):
     import importlib
 
-    from overrides import knobs_of
+    from grpo.overrides import knobs_of
 
     result = subprocess.run([sys.executable, script, "--help"], capture_output=True, text=True, timeout=60, cwd=ROOT)
     assert result.returncode == 0, result.stderr
@@ -150,7 +153,7 @@ def test_help_lists_every_knob_with_default_and_comment_and_exits_zero(script):
 
 def test_evaluate_knobs_are_one_block_of_commented_constants():
     import evaluate
-    from overrides import knob_comments, knobs_of
+    from grpo.overrides import knob_comments, knobs_of
 
     comments = knob_comments(open(evaluate.__file__).read())
     assert set(knobs_of(vars(evaluate))) == set(comments), "every evaluate.py knob has a one-line comment, and only knobs are UPPER_CASE"

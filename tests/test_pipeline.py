@@ -12,8 +12,9 @@ import sys
 import unsloth  # noqa: F401  (must precede transformers/trl/peft)
 import pytest
 
-import tiny_model
+from cpu_models import tiny_model
 import train_grpo
+from grpo import checks, data, model, presets, trainer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(ROOT, "train_grpo.py")
@@ -59,7 +60,7 @@ def test_smoke_metrics_have_one_row_per_step_with_every_reward(smoke_run):
     rows = [json.loads(line) for line in open(workdir / "outputs" / "smoke" / "metrics.jsonl")]
     assert rows[0]["phase"] == "sft"  # format priming's rows come first
     rows = [r for r in rows if r.get("phase") != "sft"]
-    steps = train_grpo._SMOKE_PRESET["MAX_STEPS"]
+    steps = presets.SMOKE["MAX_STEPS"]
     assert [r["step"] for r in rows] == list(range(1, steps + 1))
     for row in rows:
         for name in train_grpo.REWARD_FUNCS:
@@ -138,13 +139,13 @@ def test_held_out_evaluation_rows_during_training(variant_run):
 
 
 def test_eval_prompts_come_from_the_held_out_slice_only():
-    import tiny_model
+    from cpu_models import tiny_model
     import prompts
 
     knobs = train_grpo.resolve_knobs(["--smoke", "--eval_steps=5", "--eval_size=50"])
-    train, heldout = train_grpo.load_problems(knobs)
+    train, heldout = data.load_problems(knobs)
     tokenizer = tiny_model.build_tokenizer(prompts.read_jsonl(prompts.BUNDLED_PROBLEMS))
-    evals = train_grpo.build_eval_dataset(knobs, heldout, tokenizer, max_prompt_length=10_000)
+    evals = data.build_eval_dataset(knobs, heldout, tokenizer, max_prompt_length=10_000)
     asked = {conversation[-1]["content"] for conversation in evals["prompt"]}
     assert len(asked) == 50 and not asked & set(train["prompt"])
 
@@ -155,7 +156,7 @@ def test_every_loss_type_we_accept_is_implemented_by_trl_and_unsloth():
 
     sources = {name: open(importlib.util.find_spec(name).origin).read()
                for name in ("trl.trainer.grpo_trainer", "unsloth_zoo.rl_replacements")}
-    for loss in train_grpo._LOSS_TYPES:
+    for loss in checks.LOSS_TYPES:
         for name, text in sources.items():
             assert f'"{loss}"' in text or f"'{loss}'" in text, (loss, name)
 
@@ -164,7 +165,7 @@ def test_production_grpo_config_accepts_every_field():
     from trl import GRPOConfig
 
     knobs = train_grpo.resolve_knobs([])
-    kwargs = train_grpo.grpo_config_kwargs(knobs, max_prompt_length=201, bf16=True)
+    kwargs = trainer.grpo_config_kwargs(knobs, max_prompt_length=201, bf16=True)
     config = GRPOConfig(**kwargs)  # a renamed or removed field raises TypeError here
     assert config.max_completion_length == knobs["MAX_SEQ_LENGTH"] - 201 == 1847
     # Unsloth's CPU fallback swaps the 8-bit optimizer and bf16 (GPU-only); report_to is normalised.
@@ -191,7 +192,7 @@ def test_unsloth_signatures_name_every_keyword_we_pass():
     assert result.returncode == 0, result.stderr[-2000:]
     accepted = json.loads(result.stdout.strip().splitlines()[-1])
     production = train_grpo.resolve_knobs([])
-    for kwargs, fn in ((train_grpo.from_pretrained_kwargs(production), "from_pretrained"),
-                       (train_grpo.peft_kwargs(production), "get_peft_model")):
+    for kwargs, fn in ((model.from_pretrained_kwargs(production), "from_pretrained"),
+                       (model.peft_kwargs(production), "get_peft_model")):
         unknown = set(kwargs) - set(accepted[fn])
         assert not unknown, f"FastLanguageModel.{fn} has no parameter(s) {unknown}"

@@ -56,6 +56,30 @@ def test_evaluation_shows_base_primed_and_trained(primed_run):
     assert "| metric | base | primed | trained | change | GRPO change (trained - primed) |" in log
 
 
+def test_a_second_run_reuses_the_priming_and_trains_exactly_as_the_first(primed_run):
+    """Same model, examples, priming knobs and seed: the second run loads the cached primed adapter,
+    says so, records it, and its GRPO steps are the first run's, value for value (the trainer reseeds)."""
+    workdir, out, _ = primed_run
+    log = script(workdir, "train_grpo.py", "--smoke", "--format_sft_max_examples=24", "--max_steps=2",
+                 "--output_dir=outputs/again").stdout
+    again = workdir / "outputs" / "again"
+    line = next(line for line in log.splitlines() if line.startswith("format priming:"))
+    assert line.startswith("format priming: reused the primed adapter in outputs/primed/"), line
+    config = json.load(open(again / "run_config.json"))
+    assert config["PRIMING_REUSED_FROM"].startswith("outputs/primed/") and config["PRIMING_REUSED_FROM"] in line
+    assert json.load(open(out / "run_config.json"))["PRIMING_REUSED_FROM"] is None  # the first run primed
+    first = [json.loads(line) for line in open(out / "metrics.jsonl")]
+    second = [json.loads(line) for line in open(again / "metrics.jsonl")]
+    assert len([r for r in second if r.get("phase") == "sft"]) == 24 and second == first
+    assert (again / "lora_primed" / "adapter_model.safetensors").read_bytes() == \
+        (out / "lora_primed" / "adapter_model.safetensors").read_bytes()
+
+    fresh = script(workdir, "train_grpo.py", "--smoke", "--format_sft_max_examples=24", "--max_steps=1",
+                   "--reuse_priming=false", "--output_dir=outputs/fresh").stdout
+    assert "format priming: 24 worked examples x 1 epochs" in fresh and "reused" not in fresh
+    assert json.load(open(workdir / "outputs" / "fresh" / "run_config.json"))["PRIMING_REUSED_FROM"] is None
+
+
 def test_worked_examples_without_the_columns_are_refused_before_the_model_loads(tmp_path):
     bad = tmp_path / "worked.jsonl"
     bad.write_text('{"question": "q", "answer": "1"}\n')

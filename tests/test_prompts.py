@@ -51,7 +51,7 @@ def test_chat_template_without_system_message_uses_the_system_prompt():
 
 
 def test_chat_template_through_a_real_tokenizer():
-    import tiny_model
+    from cpu_models import tiny_model
 
     rows = prompts.read_jsonl(prompts.BUNDLED_PROBLEMS)[:50]
     tok = tiny_model.build_tokenizer(rows)

@@ -4,9 +4,9 @@ import math
 
 import pytest
 
-import answers
+from grpo import answers
 import rewards
-from answers import answers_match
+from grpo.answers import answers_match
 from rewards import (
     check_answer,
     check_numbers,

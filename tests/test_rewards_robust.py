@@ -14,9 +14,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import answers
+from grpo import answers
 import rewards
-from answers import answers_match
+from grpo.answers import answers_match
 from rewards import check_answer, check_numbers, match_format_exactly
 
 E, S, C = "<end_working_out>", "<SOLUTION>", "</SOLUTION>"

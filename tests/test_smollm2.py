@@ -2,7 +2,7 @@
 then the recipe's flow in miniature (priming, 2 GRPO steps, evaluation):
     python train_grpo.py --preset=smollm2 --max_steps=2 ...
     python evaluate.py --run_dir=... --n_problems=4 --n_samples=1
-The full preset is a 10-20 minute run: bench_smollm2.py, figures in BENCHMARKS.md.
+The full preset is a 10-20 minute run: bench/bench_smollm2.py, figures in BENCHMARKS.md.
 """
 
 import json
@@ -14,7 +14,7 @@ import sys
 import pytest
 from conftest import ROOT, run_script
 
-import smollm2
+from cpu_models import smollm2
 
 SHORT = ["--preset=smollm2", "--max_steps=2", "--format_sft_max_examples=4", "--format_sft_epochs=1",
          "--max_completion_length=24", "--per_device_train_batch_size=8", "--output_dir=outputs/sm"]
@@ -24,7 +24,7 @@ SHORT = ["--preset=smollm2", "--max_steps=2", "--format_sft_max_examples=4", "--
 def converted(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("smollm2")
     folder = workdir / "outputs" / "smollm2-135m-instruct"
-    subprocess.run([sys.executable, os.path.join(ROOT, "smollm2.py"), str(folder)], check=True, cwd=workdir,
+    subprocess.run([sys.executable, os.path.join(ROOT, "cpu_models", "smollm2.py"), str(folder)], check=True, cwd=workdir,
                    capture_output=True, timeout=600)
     return workdir, folder
 
@@ -73,7 +73,7 @@ def test_the_preset_primes_trains_and_evaluates(converted):
 def test_bench_compares_a_run_with_its_control_step_by_step(tmp_path):
     """Few prompts per step: their difficulty swamps check_answer's trend. The benchmark subtracts
     the control's value at the same step (same seed, same prompts), over the steps both ran."""
-    import bench_smollm2
+    from bench import bench_smollm2
 
     def write(name, values):
         folder = tmp_path / name
@@ -97,7 +97,7 @@ def test_bench_counts_completions_pushed_up_with_a_wrong_answer(tmp_path):
     wrong answer, and which share of groups had no right answer but still a signal."""
     import pandas as pd
 
-    import bench_smollm2
+    from bench import bench_smollm2
 
     (tmp_path / "completions").mkdir()
     rows = [  # (step, prompt, check_answer, advantage)

@@ -1,11 +1,11 @@
 """The smoke preset's tiny model is shipped: the same weights on every machine, checked by checksum.
-tiny_model.py, the script that made it, still builds one (fewer steps here, to stay fast)."""
+cpu_models/tiny_model.py, the script that made it, still builds one (fewer steps here, to stay fast)."""
 
 import json
 import os
 
 import prompts
-import tiny_model
+from cpu_models import tiny_model
 
 
 def test_the_shipped_weights_are_the_recorded_build_of_the_current_recipe():

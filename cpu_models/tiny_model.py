@@ -21,6 +21,10 @@ from __future__ import annotations
 import json
 import os
 import random
+import sys
+
+if __package__ in (None, ""):  # run as a script (python cpu_models/tiny_model.py): the project root on the path
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import prompts
 
@@ -36,9 +40,9 @@ SEED = 3407  # seeds the weights and the pretraining batches (the build seed)
 MARKER = "tiny_model.json"  # written last into a finished build: its recipe
 # The build the smoke preset loads, committed with the code, so every machine starts from the same
 # weights: CPU float kernels differ between vendors, and 400 steps of pretraining turn those last-bit
-# differences into a different model on each. Made with `python tiny_model.py SHIPPED` (BENCHMARKS.md
+# differences into a different model on each. Made with `python cpu_models/tiny_model.py cpu_models/tiny-qwen3` (BENCHMARKS.md
 # says on which machine); SHIPPED_SHA256 is its model.safetensors, checked by the tests.
-SHIPPED = os.path.join(os.path.dirname(os.path.abspath(__file__)), "cpu_models", "tiny-qwen3")
+SHIPPED = os.path.join(os.path.dirname(os.path.abspath(__file__)), "tiny-qwen3")
 SHIPPED_SHA256 = "2f2dd7f1ce6412bb3b4c7e1f3c30c13f1668b2717b503e3604007fb9bbafc891"
 
 
@@ -206,7 +210,7 @@ def pretrain(model, tokenizer, seed: int = SEED) -> None:
     model.eval()
 
 
-if __name__ == "__main__":  # python tiny_model.py [OUT_DIR] [--seed=N]: build a tiny model (the smoke preset ships one)
+if __name__ == "__main__":  # python cpu_models/tiny_model.py [OUT_DIR] [--seed=N]: build a tiny model (the smoke preset ships one)
     import sys
 
     args = [a for a in sys.argv[1:] if not a.startswith("--seed=")]

@@ -2,8 +2,8 @@
 several seeds and a learning-rate-0 control, each primed, GRPO-trained and evaluated on the held-out
 problems. Prints one table; copy it into BENCHMARKS.md.
 
-    python bench_smollm2.py --jobs=2             # seeds 3407 and 2, and the control (1-2 hours on 2 cores)
-    python bench_smollm2.py --seeds=3407 --max_steps=20
+    python bench/bench_smollm2.py --jobs=2             # seeds 3407 and 2, and the control (1-2 hours on 2 cores)
+    python bench/bench_smollm2.py --seeds=3407 --max_steps=20
 
 The claim it checks: held-out accuracy in the solution block rises from the primed model to the
 GRPO-trained one by more than its noise (the paired 95% interval of the change excludes 0), lenient
@@ -28,11 +28,12 @@ WINDOW = 10  # steps averaged at each end of a run for check_answer
 OUT = os.path.join("outputs", "bench-smollm2")  # one folder per run inside
 JOBS = 1  # runs at once; each gets its share of the CPU cores as threads (2 on 2 cores: about 1.5x faster in all)
 
-HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the project root
+sys.path.insert(0, ROOT)
 
 
 def resolve_knobs(argv):
-    from overrides import resolve
+    from grpo.overrides import resolve
 
     return resolve(globals(), argv, {}, "bench_smollm2.py")
 
@@ -40,7 +41,7 @@ def resolve_knobs(argv):
 def run(script, *args, threads=0):
     started = time.time()
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads)) if threads else None
-    proc = subprocess.run([sys.executable, os.path.join(HERE, script), *args], capture_output=True, text=True, env=env)
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, script), *args], capture_output=True, text=True, env=env)
     if proc.returncode != 0:
         sys.exit(f"bench_smollm2.py: {script} {' '.join(args)} failed:\n{proc.stdout[-2000:]}{proc.stderr[-3000:]}")
     return time.time() - started
@@ -171,7 +172,7 @@ def plot(results, path, window):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from plot_rewards import smooth
+    from grpo.plot_rewards import smooth
 
     fig, (curves, bars) = plt.subplots(1, 2, figsize=(12, 4.2))
     for r in results:

@@ -2,9 +2,9 @@
 (what a user would pick instead), on a Qwen3-4B-shaped model with random weights, so nothing is
 downloaded. Random weights never stop early: every completion runs to the length limit, the worst case.
 
-    python bench_train.py                          # on a CUDA GPU: LoRA and QLoRA rows for each path
-    python bench_train.py --completion_length=512  # any knob below, as --lowercase_name=value
-    python bench_train.py --smoke                  # the same code on CPU at a tiny shape (the tests run it)
+    python bench/bench_train.py                          # on a CUDA GPU: LoRA and QLoRA rows for each path
+    python bench/bench_train.py --completion_length=512  # any knob below, as --lowercase_name=value
+    python bench/bench_train.py --smoke                  # the same code on CPU at a tiny shape (the tests run it)
 
 Each row runs in its own process, because Unsloth patches transformers, TRL and PEFT at import. A row
 loads the model, runs WARMUP_STEPS GRPO steps, then times MEASURE_STEPS more and reports: seconds per
@@ -20,6 +20,8 @@ import subprocess
 import sys
 import tempfile
 import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the project root
 
 # -----------------------------------------------------------------------------------------------
 # the model: Qwen3-4B's shape (its config.json), random weights
@@ -72,7 +74,7 @@ def check_knobs(k: dict) -> None:
 
 
 def resolve_knobs(argv: list[str]) -> dict:
-    from overrides import resolve
+    from grpo.overrides import resolve
 
     return resolve(globals(), argv, _SMOKE_PRESET, "bench_train.py", check_knobs)
 
@@ -296,7 +298,7 @@ def main(argv: list[str]) -> None:
 
     cuda = torch.cuda.is_available()
     if not k["SMOKE"] and not cuda:
-        sys.exit("bench_train.py: no CUDA GPU found. On a CPU, run the same code at a tiny shape:  python bench_train.py --smoke")
+        sys.exit("bench_train.py: no CUDA GPU found. On a CPU, run the same code at a tiny shape:  python bench/bench_train.py --smoke")
     folder = os.path.join("outputs", "bench-model-smoke" if k["SMOKE"] else "bench-model")
     print(f"model: Qwen3 shape {k['NUM_LAYERS']} layers x {k['HIDDEN_SIZE']} wide, vocab {k['VOCAB_SIZE']}, random weights -> {folder}")
     build_model_folder(k, folder)

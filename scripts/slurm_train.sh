@@ -1,8 +1,8 @@
 #!/bin/bash
 # GRPO across several GPU nodes on Slurm: one torchrun per node, one training process per GPU.
 #
-#   sbatch slurm_train.sh                       # the full run, data-parallel over every GPU of the job
-#   sbatch --nodes=4 slurm_train.sh --max_steps=500
+#   sbatch scripts/slurm_train.sh                   # from the project folder: the full run, every GPU of the job
+#   sbatch --nodes=4 scripts/slurm_train.sh --max_steps=500
 #
 # Arguments go to train_grpo.py as --name=value knobs. Prepare the nodes first (README, "Offline
 # boxes and clusters"): the model and datasets in a shared HF_HOME, and this folder's venv.
@@ -21,7 +21,7 @@ export NCCL_DEBUG="${NCCL_DEBUG:-WARN}"
 # export NCCL_SOCKET_IFNAME=ib0  # the network interface the nodes reach each other on
 # export NCCL_IB_DISABLE=1       # no InfiniBand between the nodes
 
-head_node=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)
+head_node=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | sed -n 1p)  # sed reads on: no SIGPIPE under pipefail
 gpus_per_node="${SLURM_GPUS_ON_NODE:-8}"
 
 srun --kill-on-bad-exit=1 torchrun \

@@ -15,7 +15,11 @@ TRUE = {"true", "1", "yes", "on"}
 FALSE = {"false", "0", "no", "off"}
 
 
-class OverrideError(ValueError):
+class BadInput(ValueError):
+    """A knob, file or dataset a run cannot use: shown to the user as one line naming it, with no traceback."""
+
+
+class OverrideError(BadInput):
     """A bad command-line override: unknown knob, malformed argument or wrong type."""
 
 

@@ -1,0 +1,17 @@
+"""The trainer's machinery. train_grpo.py (the knobs and the recipe's steps) calls into these modules;
+evaluate.py, export.py and chat.py share some of them. Nothing here imports an entry point, and
+importing any module here loads nothing heavy (torch, transformers, TRL and Unsloth load inside the
+functions that need them).
+
+    overrides.py     the knob block's --name=value parsing and --help
+    presets.py       --smoke and --preset=NAME: whole sets of knob values
+    checks.py        knob checks that fail in seconds, before anything loads; BadInput
+    data.py          step 1: the problems, the held-out slice, the conversations
+    model.py         steps 2-3: the model through Unsloth, with LoRA
+    priming.py       step 4: format priming (SFT on worked solutions), cached for reuse
+    trainer.py       step 5-6: GRPOConfig, the GRPOTrainer and its callbacks, training
+    run_files.py     step 7 and around: resume, run_config.json (the manifest), the model card, saving
+    callbacks.py     metrics.jsonl, the collapse alarm, the non-finite guard, a clean stop on a signal
+    answers.py       the answer judge shared by the rewards and evaluate.py
+    plot_rewards.py  the reward curves (also: python grpo/plot_rewards.py RUN_DIR)
+"""

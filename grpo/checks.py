@@ -1,0 +1,110 @@
+"""Checks on the knobs and the model that fail in seconds, before anything heavy loads, so a bad value
+costs a second and not the minutes of loading a 4B model. Each raises BadInput (grpo.overrides) with a
+message that names the knob; train_grpo.py prints it as one line and exits non-zero.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+
+import prompts
+from grpo import run_files
+from grpo.overrides import BadInput
+
+
+LOSS_TYPES = ("dapo", "grpo", "bnpo", "dr_grpo", "cispo", "sapo", "vespo")  # those TRL and Unsloth both implement
+SCALE_REWARDS = ("group", "batch", "none")
+# REPORT_TO names transformers knows, and the package each needs
+TRACKERS = {"wandb": "wandb", "tensorboard": "tensorboard", "mlflow": "mlflow", "comet_ml": "comet_ml",
+             "clearml": "clearml", "trackio": "trackio", "dvclive": "dvclive", "swanlab": "swanlab"}
+
+
+def check_knobs(k: dict, reward_module) -> None:
+    """Cheap consistency checks, so a bad combination fails before the model loads."""
+    unknown = [n for n in k["REWARD_FUNCS"] if not callable(getattr(reward_module, n, None))]
+    if unknown:
+        raise BadInput(f"REWARD_FUNCS names {unknown}, not in rewards.py; known: {[f.__name__ for f in reward_module.REWARD_FUNCS]}")
+    if len(k["REWARD_WEIGHTS"]) != len(k["REWARD_FUNCS"]):
+        raise BadInput(f"REWARD_WEIGHTS has {len(k['REWARD_WEIGHTS'])} values for {len(k['REWARD_FUNCS'])} rewards")
+    if k["NUM_GENERATIONS"] < 2:
+        raise BadInput("NUM_GENERATIONS must be at least 2: GRPO compares completions within a group")
+    batch = k["PER_DEVICE_TRAIN_BATCH_SIZE"] * k["GRADIENT_ACCUMULATION_STEPS"] * run_files.world_size()
+    if batch % k["NUM_GENERATIONS"]:
+        raise BadInput(
+            f"PER_DEVICE_TRAIN_BATCH_SIZE x GRADIENT_ACCUMULATION_STEPS x processes ({run_files.world_size()}) = {batch} "
+            f"completions per step is not a multiple of NUM_GENERATIONS = {k['NUM_GENERATIONS']}"
+        )
+    if not 0 < k["PROMPT_LENGTH_PERCENTILE"] <= 100:
+        raise BadInput(f"PROMPT_LENGTH_PERCENTILE must be in (0, 100], got {k['PROMPT_LENGTH_PERCENTILE']}")
+    if k["MAX_COMPLETION_LENGTH"] < 0:
+        raise BadInput(f"MAX_COMPLETION_LENGTH must be >= 0 (0 = all the room left), got {k['MAX_COMPLETION_LENGTH']}")
+    for name in ("MAX_STEPS", "SAVE_STEPS", "SAVE_TOTAL_LIMIT", "MAX_SEQ_LENGTH", "LORA_RANK"):
+        if k[name] < 1:
+            raise BadInput(f"{name} must be positive, got {k[name]}")
+    if not 0 <= k["WARMUP_RATIO"] < 1:
+        raise BadInput(f"WARMUP_RATIO must be in [0, 1), got {k['WARMUP_RATIO']}")
+    if k["LEARNING_RATE"] < 0:
+        raise BadInput(f"LEARNING_RATE must be >= 0, got {k['LEARNING_RATE']}")
+    if k["LOSS_TYPE"] not in LOSS_TYPES:
+        raise BadInput(f"LOSS_TYPE {k['LOSS_TYPE']!r} is not one of {', '.join(LOSS_TYPES)}")
+    if k["SCALE_REWARDS"] not in SCALE_REWARDS:
+        raise BadInput(f"SCALE_REWARDS {k['SCALE_REWARDS']!r} is not one of {', '.join(SCALE_REWARDS)}")
+    if k["BETA"] < 0:
+        raise BadInput(f"BETA must be >= 0 (a KL penalty, 0 = off), got {k['BETA']}")
+    if k["EPSILON"] <= 0:
+        raise BadInput(f"EPSILON must be > 0, got {k['EPSILON']}")
+    if k["EPSILON_HIGH"] < k["EPSILON"]:
+        raise BadInput(f"EPSILON_HIGH ({k['EPSILON_HIGH']}) must be >= EPSILON ({k['EPSILON']}): clip-higher widens the upper range")
+    if k["EVAL_STEPS"] < 0 or k["EVAL_SIZE"] < 1:
+        raise BadInput(f"EVAL_STEPS must be >= 0 (0 = off) and EVAL_SIZE >= 1, got {k['EVAL_STEPS']} and {k['EVAL_SIZE']}")
+    if k["EVAL_STEPS"] and k["EVAL_SIZE"] > k["HOLDOUT_SIZE"]:
+        raise BadInput(f"EVAL_SIZE={k['EVAL_SIZE']} is more than the {k['HOLDOUT_SIZE']} held-out rows (HOLDOUT_SIZE)")
+    if k["EVAL_STEPS"] and (k["EVAL_SIZE"] * k["NUM_GENERATIONS"]) % k["PER_DEVICE_TRAIN_BATCH_SIZE"]:
+        raise BadInput(
+            f"EVAL_SIZE x NUM_GENERATIONS = {k['EVAL_SIZE'] * k['NUM_GENERATIONS']} completions must fill whole "
+            f"batches of PER_DEVICE_TRAIN_BATCH_SIZE = {k['PER_DEVICE_TRAIN_BATCH_SIZE']}"
+        )
+    for tracker in (t.strip() for t in k["REPORT_TO"].split(",")):
+        if tracker in ("none", "all", ""):
+            continue
+        if tracker not in TRACKERS:
+            raise BadInput(f"REPORT_TO names {tracker!r}; known: none, {', '.join(sorted(TRACKERS))}")
+        if importlib.util.find_spec(TRACKERS[tracker]) is None:
+            raise BadInput(f"REPORT_TO={tracker} but the {TRACKERS[tracker]} package is not installed: "
+                             f"pip install {TRACKERS[tracker]}   (or --report_to=none)")
+    if k["FORMAT_SFT_EPOCHS"] < 1 or k["FORMAT_SFT_LEARNING_RATE"] < 0 or min(k["FORMAT_SFT_MAX_EXAMPLES"], k["FORMAT_SFT_MAX_TOKENS"]) < 0:
+        raise BadInput("FORMAT_SFT_EPOCHS must be >= 1, FORMAT_SFT_LEARNING_RATE >= 0, "
+                         "FORMAT_SFT_MAX_EXAMPLES and FORMAT_SFT_MAX_TOKENS >= 0")
+    if k["FORMAT_SFT"] and prompts.is_local_path(k["FORMAT_SFT_DATASET"]) and not os.path.exists(k["FORMAT_SFT_DATASET"]):
+        raise BadInput(f"FORMAT_SFT_DATASET: no such file {k['FORMAT_SFT_DATASET']}")
+    if k["VLLM_MODE"] not in ("colocate", "server"):
+        raise BadInput(f"VLLM_MODE {k['VLLM_MODE']!r} is not one of colocate, server")
+    if k["COLLAPSE_PATIENCE"] < 0:
+        raise BadInput(f"COLLAPSE_PATIENCE must be >= 0 (0 = off), got {k['COLLAPSE_PATIENCE']}")
+    if k["SMOKE"] and not os.path.isdir(k["MODEL_NAME"]):
+        raise BadInput(f"--smoke: no tiny model in {k['MODEL_NAME']}; build one with  python cpu_models/tiny_model.py {k['MODEL_NAME']}")
+    if prompts.is_local_path(k["DATASET_NAME"]) and not os.path.exists(k["DATASET_NAME"]):
+        raise BadInput(f"DATASET_NAME: no such file {k['DATASET_NAME']}")
+
+
+def check_target_modules(k: dict) -> None:
+    """Raise BadInput when LORA_TARGET_MODULES names a layer the model lacks. Reads only the
+    model's config and builds a weightless skeleton on the meta device, so it runs before the
+    weights load. Skipped (with a note) when the config cannot be read."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    try:
+        config = AutoConfig.from_pretrained(k["MODEL_NAME"])
+        with torch.device("meta"):
+            skeleton = AutoModelForCausalLM.from_config(config)
+    except Exception as e:  # offline without a cached config, a custom architecture, ...
+        print(f"note: LORA_TARGET_MODULES not checked before loading ({type(e).__name__}: {e})")
+        return
+    linear = sorted({name.rsplit(".", 1)[-1] for name, module in skeleton.named_modules()
+                     if isinstance(module, torch.nn.Linear) and name.rsplit(".", 1)[-1] != "lm_head"})
+    missing = [m for m in k["LORA_TARGET_MODULES"] if m not in linear]
+    if missing:
+        raise BadInput(f"LORA_TARGET_MODULES names {missing}, which {k['MODEL_NAME']} does not have; "
+                         f"its linear layers are: {','.join(linear)}")

@@ -1,0 +1,160 @@
+"""Step 4, format priming: the recipe's short SFT on worked solutions written in the project's format,
+through TRL's SFTTrainer on the same LoRA that GRPO then trains. A base model that has never seen the
+format would otherwise earn nothing from the format rewards for a long time.
+
+The primed adapter is kept apart (OUTPUT_DIR/lora_primed) so evaluate.py can tell priming from GRPO,
+and, with REUSE_PRIMING, in PRIMING_CACHE under a key of everything that decides it: the model (and its
+weights' checksum), the examples file, the priming and LoRA knobs, the seed, the precision and the
+library versions. A later run with the same key loads that adapter instead of priming again, and
+says so; GRPO then starts from the same weights, and the trainer reseeds itself, so the run is the
+same as one that primed. run_config.json records which cached adapter was reused.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+
+import prompts
+from grpo import callbacks, run_files
+from grpo.overrides import BadInput
+
+# the knobs that decide what priming produces (with the model's checksum, the examples and versions)
+KEY_KNOBS = ("MODEL_NAME", "LOAD_IN_4BIT", "MAX_SEQ_LENGTH", "LORA_RANK", "LORA_ALPHA", "LORA_TARGET_MODULES",
+             "FORMAT_SFT_DATASET", "FORMAT_SFT_EPOCHS", "FORMAT_SFT_LEARNING_RATE", "FORMAT_SFT_MAX_EXAMPLES",
+             "FORMAT_SFT_MAX_TOKENS", "WEIGHT_DECAY", "OPTIM", "SEED", "MODEL_SHA256")
+KEY_FILE = "priming_key.json"  # written last into a cache entry: what it was primed from
+
+
+def load_examples(k: dict, resume_from: str | None):
+    """The worked examples to prime on, or None when priming is off or the run resumes (a checkpoint's
+    adapter is primed already). Loaded before the model, so a bad file fails in seconds."""
+    if not k["FORMAT_SFT"] or resume_from:
+        return None
+    try:
+        return prompts.load_worked_examples(k["FORMAT_SFT_DATASET"])
+    except (prompts.DatasetFormatError, FileNotFoundError) as e:
+        raise BadInput(f"FORMAT_SFT_DATASET {k['FORMAT_SFT_DATASET']}: {e}") from e
+
+
+def priming_key(k: dict, bf16: bool) -> dict:
+    """Everything that decides the primed adapter, as a dict (its hash names the cache entry)."""
+    import importlib.metadata
+
+    source = k["FORMAT_SFT_DATASET"]
+    if prompts.is_local_path(source) and os.path.isfile(source):
+        with open(source, "rb") as f:
+            source = {"file": os.path.abspath(source), "sha256": hashlib.sha256(f.read()).hexdigest()}
+    versions = {}
+    for dist in ("torch", "transformers", "trl", "peft", "unsloth"):
+        try:
+            versions[dist] = importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            pass
+    return {**{n: k.get(n) for n in KEY_KNOBS}, "FORMAT_SFT_DATASET": source, "BF16": bf16,
+            "CUDA": _cuda(), "VERSIONS": versions}
+
+
+def _cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def cache_entry(k: dict, key: dict) -> str:
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return os.path.join(k["PRIMING_CACHE"], digest)
+
+
+def cached(entry: str, key: dict) -> bool:
+    """Whether entry is a finished cache entry for this key (its key file is written last)."""
+    try:
+        with open(os.path.join(entry, KEY_FILE)) as f:
+            return json.load(f) == json.loads(json.dumps(key, default=str))
+    except (OSError, ValueError):
+        return False
+
+
+def prime(k: dict, model, tokenizer, examples, resume_from: str | None) -> str | None:
+    """Prime the format (or reuse an earlier priming) and return the primed adapter's folder
+    (OUTPUT_DIR/lora_primed), or None without priming. On a resume the checkpoint's adapter is primed
+    already; with a KL term, the reference must be the primed adapter, so it is loaded first."""
+    primed = os.path.join(k["OUTPUT_DIR"], "lora_primed")
+    k["PRIMING_REUSED_FROM"] = None
+    if resume_from:
+        if not (k["FORMAT_SFT"] and os.path.isdir(primed)):
+            return None
+        if k["BETA"] > 0:  # the trainer copies the adapter it is given into the KL reference: give it the primed one
+            model.load_adapter(primed, adapter_name="default", is_trainable=True)
+        return primed
+    if not k["FORMAT_SFT"]:
+        return None
+    bf16 = run_files.bf16()
+    metrics_path = os.path.join(k["OUTPUT_DIR"], "metrics.jsonl")
+    key = priming_key(k, bf16)
+    entry = cache_entry(k, key)
+    if k["REUSE_PRIMING"] and cached(entry, key):
+        model.load_adapter(entry, adapter_name="default", is_trainable=True)
+        if run_files.is_main_process():
+            shutil.copytree(entry, primed, dirs_exist_ok=True, ignore=shutil.ignore_patterns(KEY_FILE, "sft_metrics.jsonl"))
+            shutil.copyfile(os.path.join(entry, "sft_metrics.jsonl"), metrics_path)
+        k["PRIMING_REUSED_FROM"] = entry
+        print(f"format priming: reused the primed adapter in {entry} (same model, examples, priming knobs "
+              f"and seed; --reuse_priming=false primes again)")
+        return primed
+    format_sft(k, model, tokenizer, examples, metrics_path, bf16, primed)
+    if k["REUSE_PRIMING"] and run_files.is_main_process():
+        store(primed, metrics_path, entry, key)
+    return primed
+
+
+def store(primed: str, metrics_path: str, entry: str, key: dict) -> None:
+    """Copy the primed adapter and its SFT rows into the cache, whole: into a side folder, key file
+    last, then renamed into place (a process that finished the same key first keeps its entry)."""
+    partial = f"{entry}.partial-{os.getpid()}"
+    shutil.copytree(primed, partial, dirs_exist_ok=True)
+    shutil.copyfile(metrics_path, os.path.join(partial, "sft_metrics.jsonl"))
+    with open(os.path.join(partial, KEY_FILE), "w") as f:
+        json.dump(key, f, indent=1, default=str)
+    try:
+        os.rename(partial, entry)
+    except OSError:  # the entry exists: another run stored the same key first
+        shutil.rmtree(partial, ignore_errors=True)
+
+
+def format_sft(k: dict, model, tokenizer, examples, metrics_path: str, bf16: bool, primed: str) -> None:
+    """Prime the format with TRL's SFTTrainer on the LoRA model, as the recipe does before GRPO, and
+    keep the primed adapter apart (OUTPUT_DIR/lora_primed) so evaluate.py can tell priming from GRPO.
+    Its losses go to metrics.jsonl as rows with "phase": "sft"."""
+    from trl import SFTConfig, SFTTrainer
+
+    limit = min(k["FORMAT_SFT_MAX_TOKENS"] or k["MAX_SEQ_LENGTH"] // 2, k["MAX_SEQ_LENGTH"])
+    examples = prompts.filter_sft_by_length(examples, tokenizer, limit, k["FORMAT_SFT_MAX_EXAMPLES"])
+    print(f"format priming: {len(examples)} worked examples x {k['FORMAT_SFT_EPOCHS']} epochs, lr {k['FORMAT_SFT_LEARNING_RATE']}")
+    config = SFTConfig(
+        output_dir=os.path.join(k["OUTPUT_DIR"], "format_sft"),
+        per_device_train_batch_size=1,
+        gradient_accumulation_steps=1,
+        warmup_steps=5,
+        num_train_epochs=k["FORMAT_SFT_EPOCHS"],
+        learning_rate=k["FORMAT_SFT_LEARNING_RATE"],
+        weight_decay=k["WEIGHT_DECAY"],
+        lr_scheduler_type="linear",
+        optim=k["OPTIM"],
+        max_length=k["MAX_SEQ_LENGTH"],
+        logging_steps=1,
+        save_strategy="no",
+        seed=k["SEED"],
+        bf16=bf16,
+        fp16=False,
+        report_to=k["REPORT_TO"],
+    )
+    trainer = SFTTrainer(model=model, processing_class=tokenizer, train_dataset=examples, args=config,
+                         callbacks=[callbacks.make_sft_metrics_callback(metrics_path)])
+    trainer.train()
+    if run_files.is_main_process():
+        model.save_pretrained(primed)
+        tokenizer.save_pretrained(primed)
+        run_files.write_model_card(primed, k, 0, primed_only=True)

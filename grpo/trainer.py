@@ -1,0 +1,126 @@
+"""Steps 5 and 6, GRPO: TRL's GRPOConfig from the knobs, the GRPOTrainer with the rewards and the
+project's callbacks (metrics.jsonl, the collapse alarm, a clean stop on a signal, the non-finite
+guard), and training itself. Unsloth has patched GRPOTrainer by the time this runs (grpo/model.py
+imports it first).
+"""
+
+from __future__ import annotations
+
+import os
+
+from grpo import callbacks, run_files
+from grpo.overrides import BadInput
+from grpo.run_files import world_size
+
+# GRPOConfig fields set from the algorithm knobs; run_config.json records what the trainer used
+ALGORITHM_FIELDS = {"LOSS_TYPE": "loss_type", "BETA": "beta", "EPSILON": "epsilon", "EPSILON_HIGH": "epsilon_high",
+                     "SCALE_REWARDS": "scale_rewards", "MASK_TRUNCATED_COMPLETIONS": "mask_truncated_completions"}
+
+
+def grpo_config_kwargs(k: dict, max_prompt_length: int, bf16: bool) -> dict:
+    """Keyword arguments for trl.GRPOConfig. The completion budget is what the longest prompt leaves."""
+    room = k["MAX_SEQ_LENGTH"] - max_prompt_length
+    max_completion = min(k["MAX_COMPLETION_LENGTH"], room) if k["MAX_COMPLETION_LENGTH"] else room
+    if max_completion < 1:
+        raise BadInput(f"prompts of {max_prompt_length} tokens leave no room in MAX_SEQ_LENGTH={k['MAX_SEQ_LENGTH']}")
+    return dict(
+        output_dir=k["OUTPUT_DIR"],
+        learning_rate=k["LEARNING_RATE"],
+        weight_decay=k["WEIGHT_DECAY"],
+        warmup_steps=k["WARMUP_RATIO"],  # transformers 5: a float below 1 is a ratio of max_steps
+        lr_scheduler_type=k["LR_SCHEDULER_TYPE"],
+        optim=k["OPTIM"],
+        num_generations=k["NUM_GENERATIONS"],
+        per_device_train_batch_size=k["PER_DEVICE_TRAIN_BATCH_SIZE"],
+        gradient_accumulation_steps=k["GRADIENT_ACCUMULATION_STEPS"],
+        temperature=k["TEMPERATURE"],
+        min_p=k["MIN_P"],
+        top_p=k["TOP_P"],
+        max_completion_length=max_completion,
+        max_steps=k["MAX_STEPS"],
+        save_steps=k["SAVE_STEPS"],
+        save_total_limit=k["SAVE_TOTAL_LIMIT"],
+        seed=k["SEED"],
+        data_seed=k["SEED"],
+        reward_weights=list(k["REWARD_WEIGHTS"]),
+        use_vllm=k["FAST_INFERENCE"],
+        **(dict(vllm_mode="server", vllm_server_base_url=k["VLLM_SERVER_URL"])
+           if k["FAST_INFERENCE"] and k["VLLM_MODE"] == "server" else {}),
+        bf16=bf16,
+        fp16=False,
+        logging_steps=1,
+        report_to=k["REPORT_TO"],
+        log_completions=k["LOG_COMPLETIONS"],
+        num_completions_to_print=0,
+        eval_strategy="steps" if k["EVAL_STEPS"] else "no",
+        eval_steps=k["EVAL_STEPS"] or None,
+        per_device_eval_batch_size=k["PER_DEVICE_TRAIN_BATCH_SIZE"],
+        **{field: k[knob] for knob, field in ALGORITHM_FIELDS.items()},
+    )
+
+
+def algorithm_used(args) -> dict:
+    """The algorithm knobs as the built trainer holds them (Unsloth's config may rewrite some)."""
+    return {knob: getattr(args, field) for knob, field in ALGORITHM_FIELDS.items()}
+
+
+def build(k: dict, model, tokenizer, reward_funcs: list, dataset, eval_dataset, max_prompt_length: int, primed: str | None):
+    """The GRPOTrainer, ready to train. Its callbacks are reachable as trainer.alarm, trainer.stop and
+    trainer.guard, and the algorithm knobs as it holds them as trainer.algorithm. Prints the run's shape and any algorithm knob Unsloth's config rewrote."""
+    from trl import GRPOConfig, GRPOTrainer
+
+    config = GRPOConfig(**grpo_config_kwargs(k, max_prompt_length, run_files.bf16()))  # fp16 GPUs (T4): Unsloth sets fp16
+    alarm = callbacks.make_collapse_callback(k["COLLAPSE_PATIENCE"], k["STOP_ON_COLLAPSE"])
+    stop = callbacks.make_signal_stop_callback()
+    guard = callbacks.make_nonfinite_guard_callback()
+    metrics_path = os.path.join(k["OUTPUT_DIR"], "metrics.jsonl")
+    trainer = GRPOTrainer(
+        model=model,
+        processing_class=tokenizer,
+        reward_funcs=reward_funcs,
+        args=config,
+        train_dataset=dataset,
+        eval_dataset=eval_dataset,
+        callbacks=[callbacks.make_metrics_callback(metrics_path, list(k["REWARD_FUNCS"])), alarm, stop,
+                   callbacks.make_checkpoint_tidy_callback("ref"), guard],  # guard last: it cancels a save
+    )
+    trainer.alarm, trainer.stop, trainer.guard = alarm, stop, guard
+    trainer.algorithm = algorithm_used(trainer.args)
+    if k["BETA"] > 0:  # TRL freezes a copy of the adapter as it is now ("ref"): the KL reference
+        print("KL reference: " + ("the primed model (a frozen copy of the primed adapter)" if primed else "the base model"))
+    used = trainer.algorithm
+    for knob, value in used.items():
+        if value != k[knob]:
+            print(f"note: the trainer uses {knob}={value!r}, not the requested {k[knob]!r} (Unsloth's GRPO config rewrote it)")
+    completions = config.per_device_train_batch_size * config.gradient_accumulation_steps * world_size()  # all processes
+    processes = f" over {world_size()} processes" if world_size() > 1 else ""
+    print(
+        f"run: {k['MAX_STEPS']} steps, {completions // k['NUM_GENERATIONS']} prompts x {k['NUM_GENERATIONS']} completions "
+        f"per step{processes}, up to {completions * config.max_completion_length} completion tokens per step, "
+        f"{model.dtype}, optim={getattr(config.optim, 'value', config.optim)}\n"
+        f"algorithm: " + ", ".join(f"{n.lower()}={v}" for n, v in used.items())
+    )
+    return trainer
+
+
+def train(trainer, resume_from: str | None) -> None:
+    """Train to MAX_STEPS (or from a checkpoint). Ctrl-C or SIGTERM finishes the step and saves a
+    checkpoint; a NaN or inf trips trainer.guard, and the caller saves nothing."""
+    import torch
+
+    if resume_from:
+        print(f"resuming from {resume_from} (step {run_files.checkpoint_step(resume_from)})")
+        if world_size() > 1 and not torch.cuda.is_available():  # CPU data parallelism (gloo)
+            # transformers loads the optimizer state onto args.device, which is "cpu:0" there, a place
+            # torch.load does not know; storage on the CPU needs no moving at all
+            torch.serialization.register_package(
+                5, lambda storage: None, lambda storage, where: storage if str(where).startswith("cpu") else None)
+    trainer.stop.install()
+    try:
+        trainer.train(resume_from_checkpoint=resume_from)
+    except RuntimeError as e:  # overflowing weights show up one step later, as NaN sampling probabilities
+        if not callbacks.is_nonfinite_sampling_error(e):
+            raise
+        trainer.guard.trip("the sampling probabilities: inf or NaN logits", trainer.state.global_step + 1)
+
+
