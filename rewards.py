@@ -311,5 +311,29 @@ def _log(log_extra, column: str, values: list) -> None:
             pass
 
 
+def answer_is_right(completions, answer=(), **kwargs) -> list[bool]:
+    """The binary outcome of each completion: its judged answer (the last solution block) equals the gold
+    one by `answers_match`. No partial credit, no format: the outcome gate (OUTCOME_GATE) uses it to tell
+    groups that are all right or all wrong, whatever the shaped rewards say. Never raises.
+
+    >>> answer_is_right(["w<end_working_out><SOLUTION>1,000</SOLUTION>", "<SOLUTION>999</SOLUTION>", "no block"], ["1000"] * 3)
+    [True, False, False]
+
+    | solution block | gold   | right | why                                 |
+    |----------------|--------|-------|-------------------------------------|
+    | `1,000`        | `1000` | True  | equal as numbers                    |
+    | `999`          | `1000` | False | within 10% earns check_answer 2.0, but it is wrong |
+    | (no block)     | `1000` | False | nothing to judge                    |
+    """
+    texts = _texts(completions)
+    golds = _answers(answer, len(texts))
+
+    def right(text: str, gold: str) -> bool:
+        pred = judged_answer(text)
+        return pred is not None and bool(pred) and (pred == gold.strip() or answers_match(pred, gold))
+
+    return [bool(_safe(lambda: right(t, g), None, False)) for t, g in zip(texts, golds)]
+
+
 # The order is the order of REWARD_WEIGHTS in train_grpo.py.
 REWARD_FUNCS = [match_format_exactly, match_format_approximately, check_answer, check_numbers]

@@ -72,6 +72,7 @@ EPSILON = 0.2  # lower clip range of the policy ratio, 1 - EPSILON
 EPSILON_HIGH = 0.2  # upper clip range, 1 + EPSILON_HIGH; DAPO's clip-higher uses 0.28
 SCALE_REWARDS = "group"  # divide advantages by the std of: group | batch | none (Dr. GRPO's choice)
 MASK_TRUNCATED_COMPLETIONS = False  # leave completions that hit the length limit out of the loss
+OUTCOME_GATE = False  # zero the advantages of groups whose answers are all right or all wrong (rewards.answer_is_right)
 # held-out evaluation during training
 EVAL_STEPS = 0  # every this many steps, score EVAL_SIZE held-out prompts with the rewards (0 = off)
 EVAL_SIZE = 16  # held-out prompts per evaluation (x NUM_GENERATIONS completions), the same ones each time
@@ -111,7 +112,8 @@ def main(argv: list[str]) -> None:
     primed = priming.prime(k, policy, tokenizer, worked, resume_from)
     # 5. the GRPO trainer with the rewards, and the run's record
     reward_funcs = [getattr(rewards, name) for name in k["REWARD_FUNCS"]]
-    grpo_trainer = trainer.build(k, policy, tokenizer, reward_funcs, dataset, eval_dataset, max_prompt_length, primed)
+    grpo_trainer = trainer.build(k, policy, tokenizer, reward_funcs, rewards.answer_is_right, dataset, eval_dataset,
+                                 max_prompt_length, primed)
     record = run_files.record(k, grpo_trainer, resume_from, primed, train_rows, heldout_rows, dataset)
     # 6. train (Ctrl-C or SIGTERM: finish the step, save a checkpoint; NaN or inf: stop, save nothing)
     trainer.train(grpo_trainer, resume_from)

@@ -18,7 +18,8 @@ import os
 import sys
 
 
-HEALTH = {"completions/clipped_ratio": "clipped at the limit", "frac_reward_zero_std": "groups without signal"}
+HEALTH = {"completions/clipped_ratio": "clipped at the limit", "frac_reward_zero_std": "groups without signal",
+          "gate/all_right": "groups gated: all right", "gate/all_wrong": "groups gated: all wrong"}
 
 
 def read_metrics(path: str) -> list[dict]:

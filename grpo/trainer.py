@@ -64,17 +64,66 @@ def algorithm_used(args) -> dict:
     return {knob: getattr(args, field) for knob, field in ALGORITHM_FIELDS.items()}
 
 
-def build(k: dict, model, tokenizer, reward_funcs: list, dataset, eval_dataset, max_prompt_length: int, primed: str | None):
-    """The GRPOTrainer, ready to train. Its callbacks are reachable as trainer.alarm, trainer.stop and
+def gate_groups(rewards_per_func, right, num_generations: int):
+    """The outcome gate on one step's rewards (every process's, as TRL gathers them): in each group whose
+    completions are all right or all wrong (`right`, one bool per completion), every completion gets the
+    group's mean of each reward, so the group's advantages are zero under any LOSS_TYPE and SCALE_REWARDS
+    and its means (what metrics.jsonl logs) are unchanged. Returns (gated rewards, share of groups all
+    right, share all wrong).
+
+    >>> import torch
+    >>> r, all_right, all_wrong = gate_groups(torch.tensor([[3.0], [0.0], [1.0], [2.0]]), torch.tensor([False, False, True, False]), 2)
+    >>> r.flatten().tolist(), all_right, all_wrong
+    ([1.5, 1.5, 1.0, 2.0], 0.0, 0.5)
+    """
+    import torch
+
+    groups = right.view(-1, num_generations)
+    all_right, all_wrong = groups.all(dim=1), ~groups.any(dim=1)
+    gated = all_right | all_wrong
+    grouped = rewards_per_func.view(groups.shape[0], num_generations, -1).clone()
+    means = torch.nanmean(grouped, dim=1, keepdim=True).expand_as(grouped)
+    grouped[gated] = means[gated]
+    return grouped.view_as(rewards_per_func), all_right.float().mean().item(), all_wrong.float().mean().item()
+
+
+def with_outcome_gate(trainer_class, judge):
+    """trainer_class (TRL's GRPOTrainer as Unsloth patched it) with the outcome gate: after the rewards are
+    computed and gathered from every process, judge(completions, answer=...) gives each completion's binary
+    outcome; those are gathered the same way, and gate_groups flattens the groups that carry no outcome
+    signal. Logs gate/all_right and gate/all_wrong, the shares of groups gated, each step."""
+
+    class OutcomeGatedGRPOTrainer(trainer_class):
+        def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
+            import torch
+
+            rewards_per_func = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
+            answers = [row.get("answer") for row in inputs]
+            right = torch.tensor(judge(completions, answer=answers), dtype=torch.bool, device=rewards_per_func.device)
+            right = self.accelerator.gather(right)  # in the same order as the rewards: groups may span processes
+            mode = "train" if self.model.training else "eval"
+            groups = self.num_generations if mode == "train" else self.num_generations_eval
+            gated, all_right, all_wrong = gate_groups(rewards_per_func, right, groups)
+            self._metrics[mode]["gate/all_right"].append(all_right)
+            self._metrics[mode]["gate/all_wrong"].append(all_wrong)
+            return gated
+
+    return OutcomeGatedGRPOTrainer
+
+
+def build(k: dict, model, tokenizer, reward_funcs: list, judge, dataset, eval_dataset, max_prompt_length: int,
+          primed: str | None):
+    """The GRPOTrainer (with OUTCOME_GATE, gated by judge), ready to train. Its callbacks are reachable as trainer.alarm, trainer.stop and
     trainer.guard, and the algorithm knobs as it holds them as trainer.algorithm. Prints the run's shape and any algorithm knob Unsloth's config rewrote."""
     from trl import GRPOConfig, GRPOTrainer
 
     config = GRPOConfig(**grpo_config_kwargs(k, max_prompt_length, run_files.bf16()))  # fp16 GPUs (T4): Unsloth sets fp16
+    trainer_class = with_outcome_gate(GRPOTrainer, judge) if k["OUTCOME_GATE"] else GRPOTrainer
     alarm = callbacks.make_collapse_callback(k["COLLAPSE_PATIENCE"], k["STOP_ON_COLLAPSE"])
     stop = callbacks.make_signal_stop_callback()
     guard = callbacks.make_nonfinite_guard_callback()
     metrics_path = os.path.join(k["OUTPUT_DIR"], "metrics.jsonl")
-    trainer = GRPOTrainer(
+    trainer = trainer_class(
         model=model,
         processing_class=tokenizer,
         reward_funcs=reward_funcs,
@@ -86,6 +135,8 @@ def build(k: dict, model, tokenizer, reward_funcs: list, dataset, eval_dataset, 
     )
     trainer.alarm, trainer.stop, trainer.guard = alarm, stop, guard
     trainer.algorithm = algorithm_used(trainer.args)
+    if k["OUTCOME_GATE"]:
+        print("outcome gate: groups whose answers are all right or all wrong get zero advantage")
     if k["BETA"] > 0:  # TRL freezes a copy of the adapter as it is now ("ref"): the KL reference
         print("KL reference: " + ("the primed model (a frozen copy of the primed adapter)" if primed else "the base model"))
     used = trainer.algorithm

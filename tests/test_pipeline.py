@@ -104,10 +104,11 @@ ALGORITHM = {"LOSS_TYPE": "dr_grpo", "BETA": 0.04, "EPSILON": 0.2, "EPSILON_HIGH
 
 @pytest.fixture(scope="module")
 def variant_run(tmp_path_factory):
-    """A smoke run with another loss, a KL term, clip-higher, masking, and held-out evaluation every 2 steps."""
+    """A smoke run with another loss, a KL term, clip-higher, masking, the outcome gate, and held-out
+    evaluation every 2 steps."""
     workdir = tmp_path_factory.mktemp("variant")
     args = [f"--{k.lower()}={v}" for k, v in ALGORITHM.items()]
-    result = subprocess.run([sys.executable, SCRIPT, "--smoke", "--max_steps=4", "--eval_steps=2", *args],
+    result = subprocess.run([sys.executable, SCRIPT, "--smoke", "--max_steps=4", "--eval_steps=2", "--outcome_gate=true", *args],
                             cwd=workdir, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return workdir / "outputs" / "smoke", result.stdout
@@ -121,6 +122,18 @@ def test_algorithm_knobs_reach_the_trainer_and_run_config(variant_run):
     assert "algorithm: loss_type=dr_grpo, beta=0.04" in log
     rows = [json.loads(line) for line in open(out / "metrics.jsonl") if '"reward"' in line]
     assert len(rows) == 4 and all("kl" in row for row in rows)  # a KL term is computed only when beta > 0
+
+
+def test_the_outcome_gate_runs_and_logs_the_share_of_groups_it_gated(variant_run):
+    out, log = variant_run
+    assert "outcome gate: groups whose answers are all right or all wrong get zero advantage" in log
+    assert json.load(open(out / "run_config.json"))["OUTCOME_GATE"] is True
+    rows = [json.loads(line) for line in open(out / "metrics.jsonl") if '"reward"' in line]
+    for row in rows:
+        assert 0 <= row["gate/all_right"] and 0 <= row["gate/all_wrong"] and row["gate/all_right"] + row["gate/all_wrong"] <= 1
+    # the tiny model is nearly never right: its groups are mostly all wrong, and gated ones count as having no signal
+    assert sum(r["gate/all_wrong"] for r in rows) / len(rows) > 0.5
+    assert all(r["frac_reward_zero_std"] >= r["gate/all_right"] + r["gate/all_wrong"] - 1e-6 for r in rows)
 
 
 def test_held_out_evaluation_rows_during_training(variant_run):
