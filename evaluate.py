@@ -31,7 +31,7 @@ N_PROBLEMS = 200  # problems to score, from the start of the set (0 = all)
 N_SAMPLES = 4  # samples per problem; accuracy is pass@1 averaged over them
 TEMPERATURE = 0.7  # sampling temperature (0 = greedy)
 TOP_P = 0.95  # nucleus sampling
-MAX_NEW_TOKENS = 1024  # completion token limit; a sample that reaches it counts as truncated
+MAX_NEW_TOKENS = 0  # completion token limit (0 = the run's own max_completion_length); a sample that reaches it counts as truncated
 BATCH_SIZE = 16  # prompts per generate call (standard generation)
 SEED = 3407  # sampling seed, the same for both models
 N_SHOW = 3  # problems shown side by side in eval_report.md
@@ -51,9 +51,11 @@ _SET_DEFAULTS = {"aime2024": {"N_SAMPLES": 16}, "aime2025": {"N_SAMPLES": 16}}
 
 
 def check_knobs(k: dict) -> None:
-    for name in ("N_SAMPLES", "MAX_NEW_TOKENS", "BATCH_SIZE", "BOOTSTRAP_RESAMPLES"):
+    for name in ("N_SAMPLES", "BATCH_SIZE", "BOOTSTRAP_RESAMPLES"):
         if k[name] < 1:
             raise ValueError(f"{name} must be positive, got {k[name]}")
+    if k["MAX_NEW_TOKENS"] < 0:
+        raise ValueError(f"MAX_NEW_TOKENS must be >= 0 (0 = the run's completion length), got {k['MAX_NEW_TOKENS']}")
     if k["TEMPERATURE"] < 0 or not 0 < k["TOP_P"] <= 1:
         raise ValueError("TEMPERATURE must be >= 0 and TOP_P in (0, 1]")
 
@@ -452,10 +454,13 @@ def main(argv: list[str]) -> dict:
     if not os.path.isdir(k["ADAPTER"]):
         sys.exit(f"evaluate.py: no adapter folder {k['ADAPTER']}")
     base_name = k["BASE_MODEL"] or run["MODEL_NAME"]
+    if not k["MAX_NEW_TOKENS"]:  # sample as long as the run trained to (1024 when the run does not say)
+        k["MAX_NEW_TOKENS"] = (run.get("TRAINER_ARGS") or {}).get("max_completion_length") or 1024
     rows, source = load_problem_set(k, run)
     if not rows:
         sys.exit(f"evaluate.py: no problems in {k['PROBLEM_SET']}")
-    print(f"eval: {source}, {k['N_SAMPLES']} samples each, base {base_name}, adapter {k['ADAPTER']}")
+    print(f"eval: {source}, {k['N_SAMPLES']} samples each of up to {k['MAX_NEW_TOKENS']} tokens, base {base_name}, "
+          f"adapter {k['ADAPTER']}")
 
     import torch
 

@@ -79,7 +79,7 @@ def main(argv):
     print(f"{len(k['BUILDS'])} builds x {len(k['SEEDS'])} seeds, {len(jobs)} runs of {k['MAX_STEPS']} steps, "
           f"{k['JOBS']} at a time, {threads} thread(s) each", flush=True)
     with ThreadPoolExecutor(k["JOBS"]) as pool:  # the builds first (a finished one returns at once), then the runs
-        list(pool.map(lambda b: run([os.path.join(_ROOT, "tiny_model.py"), models[b], f"--seed={b}"], threads), k["BUILDS"]))
+        list(pool.map(lambda b: run([os.path.join(_ROOT, "cpu_models", "tiny_model.py"), models[b], f"--seed={b}"], threads), k["BUILDS"]))
         futures = {name: pool.submit(train, k, name, model, seed, extra, threads,
                                      "bench/shuffled_rewards.py" if name.endswith("shuffled") else "train_grpo.py")
                    for name, model, seed, extra in jobs}
@@ -102,6 +102,12 @@ def main(argv):
         lines.append(f"| {b} | {label} | {sum(r['reward'] for r in run_rows[:20]) / 20:+.2f} | "
                      f"{sum(r['reward'] for r in run_rows[-w:]) / w:+.2f} | {sum(r['reward'] for r in control[-w:]) / w:+.2f} | "
                      f"{gain:+.2f} | {clipped:.2f} | {'yes' if ok else '**no**'} |")
+    from cpu_models import tiny_model
+
+    lines.append("")
+    lines += [f"build {b}: model.safetensors sha256 {tiny_model.weights_sha256(models[b])}"
+              + (" (the shipped build)" if tiny_model.weights_sha256(models[b]) == tiny_model.SHIPPED_SHA256 else "")
+              for b in k["BUILDS"]]
     table = "\n".join(lines)
     print(table)
     print(f"learning cells: gain {min(gains):+.2f} to {max(gains):+.2f}; "

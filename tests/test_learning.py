@@ -112,7 +112,10 @@ def test_control_adapter_is_the_primed_one(runs):
     """At GRPO learning rate 0 the adapter stays as priming left it, so the evaluation sees no change
     from primed to trained, while priming itself changed the format rate from the base's zero."""
     workdir, _ = runs
-    run(workdir, "evaluate.py", "--smoke", f"--run_dir=outputs/control{SEEDS[0]}")
+    # the smoke preset's evaluation settings, spelled out but for the completion length: 0, the run's own (64)
+    out = run(workdir, "evaluate.py", f"--run_dir=outputs/control{SEEDS[0]}", "--n_problems=50", "--n_samples=4",
+              "--batch_size=50")
+    assert "samples each of up to 64 tokens" in out
     results = json.load(open(workdir / "outputs" / f"control{SEEDS[0]}" / "eval_results.json"))
     assert results["trained"]["format_rate"] == results["primed"]["format_rate"], results
     assert results["trained"]["accuracy"] == results["primed"]["accuracy"], results
