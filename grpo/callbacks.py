@@ -4,7 +4,7 @@
 evaluation whose keys start with `eval_` (`eval_reward`, `eval_rewards/<name>/mean`, ...).
 
 Both are transformers TrainerCallbacks built by small factories, so importing this module loads
-nothing heavy. `train_grpo.py` hands them to GRPOTrainer.
+nothing heavy. `grpo/trainer.py` hands them to GRPOTrainer.
 
 A GRPO run can die quietly: once every completion in every group earns the same reward (say, all
 run to the length limit without a marker), every advantage is zero and nothing moves the policy

@@ -93,6 +93,10 @@ def with_outcome_gate(trainer_class, judge):
     outcome; those are gathered the same way, and gate_groups flattens the groups that carry no outcome
     signal. Logs gate/all_right and gate/all_wrong, the shares of groups gated, each step."""
 
+    if not callable(getattr(trainer_class, "_calculate_rewards", None)):  # the one hook the gate needs
+        raise BadInput("OUTCOME_GATE needs GRPOTrainer._calculate_rewards, which this TRL/Unsloth version lacks; "
+                       "use the pinned versions (requirements.txt) or --outcome_gate=false")
+
     class OutcomeGatedGRPOTrainer(trainer_class):
         def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
             import torch
