@@ -3,9 +3,9 @@ through TRL's SFTTrainer on the same LoRA that GRPO then trains. A base model th
 format would otherwise earn nothing from the format rewards for a long time.
 
 The primed adapter is kept apart (OUTPUT_DIR/lora_primed) so evaluate.py can tell priming from GRPO,
-and, with REUSE_PRIMING, in PRIMING_CACHE under a key of everything that decides it: the model (and its
-weights' checksum), the examples file, the priming and LoRA knobs, the seed, the precision and the
-library versions. A later run with the same key loads that adapter instead of priming again, and
+and, with REUSE_PRIMING, in PRIMING_CACHE under a key of everything that decides it: the model (for a
+local folder, with its weights' checksum; a Hub id by name), the examples file, the priming and LoRA
+knobs, the seed, the precision and the library versions. A later run with the same key loads that adapter instead of priming again, and
 says so; GRPO then starts from the same weights, and the trainer reseeds itself, so the run is the
 same as one that primed. run_config.json records which cached adapter was reused.
 """
@@ -100,6 +100,7 @@ def prime(k: dict, model, tokenizer, examples, resume_from: str | None) -> str |
         if run_files.is_main_process():
             shutil.copytree(entry, primed, dirs_exist_ok=True, ignore=shutil.ignore_patterns(KEY_FILE, "sft_metrics.jsonl"))
             shutil.copyfile(os.path.join(entry, "sft_metrics.jsonl"), metrics_path)
+            run_files.write_model_card(primed, k, 0, primed_only=True)  # the card names this run's folder
         k["PRIMING_REUSED_FROM"] = entry
         print(f"format priming: reused the primed adapter in {entry} (same model, examples, priming knobs "
               f"and seed; --reuse_priming=false primes again)")
