@@ -17,7 +17,7 @@ import sys
 import time
 
 import rewards  # the reward functions REWARD_FUNCS names (pure: loads nothing at import)
-from grpo import checks, data, model, presets, priming, run_files, trainer
+from grpo import checks, data, difficulty, model, presets, priming, run_files, trainer
 
 # -----------------------------------------------------------------------------------------------
 # model
@@ -73,6 +73,11 @@ EPSILON_HIGH = 0.2  # upper clip range, 1 + EPSILON_HIGH; DAPO's clip-higher use
 SCALE_REWARDS = "group"  # divide advantages by the std of: group | batch | none (Dr. GRPO's choice)
 MASK_TRUNCATED_COMPLETIONS = False  # leave completions that hit the length limit out of the loss
 OUTCOME_GATE = False  # zero the advantages of groups whose answers are all right or all wrong (rewards.answer_is_right)
+# difficulty filter: after priming, keep only the prompts the model sometimes solves
+DIFFICULTY_FILTER = False  # sample DIFFICULTY_SAMPLES completions per training prompt and keep those with a pass rate in the band
+DIFFICULTY_SAMPLES = 8  # completions per prompt for its pass rate (GRPO's sampling settings)
+DIFFICULTY_BAND = (0.1, 0.9)  # keep prompts whose pass rate is in [low, high]
+DIFFICULTY_CACHE = "outputs/difficulty"  # pass rates kept per model, adapter, prompts and sampling settings
 # held-out evaluation during training
 EVAL_STEPS = 0  # every this many steps, score EVAL_SIZE held-out prompts with the rewards (0 = off)
 EVAL_SIZE = 16  # held-out prompts per evaluation (x NUM_GENERATIONS completions), the same ones each time
@@ -110,6 +115,9 @@ def main(argv: list[str]) -> None:
     eval_dataset = data.build_eval_dataset(k, heldout_rows, tokenizer, max_prompt_length)
     # 4. format priming: SFT on worked solutions, on the same LoRA (or the adapter an earlier run primed)
     primed = priming.prime(k, policy, tokenizer, worked, resume_from)
+    # (optional) keep the prompts the primed model sometimes solves
+    budget = trainer.completion_budget(k, max_prompt_length)
+    dataset = difficulty.filter_prompts(k, policy, tokenizer, dataset, rewards.answer_is_right, budget)
     # 5. the GRPO trainer with the rewards, and the run's record
     reward_funcs = [getattr(rewards, name) for name in k["REWARD_FUNCS"]]
     grpo_trainer = trainer.build(k, policy, tokenizer, reward_funcs, rewards.answer_is_right, dataset, eval_dataset,

@@ -9,6 +9,7 @@ functions that need them).
     data.py          step 1: the problems, the held-out slice, the conversations
     model.py         steps 2-3: the model through Unsloth, with LoRA
     priming.py       step 4: format priming (SFT on worked solutions), cached for reuse
+    difficulty.py    optional, after step 4: keep the prompts the primed model sometimes solves
     trainer.py       step 5-6: GRPOConfig, the GRPOTrainer and its callbacks, training
     run_files.py     step 7 and around: resume, run_config.json (the manifest), the model card, saving
     callbacks.py     metrics.jsonl, the collapse alarm, the non-finite guard, a clean stop on a signal

@@ -80,6 +80,11 @@ def check_knobs(k: dict, reward_module) -> None:
         raise BadInput(f"FORMAT_SFT_DATASET: no such file {k['FORMAT_SFT_DATASET']}")
     if k["VLLM_MODE"] not in ("colocate", "server"):
         raise BadInput(f"VLLM_MODE {k['VLLM_MODE']!r} is not one of colocate, server")
+    band = tuple(k["DIFFICULTY_BAND"])
+    if len(band) != 2 or not 0 <= band[0] <= band[1] <= 1:
+        raise BadInput(f"DIFFICULTY_BAND must be two pass rates low,high with 0 <= low <= high <= 1, got {k['DIFFICULTY_BAND']}")
+    if k["DIFFICULTY_SAMPLES"] < 1:
+        raise BadInput(f"DIFFICULTY_SAMPLES must be positive, got {k['DIFFICULTY_SAMPLES']}")
     if k["COLLAPSE_PATIENCE"] < 0:
         raise BadInput(f"COLLAPSE_PATIENCE must be >= 0 (0 = off), got {k['COLLAPSE_PATIENCE']}")
     if k["SMOKE"] and not os.path.isdir(k["MODEL_NAME"]):

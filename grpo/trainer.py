@@ -17,12 +17,18 @@ ALGORITHM_FIELDS = {"LOSS_TYPE": "loss_type", "BETA": "beta", "EPSILON": "epsilo
                      "SCALE_REWARDS": "scale_rewards", "MASK_TRUNCATED_COMPLETIONS": "mask_truncated_completions"}
 
 
-def grpo_config_kwargs(k: dict, max_prompt_length: int, bf16: bool) -> dict:
-    """Keyword arguments for trl.GRPOConfig. The completion budget is what the longest prompt leaves."""
+def completion_budget(k: dict, max_prompt_length: int) -> int:
+    """Completion tokens per sample: MAX_COMPLETION_LENGTH, at most what the longest prompt leaves."""
     room = k["MAX_SEQ_LENGTH"] - max_prompt_length
     max_completion = min(k["MAX_COMPLETION_LENGTH"], room) if k["MAX_COMPLETION_LENGTH"] else room
     if max_completion < 1:
         raise BadInput(f"prompts of {max_prompt_length} tokens leave no room in MAX_SEQ_LENGTH={k['MAX_SEQ_LENGTH']}")
+    return max_completion
+
+
+def grpo_config_kwargs(k: dict, max_prompt_length: int, bf16: bool) -> dict:
+    """Keyword arguments for trl.GRPOConfig. The completion budget is what the longest prompt leaves."""
+    max_completion = completion_budget(k, max_prompt_length)
     return dict(
         output_dir=k["OUTPUT_DIR"],
         learning_rate=k["LEARNING_RATE"],

@@ -1,0 +1,126 @@
+"""The difficulty filter (DIFFICULTY_FILTER), run after priming and before GRPO: the primed model
+samples DIFFICULTY_SAMPLES completions per training prompt with GRPO's own sampling settings, each is
+judged right or wrong (rewards.answer_is_right), and only the prompts whose pass rate lies inside
+DIFFICULTY_BAND are kept. A prompt the model always or never solves gives every completion of its group
+the same outcome, so it teaches nothing but shaping noise.
+
+The pass rates are cached in DIFFICULTY_CACHE, in a file keyed by the model (and its weights'
+checksum), the primed adapter's checksum, the prompts and answers, and the sampling settings, so a
+second run with the same key skips the sampling. The kept count and the histogram of pass rates are
+printed and saved to OUTPUT_DIR/difficulty.json. Generation is batched transformers `generate`
+(vLLM is not wired in yet), with a progress bar.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+
+from grpo import run_files
+from grpo.overrides import BadInput
+
+BATCH_PROMPTS = 16  # prompts per generate call (x DIFFICULTY_SAMPLES sequences)
+
+
+def select(rates: list[float], band) -> list[int]:
+    """Indices of the prompts whose pass rate lies in [low, high].
+
+    >>> select([0.0, 0.25, 0.5, 1.0], (0.1, 0.9))
+    [1, 2]
+    """
+    low, high = band
+    return [i for i, rate in enumerate(rates) if low <= rate <= high]
+
+
+def histogram(rates: list[float], samples: int) -> dict[str, int]:
+    """How many prompts were solved 0, 1, ..., `samples` times out of `samples`.
+
+    >>> histogram([0.0, 0.0, 0.5, 1.0], 2)
+    {'0/2': 2, '1/2': 1, '2/2': 1}
+    """
+    counts = {f"{j}/{samples}": 0 for j in range(samples + 1)}
+    for rate in rates:
+        counts[f"{round(rate * samples)}/{samples}"] += 1
+    return counts
+
+
+def cache_key(k: dict, model, dataset, max_completion: int) -> dict:
+    rows = hashlib.sha256(json.dumps([dataset["prompt"], dataset["answer"]], default=str).encode()).hexdigest()
+    return {"MODEL_NAME": k["MODEL_NAME"], "MODEL_SHA256": k.get("MODEL_SHA256"), "ADAPTER": run_files.adapter_checksum(model),
+            "ROWS": rows, "SAMPLES": k["DIFFICULTY_SAMPLES"], "TEMPERATURE": k["TEMPERATURE"], "MIN_P": k["MIN_P"],
+            "TOP_P": k["TOP_P"], "MAX_COMPLETION": max_completion, "SEED": k["SEED"]}
+
+
+def pass_rates(k: dict, model, tokenizer, dataset, judge, max_completion: int) -> tuple[list[float], float]:
+    """Each prompt's share of right answers among DIFFICULTY_SAMPLES sampled completions, and the mean
+    length of those completions in tokens."""
+    import torch
+    from tqdm.auto import tqdm
+
+    samples = k["DIFFICULTY_SAMPLES"]
+    texts = [tokenizer.apply_chat_template(p, tokenize=False, add_generation_prompt=True) for p in dataset["prompt"]]
+    answers = list(dataset["answer"])
+    side, tokenizer.padding_side = tokenizer.padding_side, "left"
+    was_training = model.training
+    model.eval()
+    torch.manual_seed(k["SEED"])
+    rates, tokens = [], 0
+    try:
+        for start in tqdm(range(0, len(texts), BATCH_PROMPTS), desc="difficulty: sampling", unit="batch"):
+            batch = texts[start:start + BATCH_PROMPTS]
+            enc = tokenizer(batch, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
+            with torch.no_grad():
+                out = model.generate(**enc, do_sample=True, temperature=k["TEMPERATURE"], top_p=k["TOP_P"],
+                                     min_p=k["MIN_P"] or None, max_new_tokens=max_completion,
+                                     num_return_sequences=samples, pad_token_id=tokenizer.pad_token_id)
+            new = out[:, enc["input_ids"].shape[1]:]
+            tokens += int((new != tokenizer.pad_token_id).sum())
+            completions = tokenizer.batch_decode(new, skip_special_tokens=True)
+            golds = [a for a in answers[start:start + BATCH_PROMPTS] for _ in range(samples)]
+            right = judge(completions, answer=golds)
+            rates += [sum(right[i:i + samples]) / samples for i in range(0, len(right), samples)]
+    finally:
+        tokenizer.padding_side = side
+        model.train(was_training)
+    return rates, tokens / max(1, len(texts) * samples)
+
+
+def filter_prompts(k: dict, model, tokenizer, dataset, judge, max_completion: int):
+    """The training prompts whose pass rate under the primed model lies in DIFFICULTY_BAND (all of them
+    when DIFFICULTY_FILTER is off)."""
+    if not k["DIFFICULTY_FILTER"]:
+        return dataset
+    key = cache_key(k, model, dataset, max_completion)
+    path = os.path.join(k["DIFFICULTY_CACHE"],
+                        hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16] + ".json")
+    try:
+        with open(path) as f:
+            cached = json.load(f)
+        hit = cached.get("key") == json.loads(json.dumps(key, default=str))
+        rates, mean_tokens = (cached["rates"], cached["mean_completion_tokens"]) if hit else (None, None)
+    except (OSError, ValueError, KeyError):
+        rates = None
+    if rates is not None:
+        print(f"difficulty: reused the pass rates in {path} (same model, adapter, prompts and sampling)")
+    else:
+        print(f"difficulty: {len(dataset)} prompts x {k['DIFFICULTY_SAMPLES']} completions of up to {max_completion} tokens")
+        rates, mean_tokens = pass_rates(k, model, tokenizer, dataset, judge, max_completion)
+        if run_files.is_main_process():
+            os.makedirs(k["DIFFICULTY_CACHE"], exist_ok=True)
+            with open(path, "w") as f:
+                json.dump({"key": key, "rates": rates, "mean_completion_tokens": mean_tokens}, f)
+    keep = select(rates, k["DIFFICULTY_BAND"])
+    counts = histogram(rates, k["DIFFICULTY_SAMPLES"])
+    print(f"difficulty: pass rates {', '.join(f'{b}: {n}' for b, n in counts.items())}; kept {len(keep)} of "
+          f"{len(rates)} prompts in [{k['DIFFICULTY_BAND'][0]:g}, {k['DIFFICULTY_BAND'][1]:g}]")
+    if run_files.is_main_process():
+        os.makedirs(k["OUTPUT_DIR"], exist_ok=True)
+        with open(os.path.join(k["OUTPUT_DIR"], "difficulty.json"), "w") as f:
+            json.dump({"band": list(k["DIFFICULTY_BAND"]), "kept": len(keep), "of": len(rates), "histogram": counts,
+                       "samples": k["DIFFICULTY_SAMPLES"], "mean_completion_tokens": mean_tokens, "cache": path}, f, indent=1)
+    k["DIFFICULTY_KEPT"] = len(keep)
+    if not keep:
+        raise BadInput(f"DIFFICULTY_FILTER kept none of the {len(rates)} prompts (pass rates {counts}); "
+                       f"widen DIFFICULTY_BAND or prime more")
+    return dataset.select(keep)
