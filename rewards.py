@@ -327,12 +327,7 @@ def answer_is_right(completions, answer=(), **kwargs) -> list[bool]:
     """
     texts = _texts(completions)
     golds = _answers(answer, len(texts))
-
-    def right(text: str, gold: str) -> bool:
-        pred = judged_answer(text)
-        return pred is not None and bool(pred) and (pred == gold.strip() or answers_match(pred, gold))
-
-    return [bool(_safe(lambda: right(t, g), None, False)) for t, g in zip(texts, golds)]
+    return [bool(_safe(lambda: answers_match(judged_answer(t), g), None, False)) for t, g in zip(texts, golds)]
 
 
 # The order is the order of REWARD_WEIGHTS in train_grpo.py.

@@ -1,8 +1,10 @@
-"""The smoke preset's model: a tiny Qwen3 built locally, with a tokenizer trained in-process.
+"""The smoke preset's model: a tiny Qwen3 with a tokenizer trained in-process, and the script that built it.
 
-Used by `train_grpo.py --smoke`, `evaluate.py --smoke` and the tests, so the real Unsloth + TRL
-path runs on a CPU with no downloads. `build_tiny_model(out_dir)` writes an ordinary Hugging Face
-model folder that `FastLanguageModel.from_pretrained` loads like any Hub checkpoint.
+The smoke preset (`train_grpo.py --smoke`, `evaluate.py --smoke`, the tests) loads the build shipped in
+SHIPPED, so the real Unsloth + TRL path runs on a CPU with no downloads and the same weights on every
+machine. `build_tiny_model(out_dir, problems, seed)` writes an ordinary Hugging Face model folder that
+`FastLanguageModel.from_pretrained` loads like any Hub checkpoint; bench/bench_learning.py builds
+other seeds with it.
 
 The format markers are ordinary added tokens, never special ones: GRPO decodes completions with
 special tokens skipped, which would erase them (seen with TRL's GRPOTrainer: a format reward
@@ -40,8 +42,8 @@ SEED = 3407  # seeds the weights and the pretraining batches (the build seed)
 MARKER = "tiny_model.json"  # written last into a finished build: its recipe
 # The build the smoke preset loads, committed with the code, so every machine starts from the same
 # weights: CPU float kernels differ between vendors, and 400 steps of pretraining turn those last-bit
-# differences into a different model on each. Made with `python cpu_models/tiny_model.py cpu_models/tiny-qwen3` (BENCHMARKS.md
-# says on which machine); SHIPPED_SHA256 is its model.safetensors, checked by the tests.
+# differences into a different model on each. Made with `python cpu_models/tiny_model.py cpu_models/tiny-qwen3`
+# (BENCHMARKS.md says on which machine); SHIPPED_SHA256 is its model.safetensors, checked by the tests.
 SHIPPED = os.path.join(os.path.dirname(os.path.abspath(__file__)), "tiny-qwen3")
 SHIPPED_SHA256 = "2f2dd7f1ce6412bb3b4c7e1f3c30c13f1668b2717b503e3604007fb9bbafc891"
 
@@ -119,9 +121,9 @@ def built_with(out_dir: str, marker: str, recipe: dict) -> bool:
 def build_tiny_model(out_dir: str, problems_path: str, seed: int = SEED) -> str:
     """Build (once) and save the tiny pretrained (not format-primed) Qwen3 and its tokenizer in out_dir; return out_dir.
 
-    Deterministic for a given seed on one machine; another CPU may build another model (SHIPPED). Skips the work if out_dir holds a build of the same recipe, and
-    never writes into a folder that holds something else (a model the user named, say): that folder
-    is returned untouched, to be loaded as it is.
+    Deterministic for a given seed on one machine; another CPU may build another model (hence SHIPPED).
+    Skips the work if out_dir holds a build of the same recipe, and never writes into a folder that
+    holds something else (a model the user named, say): that folder is returned untouched.
     """
     if holds_other_files(out_dir, MARKER) or is_built(out_dir, problems_path, seed):
         return out_dir
@@ -214,8 +216,6 @@ def pretrain(model, tokenizer, seed: int = SEED) -> None:
 
 
 if __name__ == "__main__":  # python cpu_models/tiny_model.py [OUT_DIR] [--seed=N]: build a tiny model (the smoke preset ships one)
-    import sys
-
     args = [a for a in sys.argv[1:] if not a.startswith("--seed=")]
     seeds = [int(a.split("=", 1)[1]) for a in sys.argv[1:] if a.startswith("--seed=")]
     out = build_tiny_model(args[0] if args else os.path.join("outputs", "tiny-qwen3"), prompts.BUNDLED_PROBLEMS,

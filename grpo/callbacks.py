@@ -295,10 +295,10 @@ def first_nonfinite_weight(model) -> str | None:
     """The name of the first trainable (adapter) weight holding a NaN or an infinity, or None."""
     import torch
 
-    for name, param in model.named_parameters():
-        if param.requires_grad and not bool(torch.isfinite(param.detach()).all()):
-            return name
-    return None
+    trainable = [(name, param.detach()) for name, param in model.named_parameters() if param.requires_grad]
+    if not trainable or bool(torch.stack([torch.isfinite(p).all() for _, p in trainable]).all()):
+        return None  # one device sync per step, not one per adapter tensor
+    return next(name for name, p in trainable if not bool(torch.isfinite(p).all()))
 
 
 def is_nonfinite_sampling_error(error: BaseException) -> bool:

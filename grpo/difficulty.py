@@ -92,12 +92,11 @@ def filter_prompts(k: dict, model, tokenizer, dataset, judge, max_completion: in
     if not k["DIFFICULTY_FILTER"]:
         return dataset
     key = cache_key(k, model, dataset, max_completion)
-    path = os.path.join(k["DIFFICULTY_CACHE"],
-                        hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16] + ".json")
+    path = run_files.cache_file(k["DIFFICULTY_CACHE"], key, ".json")
     try:
         with open(path) as f:
             cached = json.load(f)
-        hit = cached.get("key") == json.loads(json.dumps(key, default=str))
+        hit = run_files.same_key(cached.get("key"), key)
         rates, mean_tokens = (cached["rates"], cached["mean_completion_tokens"]) if hit else (None, None)
     except (OSError, ValueError, KeyError):
         rates = None

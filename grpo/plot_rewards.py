@@ -1,13 +1,14 @@
 """Draw the reward curves of a run from its metrics.jsonl.
 
-    python plot_rewards.py outputs/smoke      # writes outputs/smoke/reward_curves.png
-    python plot_rewards.py outputs            # the same for every run folder under outputs/
+    python grpo/plot_rewards.py outputs/smoke      # writes outputs/smoke/reward_curves.png
+    python grpo/plot_rewards.py outputs            # the same for every run folder under outputs/
 
 One panel per reward and one for the total: raw values per step (faint) and a moving average;
 with EVAL_STEPS, the held-out evaluations as orange points on the same panels; with FORMAT_SFT,
 a first panel with the priming SFT's loss.
 A last panel shows the run's health: the share of completions cut at the length limit and the
 share of groups with no learning signal (all completions scored alike); both near 1.0 = collapse.
+With OUTCOME_GATE it also shows the shares of groups gated as all right and as all wrong.
 train_grpo.py calls this at the end of every run.
 """
 
@@ -20,6 +21,8 @@ import sys
 
 HEALTH = {"completions/clipped_ratio": "clipped at the limit", "frac_reward_zero_std": "groups without signal",
           "gate/all_right": "groups gated: all right", "gate/all_wrong": "groups gated: all wrong"}
+HEALTH_COLORS = {"completions/clipped_ratio": "tab:red", "frac_reward_zero_std": "tab:gray",
+                 "gate/all_right": "tab:green", "gate/all_wrong": "tab:purple"}
 
 
 def read_metrics(path: str) -> list[dict]:
@@ -102,9 +105,9 @@ def plot(metrics_path: str, out_path: str | None = None) -> str:
     axes[0][0].legend(fontsize=8)
     if health:
         ax = axes[0][-1]
-        for key, color in zip(health, ("tab:red", "tab:gray")):
+        for key in health:
             points = [(r["step"], r[key]) for r in rows if r.get(key) is not None]
-            ax.plot([p[0] for p in points], smooth([p[1] for p in points], window), color=color,
+            ax.plot([p[0] for p in points], smooth([p[1] for p in points], window), color=HEALTH_COLORS[key],
                     linewidth=2, label=HEALTH[key])
         ax.set_ylim(-0.05, 1.05)
         ax.set_title("run health (1.0 = collapse)", fontsize=10)
@@ -133,7 +136,7 @@ def find_metrics(target: str) -> list[str]:
 
 def main(argv: list[str]) -> None:
     if len(argv) != 1 or argv[0] in ("-h", "--help"):
-        sys.exit("usage: python plot_rewards.py RUN_DIR   (a folder holding metrics.jsonl, or a folder of such runs)")
+        sys.exit("usage: python grpo/plot_rewards.py RUN_DIR   (a folder holding metrics.jsonl, or a folder of such runs)")
     paths = find_metrics(argv[0])
     if not paths:
         sys.exit(f"plot_rewards.py: no metrics.jsonl in {argv[0]} or in the folders directly under it")

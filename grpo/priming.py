@@ -41,20 +41,12 @@ def load_examples(k: dict, resume_from: str | None):
 
 def priming_key(k: dict, bf16: bool) -> dict:
     """Everything that decides the primed adapter, as a dict (its hash names the cache entry)."""
-    import importlib.metadata
-
     source = k["FORMAT_SFT_DATASET"]
     if prompts.is_local_path(source) and os.path.isfile(source):
         with open(source, "rb") as f:
             source = {"file": os.path.abspath(source), "sha256": hashlib.sha256(f.read()).hexdigest()}
-    versions = {}
-    for dist in ("torch", "transformers", "trl", "peft", "unsloth"):
-        try:
-            versions[dist] = importlib.metadata.version(dist)
-        except importlib.metadata.PackageNotFoundError:
-            pass
-    return {**{n: k.get(n) for n in KEY_KNOBS}, "FORMAT_SFT_DATASET": source, "BF16": bf16,
-            "CUDA": _cuda(), "VERSIONS": versions}
+    return {**{n: k.get(n) for n in KEY_KNOBS}, "FORMAT_SFT_DATASET": source, "BF16": bf16, "CUDA": _cuda(),
+            "VERSIONS": run_files.installed_versions(("torch", "transformers", "trl", "peft", "unsloth"))}
 
 
 def _cuda() -> bool:
@@ -63,16 +55,11 @@ def _cuda() -> bool:
     return torch.cuda.is_available()
 
 
-def cache_entry(k: dict, key: dict) -> str:
-    digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
-    return os.path.join(k["PRIMING_CACHE"], digest)
-
-
 def cached(entry: str, key: dict) -> bool:
     """Whether entry is a finished cache entry for this key (its key file is written last)."""
     try:
         with open(os.path.join(entry, KEY_FILE)) as f:
-            return json.load(f) == json.loads(json.dumps(key, default=str))
+            return run_files.same_key(json.load(f), key)
     except (OSError, ValueError):
         return False
 
@@ -94,7 +81,7 @@ def prime(k: dict, model, tokenizer, examples, resume_from: str | None) -> str |
     bf16 = run_files.bf16()
     metrics_path = os.path.join(k["OUTPUT_DIR"], "metrics.jsonl")
     key = priming_key(k, bf16)
-    entry = cache_entry(k, key)
+    entry = run_files.cache_file(k["PRIMING_CACHE"], key)
     if k["REUSE_PRIMING"] and cached(entry, key):
         model.load_adapter(entry, adapter_name="default", is_trainable=True)
         if run_files.is_main_process():

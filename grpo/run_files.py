@@ -66,7 +66,7 @@ def record(k: dict, trainer, resume_from, primed, train_rows, heldout_rows, data
     model = trainer.model
     out = {**k, **used, "REQUESTED": {n: k[n] for n in used}, "WORLD_SIZE": world_size(),
            "DTYPE": str(model.dtype).removeprefix("torch."), "RESUMED_FROM": resume_from, "PRIMED_ADAPTER": primed,
-           "START_CHECKSUM": adapter_checksum(model),
+           "ADAPTER_CHECKSUM": {"start": adapter_checksum(model)},
            **manifest(trainer, {"rows": len(train_rows) + len(heldout_rows), "held_out": len(heldout_rows),
                                 "trained_on": len(dataset), "fingerprint": getattr(train_rows, "_fingerprint", None)})}
     write_run_config(k["OUTPUT_DIR"], out)
@@ -102,7 +102,7 @@ def finish(k: dict, trainer, record: dict, started: float, argv: list[str]) -> N
     record.update(WALL_TIME_S=round(time.time() - started, 1), STEPS_DONE=step,
                   STOPPED_BY=stop.signal_name or ("collapse" if trainer.alarm.stopped else None),
                   FINAL_METRICS=next((r for r in reversed(rows) if "reward" in r), None),
-                  ADAPTER_CHECKSUM={"start": record.pop("START_CHECKSUM"), "end_by_rank": checksums})
+                  ADAPTER_CHECKSUM={**record["ADAPTER_CHECKSUM"], "end_by_rank": checksums})
     if len(set(checksums)) > 1:
         print(f"WARNING: the ranks ended with different adapter weights {checksums}: gradients were not synchronised")
     write_run_config(k["OUTPUT_DIR"], record)
@@ -169,21 +169,41 @@ def resume_checkpoint(k: dict) -> str | None:
     return None
 
 
+def installed_versions(dists) -> dict:
+    """{distribution: version} for those of `dists` that are installed."""
+    import importlib.metadata
+
+    versions = {}
+    for dist in dists:
+        try:
+            versions[dist] = importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            pass
+    return versions
+
+
+def cache_file(folder: str, key: dict, suffix: str = "") -> str:
+    """Where the cache entry for `key` lives in `folder`: named by a hash of the key as JSON."""
+    import hashlib
+
+    return os.path.join(folder, hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16] + suffix)
+
+
+def same_key(stored, key: dict) -> bool:
+    """Whether a key read back from a cache entry is `key` (compared as the JSON it was written as)."""
+    return stored == json.loads(json.dumps(key, default=str))
+
+
 def manifest(trainer, data: dict) -> dict:
     """What a run needs to be understood later: versions, device, code commit, data, trainer settings."""
-    import importlib.metadata
     import platform
     import subprocess
 
     import torch
 
-    versions = {"python": platform.python_version()}
-    for dist in ("torch", "transformers", "trl", "unsloth", "unsloth_zoo", "peft", "accelerate", "datasets",
-                 "math-verify", "bitsandbytes", "vllm"):
-        try:
-            versions[dist] = importlib.metadata.version(dist)
-        except importlib.metadata.PackageNotFoundError:
-            pass
+    versions = {"python": platform.python_version(), **installed_versions(
+        ("torch", "transformers", "trl", "unsloth", "unsloth_zoo", "peft", "accelerate", "datasets",
+         "math-verify", "bitsandbytes", "vllm"))}
     if torch.cuda.is_available():
         device = {"gpu": torch.cuda.get_device_name(0), "gpu_count": torch.cuda.device_count()}
     else:
