@@ -77,6 +77,7 @@ OUTCOME_GATE = False  # zero the advantages of groups whose answers are all righ
 DIFFICULTY_FILTER = False  # sample DIFFICULTY_SAMPLES completions per training prompt and keep those with a pass rate in the band
 DIFFICULTY_SAMPLES = 8  # completions per prompt for its pass rate (GRPO's sampling settings)
 DIFFICULTY_BAND = (0.1, 0.9)  # keep prompts whose pass rate is in [low, high]
+DIFFICULTY_PROMPTS = 0  # sample only this many training prompts (a seeded draw; the rest are not trained on); 0 = all
 DIFFICULTY_CACHE = "outputs/difficulty"  # pass rates kept per model, adapter, prompts and sampling settings
 # held-out evaluation during training
 EVAL_STEPS = 0  # every this many steps, score EVAL_SIZE held-out prompts with the rewards (0 = off)

@@ -85,6 +85,8 @@ def check_knobs(k: dict, reward_module) -> None:
         raise BadInput(f"DIFFICULTY_BAND must be two pass rates low,high with 0 <= low <= high <= 1, got {k['DIFFICULTY_BAND']}")
     if k["DIFFICULTY_SAMPLES"] < 1:
         raise BadInput(f"DIFFICULTY_SAMPLES must be positive, got {k['DIFFICULTY_SAMPLES']}")
+    if k["DIFFICULTY_PROMPTS"] < 0:
+        raise BadInput(f"DIFFICULTY_PROMPTS must be >= 0 (0 = every training prompt), got {k['DIFFICULTY_PROMPTS']}")
     if k["COLLAPSE_PATIENCE"] < 0:
         raise BadInput(f"COLLAPSE_PATIENCE must be >= 0 (0 = off), got {k['COLLAPSE_PATIENCE']}")
     if k["SMOKE"] and not os.path.isdir(k["MODEL_NAME"]):

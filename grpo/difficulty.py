@@ -2,13 +2,15 @@
 samples DIFFICULTY_SAMPLES completions per training prompt with GRPO's own sampling settings, each is
 judged right or wrong (rewards.answer_is_right), and only the prompts whose pass rate lies inside
 DIFFICULTY_BAND are kept. A prompt the model always or never solves gives every completion of its group
-the same outcome, so it teaches nothing but shaping noise.
+the same outcome, so it teaches nothing but shaping noise. DIFFICULTY_PROMPTS caps the sampling at a
+seeded draw of the training prompts, for a run too short to see them all.
 
 The pass rates are cached in DIFFICULTY_CACHE, in a file keyed by the model (and its weights'
 checksum), the primed adapter's checksum, the prompts and answers, and the sampling settings, so a
 second run with the same key skips the sampling. The kept count and the histogram of pass rates are
-printed and saved to OUTPUT_DIR/difficulty.json. Generation is batched transformers `generate`
-(vLLM is not wired in yet), with a progress bar.
+printed and saved to OUTPUT_DIR/difficulty.json. Generation uses Unsloth's vLLM engine when the
+model has one (FAST_INFERENCE on a GPU) and batched transformers `generate` otherwise, each with a
+progress bar.
 """
 
 from __future__ import annotations
@@ -54,43 +56,68 @@ def cache_key(k: dict, model, dataset, max_completion: int) -> dict:
 
 def pass_rates(k: dict, model, tokenizer, dataset, judge, max_completion: int) -> tuple[list[float], float]:
     """Each prompt's share of right answers among DIFFICULTY_SAMPLES sampled completions, and the mean
-    length of those completions in tokens."""
+    length of those completions in tokens. vLLM samples when the model carries Unsloth's engine
+    (FAST_INFERENCE on a GPU); batched transformers `generate` otherwise."""
+    samples = k["DIFFICULTY_SAMPLES"]
+    texts = [tokenizer.apply_chat_template(p, tokenize=False, add_generation_prompt=True) for p in dataset["prompt"]]
+    sample = sample_vllm if getattr(model, "vllm_engine", None) is not None else sample_hf
+    completions, tokens = sample(k, model, tokenizer, texts, max_completion)
+    golds = [a for a in dataset["answer"] for _ in range(samples)]
+    right = judge(completions, answer=golds)
+    rates = [sum(right[i:i + samples]) / samples for i in range(0, len(right), samples)]
+    return rates, tokens / max(1, len(texts) * samples)
+
+
+def sample_vllm(k: dict, model, tokenizer, texts: list[str], max_completion: int) -> tuple[list[str], int]:
+    """DIFFICULTY_SAMPLES completions per prompt (prompt by prompt) from Unsloth's colocated vLLM
+    engine, with the live (primed) adapter passed as the LoRA request, as Unsloth's GRPO passes it."""
+    from vllm import SamplingParams
+
+    params = SamplingParams(n=k["DIFFICULTY_SAMPLES"], temperature=k["TEMPERATURE"], top_p=k["TOP_P"],
+                            min_p=k["MIN_P"], max_tokens=max_completion, seed=k["SEED"])
+    lora = model.load_lora("difficulty_filter_lora", load_tensors=True)
+    outputs = model.fast_generate(texts, sampling_params=params, lora_request=lora, use_tqdm=True)
+    done = [c for out in outputs for c in out.outputs]
+    return [c.text for c in done], sum(len(c.token_ids) for c in done)
+
+
+def sample_hf(k: dict, model, tokenizer, texts: list[str], max_completion: int) -> tuple[list[str], int]:
+    """The same with transformers `generate`, BATCH_PROMPTS prompts per call, with a progress bar."""
     import torch
     from tqdm.auto import tqdm
 
-    samples = k["DIFFICULTY_SAMPLES"]
-    texts = [tokenizer.apply_chat_template(p, tokenize=False, add_generation_prompt=True) for p in dataset["prompt"]]
-    answers = list(dataset["answer"])
+    from grpo.sampling import generate_repeated
+
     side, tokenizer.padding_side = tokenizer.padding_side, "left"
     was_training = model.training
     model.eval()
     torch.manual_seed(k["SEED"])
-    rates, tokens = [], 0
+    completions, tokens = [], 0
     try:
         for start in tqdm(range(0, len(texts), BATCH_PROMPTS), desc="difficulty: sampling", unit="batch"):
-            batch = texts[start:start + BATCH_PROMPTS]
-            enc = tokenizer(batch, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
-            with torch.no_grad():
-                out = model.generate(**enc, do_sample=True, temperature=k["TEMPERATURE"], top_p=k["TOP_P"],
-                                     min_p=k["MIN_P"] or None, max_new_tokens=max_completion,
-                                     num_return_sequences=samples, pad_token_id=tokenizer.pad_token_id)
+            enc = tokenizer(texts[start:start + BATCH_PROMPTS], return_tensors="pt", padding=True,
+                            add_special_tokens=False).to(model.device)
+            out = generate_repeated(model, enc["input_ids"], enc["attention_mask"], k["DIFFICULTY_SAMPLES"], do_sample=True,
+                                    temperature=k["TEMPERATURE"], top_p=k["TOP_P"], min_p=k["MIN_P"] or None,
+                                    max_new_tokens=max_completion, pad_token_id=tokenizer.pad_token_id)
             new = out[:, enc["input_ids"].shape[1]:]
             tokens += int((new != tokenizer.pad_token_id).sum())
-            completions = tokenizer.batch_decode(new, skip_special_tokens=True)
-            golds = [a for a in answers[start:start + BATCH_PROMPTS] for _ in range(samples)]
-            right = judge(completions, answer=golds)
-            rates += [sum(right[i:i + samples]) / samples for i in range(0, len(right), samples)]
+            completions += tokenizer.batch_decode(new, skip_special_tokens=True)
     finally:
         tokenizer.padding_side = side
         model.train(was_training)
-    return rates, tokens / max(1, len(texts) * samples)
+    return completions, tokens
 
 
+@run_files.timed("DIFFICULTY_S")
 def filter_prompts(k: dict, model, tokenizer, dataset, judge, max_completion: int):
     """The training prompts whose pass rate under the primed model lies in DIFFICULTY_BAND (all of them
     when DIFFICULTY_FILTER is off)."""
     if not k["DIFFICULTY_FILTER"]:
         return dataset
+    if 0 < k["DIFFICULTY_PROMPTS"] < len(dataset):  # a seeded draw, so a second run draws the same prompts
+        print(f"difficulty: a seeded draw of {k['DIFFICULTY_PROMPTS']} of the {len(dataset)} training prompts")
+        dataset = dataset.shuffle(seed=k["SEED"]).select(range(k["DIFFICULTY_PROMPTS"]))
     key = cache_key(k, model, dataset, max_completion)
     path = run_files.cache_file(k["DIFFICULTY_CACHE"], key, ".json")
     try:

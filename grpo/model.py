@@ -10,9 +10,11 @@ import os
 
 import prompts
 from cpu_models import tiny_model
+from grpo import run_files
 from grpo.checks import check_target_modules
 
 
+@run_files.timed("LOAD_S")
 def load(k: dict):
     """The model with its LoRA adapter, and the tokenizer with the project's chat template. Sets
     k["FAST_INFERENCE"] off where vLLM cannot run, and k["MODEL_SHA256"] for a local model folder."""

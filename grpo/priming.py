@@ -64,6 +64,7 @@ def cached(entry: str, key: dict) -> bool:
         return False
 
 
+@run_files.timed("PRIMING_S")
 def prime(k: dict, model, tokenizer, examples, resume_from: str | None) -> str | None:
     """Prime the format (or reuse an earlier priming) and return the primed adapter's folder
     (OUTPUT_DIR/lora_primed), or None without priming. On a resume the checkpoint's adapter is primed

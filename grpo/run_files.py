@@ -58,6 +58,32 @@ def start(k: dict) -> str | None:
     return resume_from
 
 
+def timed(name: str):
+    """Decorator for a step that takes the knobs first: its wall time goes into k[name], so into
+    run_config.json, and into the time split the run prints at the end."""
+    import functools
+
+    def wrap(step):
+        @functools.wraps(step)
+        def timed_step(k: dict, *args, **kwargs):
+            start = time.time()
+            try:
+                return step(k, *args, **kwargs)
+            finally:
+                k[name] = round(time.time() - start, 1)
+        return timed_step
+    return wrap
+
+
+def time_split(k: dict, trainer, wall: float) -> dict:
+    """Seconds spent in each step: loading, priming, the difficulty filter, GRPO, and the rest."""
+    grpo = next((r["train_runtime"] for r in reversed(trainer.state.log_history) if "train_runtime" in r), 0.0)
+    split = {"load": k.get("LOAD_S", 0.0), "priming": k.get("PRIMING_S", 0.0), "difficulty": k.get("DIFFICULTY_S", 0.0),
+             "grpo": round(grpo, 1)}
+    split["other"] = round(wall - sum(split.values()), 1)
+    return split
+
+
 def record(k: dict, trainer, resume_from, primed, train_rows, heldout_rows, dataset) -> dict:
     """run_config.json as training starts: every knob and the values derived from them (MODEL_SHA256,
     MAX_PROMPT_LENGTH, PRIMING_REUSED_FROM), what the trainer really uses, the manifest, and the
@@ -99,14 +125,17 @@ def finish(k: dict, trainer, record: dict, started: float, argv: list[str]) -> N
     plot_path = plot_rewards.plot(metrics_path)
     rows = plot_rewards.read_metrics(metrics_path)
     stop = trainer.stop
-    record.update(WALL_TIME_S=round(time.time() - started, 1), STEPS_DONE=step,
+    wall = time.time() - started
+    split = time_split(k, trainer, wall)
+    record.update(WALL_TIME_S=round(wall, 1), TIME_SPLIT_S=split, STEPS_DONE=step,
                   STOPPED_BY=stop.signal_name or ("collapse" if trainer.alarm.stopped else None),
                   FINAL_METRICS=next((r for r in reversed(rows) if "reward" in r), None),
                   ADAPTER_CHECKSUM={**record["ADAPTER_CHECKSUM"], "end_by_rank": checksums})
     if len(set(checksums)) > 1:
         print(f"WARNING: the ranks ended with different adapter weights {checksums}: gradients were not synchronised")
     write_run_config(k["OUTPUT_DIR"], record)
-    print(f"saved: adapter {lora_dir}, metrics {metrics_path}, curves {plot_path} ({time.time() - started:.0f} s)")
+    print(f"saved: adapter {lora_dir}, metrics {metrics_path}, curves {plot_path} ({wall:.0f} s: "
+          + ", ".join(f"{name} {s:.0f} s" for name, s in split.items()) + ")")
     if stop.signal_name:
         again = " ".join([a for a in argv if not a.startswith("--resume=")] + ["--resume=auto"])
         print(f"stopped by {stop.signal_name} at step {step}; checkpoint-{step} saved. Resume with:\n"

@@ -29,11 +29,13 @@ def filtered(tmp_path_factory):
               "--difficulty_samples=2", "--max_steps=1"]
     first = run_script(workdir, "train_grpo.py", *common, "--difficulty_band=0,1", "--output_dir=outputs/all")
     second = run_script(workdir, "train_grpo.py", *common, "--output_dir=outputs/band", check=False)
-    return workdir, first, second
+    drawn = run_script(workdir, "train_grpo.py", *common, "--difficulty_band=0,1", "--difficulty_prompts=10",
+                       "--output_dir=outputs/drawn")
+    return workdir, first, second, drawn
 
 
 def test_every_prompt_is_sampled_and_the_histogram_saved(filtered):
-    workdir, first, _ = filtered
+    workdir, first, _, _ = filtered
     assert "difficulty: 29 prompts x 2 completions of up to 64 tokens" in first.stdout
     saved = json.load(open(workdir / "outputs" / "all" / "difficulty.json"))
     assert saved["of"] == saved["kept"] == 29 and sum(saved["histogram"].values()) == 29
@@ -43,8 +45,58 @@ def test_every_prompt_is_sampled_and_the_histogram_saved(filtered):
 
 
 def test_a_second_run_reuses_the_pass_rates_and_a_band_nothing_fits_is_refused(filtered):
-    workdir, _, second = filtered
+    workdir, _, second, _ = filtered
     assert "difficulty: reused the pass rates in outputs/difficulty/" in second.stdout
     assert "difficulty: 29 prompts x 2" not in second.stdout  # no sampling the second time
     assert second.returncode != 0 and "DIFFICULTY_FILTER kept none of the 29 prompts" in second.stderr
     assert "Traceback" not in second.stderr
+
+
+def test_difficulty_prompts_samples_a_seeded_draw_and_trains_on_that_draw_only(filtered):
+    workdir, _, _, drawn = filtered
+    assert "difficulty: a seeded draw of 10 of the 29 training prompts" in drawn.stdout
+    assert "difficulty: 10 prompts x 2 completions" in drawn.stdout and "kept 10 of 10 prompts" in drawn.stdout
+    assert json.load(open(workdir / "outputs" / "drawn" / "run_config.json"))["DIFFICULTY_KEPT"] == 10
+
+
+def test_with_unsloths_vllm_engine_the_filter_samples_through_it(monkeypatch):
+    """On a GPU with FAST_INFERENCE the model carries Unsloth's vLLM engine: the filter asks it for
+    DIFFICULTY_SAMPLES completions per prompt at GRPO's sampling settings, with the live adapter as the
+    LoRA request, and judges them like the transformers path does. vLLM is faked here (no GPU)."""
+    import sys
+    import types
+
+    import rewards
+    from grpo import difficulty
+
+    made = {}
+
+    class SamplingParams:
+        def __init__(self, **kw):
+            made.update(kw)
+
+    monkeypatch.setitem(sys.modules, "vllm", types.SimpleNamespace(SamplingParams=SamplingParams))
+    out = lambda text, n: types.SimpleNamespace(text=text, token_ids=list(range(n)))  # noqa: E731
+    answers = {"p0": ["<SOLUTION>4</SOLUTION>", "<SOLUTION>5</SOLUTION>"], "p1": ["<SOLUTION>9</SOLUTION>"] * 2}
+
+    class Model:
+        vllm_engine = object()
+
+        def load_lora(self, name, load_tensors=False):
+            assert load_tensors
+            return f"lora:{name}"
+
+        def fast_generate(self, texts, sampling_params, lora_request, use_tqdm):
+            made["lora"] = lora_request
+            return [types.SimpleNamespace(outputs=[out(t, 3) for t in answers[text]]) for text in texts]
+
+    class Tokenizer:
+        def apply_chat_template(self, prompt, tokenize, add_generation_prompt):
+            return prompt
+
+    k = {"DIFFICULTY_SAMPLES": 2, "TEMPERATURE": 1.0, "TOP_P": 1.0, "MIN_P": 0.1, "SEED": 7}
+    data = {"prompt": ["p0", "p1"], "answer": ["4", "8"]}
+    rates, mean_tokens = difficulty.pass_rates(k, Model(), Tokenizer(), data, rewards.answer_is_right, 64)
+    assert rates == [0.5, 0.0] and mean_tokens == 3
+    assert made == {"n": 2, "temperature": 1.0, "top_p": 1.0, "min_p": 0.1, "max_tokens": 64, "seed": 7,
+                    "lora": "lora:difficulty_filter_lora"}

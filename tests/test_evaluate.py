@@ -146,3 +146,29 @@ def test_bad_overrides_fail_fast(arg, message):
 def test_missing_run_is_a_clear_error(tmp_path):
     result = subprocess.run([sys.executable, "evaluate.py", f"--run_dir={tmp_path}"], capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert result.returncode != 0 and "run_config.json" in result.stderr
+
+
+def test_sampling_reads_each_prompt_once_and_matches_plain_generate():
+    """generate_hf computes each prompt's KV cache once and copies it to its samples. Greedy, it must
+    give what plain `generate` gives on the same left-padded prompts repeated per sample."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    import prompts
+    from cpu_models import tiny_model
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model.SHIPPED)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model.SHIPPED).eval()
+    rows = prompts.read_jsonl(prompts.BUNDLED_PROBLEMS)[:5]  # prompts of different lengths: left padding
+    texts = evaluate.chat_prompts(rows, tokenizer)
+    k = dict(SEED=1, TEMPERATURE=0, TOP_P=1.0, N_SAMPLES=2, MAX_NEW_TOKENS=24, BATCH_SIZE=5)
+    shared = evaluate.generate_hf(model, tokenizer, texts, k, "test")
+    enc = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+    assert enc["attention_mask"].min() == 0  # some rows really are padded
+    with torch.no_grad():
+        out = model.generate(input_ids=enc["input_ids"].repeat_interleave(2, 0), do_sample=False, max_new_tokens=24,
+                             attention_mask=enc["attention_mask"].repeat_interleave(2, 0),
+                             pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
+    plain = tokenizer.batch_decode(out[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
+    assert [s["problem"] for s in shared] == [0, 0, 1, 1, 2, 2, 3, 3, 4, 4]
+    assert [s["text"].strip() for s in shared] == [p.strip() for p in plain]

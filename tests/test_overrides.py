@@ -70,6 +70,7 @@ def test_unknown_knob_suggests_a_close_name():
         ("--epsilon_high=0.1", "EPSILON_HIGH (0.1) must be >= EPSILON (0.2)"),
         ("--scale_rewards=yes", "SCALE_REWARDS 'yes' is not one of group, batch, none"),
         ("--collapse_patience=-2", "COLLAPSE_PATIENCE must be >= 0"),
+        ("--difficulty_prompts=-1", "DIFFICULTY_PROMPTS must be >= 0"),
     ],
 )
 def test_train_script_fails_fast_on_bad_overrides(arg, message):

@@ -40,7 +40,14 @@ def test_smoke_writes_adapter_metrics_curves_and_logs(smoke_run):
     assert "saved: adapter" in log and "generation: vLLM not available" not in log  # smoke sets FAST_INFERENCE off
     # the shipped tiny model, the same bits on any machine, recorded in the manifest
     assert "(model.safetensors sha256 " + tiny_model.SHIPPED_SHA256 + ", the shipped build)" in log
-    assert json.load(open(out / "run_config.json"))["MODEL_SHA256"] == tiny_model.SHIPPED_SHA256
+    config = json.load(open(out / "run_config.json"))
+    assert config["MODEL_SHA256"] == tiny_model.SHIPPED_SHA256
+    # the time split: each step's seconds, the rest in "other", adding up to the wall time
+    split = config["TIME_SPLIT_S"]
+    assert list(split) == ["load", "priming", "difficulty", "grpo", "other"]
+    assert split["load"] > 0 and split["priming"] > 0 and split["grpo"] > 0 and split["difficulty"] < 1  # filter off
+    assert sum(split.values()) == pytest.approx(config["WALL_TIME_S"], abs=0.5)
+    assert f"grpo {split['grpo']:.0f} s" in log
 
 
 def test_completion_tables_show_what_check_answer_judged(smoke_run):
