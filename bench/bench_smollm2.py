@@ -2,8 +2,8 @@
 several seeds and a learning-rate-0 control, each primed, GRPO-trained and evaluated on the held-out
 problems. Prints one table; copy it into BENCHMARKS.md.
 
-    python bench/bench_smollm2.py --jobs=2             # seeds 3407 and 2, and the control (1-2 hours on 2 cores)
-    python bench/bench_smollm2.py --seeds=3407 --max_steps=20
+    python bench/bench_smollm2.py --jobs=2             # seeds 3407 and 2, the control and the ablations (~2 hours on 2 cores)
+    python bench/bench_smollm2.py --seeds=3407 --ablations= --max_steps=12
 
 The claim it checks: held-out accuracy in the solution block rises from the primed model to the
 GRPO-trained one by more than its noise (the paired 95% interval of the change excludes 0), lenient
@@ -21,9 +21,9 @@ import time
 
 SEEDS = (3407, 2)  # seeds of the learning runs
 CONTROL_SEED = 3407  # the learning-rate-0 control runs with this seed
-MAX_STEPS = 40  # GRPO steps per run (the preset's)
-N_SAMPLES = 2  # evaluation samples per held-out problem
-MAX_NEW_TOKENS = 96  # evaluation completion limit (the preset's MAX_COMPLETION_LENGTH)
+ABLATIONS = ("gate-off:--outcome_gate=false", "filter-off:--difficulty_filter=false")  # name:--knob=value ..., each on CONTROL_SEED
+MAX_STEPS = 0  # GRPO steps per run (0 = the preset's)
+N_SAMPLES = 4  # evaluation samples per held-out problem (each run's 100), at the run's own completion length
 WINDOW = 10  # steps averaged at each end of a run for check_answer
 OUT = os.path.join("outputs", "bench-smollm2")  # one folder per run inside
 JOBS = 1  # runs at once; each gets its share of the CPU cores as threads (2 on 2 cores: about 1.5x faster in all)
@@ -55,7 +55,8 @@ def finished(folder, k):
         evaluated = json.load(open(os.path.join(folder, "eval_results.json")))
     except (OSError, ValueError):
         return None
-    done = config.get("STEPS_DONE") == k["MAX_STEPS"] and evaluated.get("trained", {}).get("n_samples")
+    steps = k["MAX_STEPS"] or config.get("MAX_STEPS")
+    done = config.get("STEPS_DONE") == steps and evaluated.get("trained", {}).get("n_samples")
     return config["WALL_TIME_S"] if done else None
 
 
@@ -64,12 +65,12 @@ def one(k, name, seed, extra=()):
     train_s = finished(folder, k)
     threads = max(1, (os.cpu_count() or 1) // k["JOBS"]) if k["JOBS"] > 1 else 0
     if train_s is None:
-        print(f"{name}: priming, {k['MAX_STEPS']} GRPO steps, evaluation (seed {seed}) in {folder}", flush=True)
-        train_s = run("train_grpo.py", "--preset=smollm2", f"--seed={seed}", f"--max_steps={k['MAX_STEPS']}",
-                      f"--output_dir={folder}", *extra, threads=threads)
-        run("evaluate.py", f"--run_dir={folder}", f"--n_samples={k['N_SAMPLES']}",
-            f"--max_new_tokens={k['MAX_NEW_TOKENS']}", "--n_problems=0", threads=threads)
-        print(f"{name}: done, {train_s:.0f} s of training", flush=True)
+        print(f"{name}: priming, filter, GRPO, evaluation (seed {seed}) in {folder}", flush=True)
+        steps = [f"--max_steps={k['MAX_STEPS']}"] if k["MAX_STEPS"] else []
+        train_s = run("train_grpo.py", "--preset=smollm2", f"--seed={seed}", *steps, f"--output_dir={folder}", *extra,
+                      threads=threads)
+        eval_s = run("evaluate.py", f"--run_dir={folder}", f"--n_samples={k['N_SAMPLES']}", "--n_problems=0", threads=threads)
+        print(f"{name}: done, {train_s:.0f} s of training, {eval_s:.0f} s of evaluation", flush=True)
     else:
         print(f"{name}: reusing the finished run in {folder}", flush=True)
     return summarize(k, name, seed, folder, train_s)
@@ -181,7 +182,7 @@ def plot(results, path, window):
         control = r["name"] == "control"
         curves.plot(steps, smooth([by_step[s] for s in steps], window), color="gray" if control else None,
                     linestyle="--" if control else "-",
-                    label=f"control, lr 0 (seed {r['seed']})" if control else f"seed {r['seed']}")
+                    label=f"control, lr 0 (seed {r['seed']})" if control else r["name"])
     curves.set(xlabel="GRPO step", ylabel=f"check_answer, mean of the last {window} steps",
                title="check_answer during GRPO (the control has lr 0)")
     curves.legend()
@@ -201,14 +202,24 @@ def plot(results, path, window):
     plt.close(fig)
 
 
+def planned_runs(k):
+    """(name, seed, extra flags) of each run: the seeds, the lr-0 control, then each ablation (the
+    preset with one lever changed) on the control's seed, so it draws the same prompts."""
+    runs = [(f"seed{seed}", seed, ()) for seed in k["SEEDS"]]
+    runs.append(("control", k["CONTROL_SEED"], ("--learning_rate=0",)))
+    for ablation in k["ABLATIONS"]:
+        name, _, flags = ablation.partition(":")
+        runs.append((name, k["CONTROL_SEED"], tuple(flags.split())))
+    return runs
+
+
 def main(argv):
     from concurrent.futures import ThreadPoolExecutor
 
     k = resolve_knobs(argv)
     if k["JOBS"] < 1:
         sys.exit("bench_smollm2.py: JOBS must be at least 1")
-    runs = [(f"seed{seed}", seed, ()) for seed in k["SEEDS"]]
-    runs.append(("control", k["CONTROL_SEED"], ("--learning_rate=0",)))  # lr 0: the primed model throughout
+    runs = planned_runs(k)
     with ThreadPoolExecutor(max_workers=k["JOBS"]) as pool:
         results = list(pool.map(lambda r: one(k, *r), runs))
     add_control_differences(k, results)

@@ -17,7 +17,8 @@ from conftest import ROOT, run_script
 from cpu_models import smollm2
 
 SHORT = ["--preset=smollm2", "--max_steps=2", "--format_sft_max_examples=4", "--format_sft_epochs=1",
-         "--max_completion_length=24", "--per_device_train_batch_size=8", "--output_dir=outputs/sm"]
+         "--max_completion_length=24", "--per_device_train_batch_size=8", "--difficulty_filter=false",
+         "--output_dir=outputs/sm"]
 
 
 @pytest.fixture(scope="module")
@@ -110,3 +111,14 @@ def test_bench_counts_completions_pushed_up_with_a_wrong_answer(tmp_path):
     wrong, signal = bench_smollm2.reinforced_wrong(str(tmp_path))
     assert wrong == pytest.approx(2 / 3) and signal == pytest.approx(1 / 3)
     assert all(math.isnan(v) for v in bench_smollm2.reinforced_wrong(str(tmp_path / "nothing")))
+
+
+def test_bench_plans_the_seeds_the_control_and_each_ablation_on_the_controls_seed():
+    from bench import bench_smollm2
+
+    k = bench_smollm2.resolve_knobs(["--seeds=1,2", "--control_seed=2", "--ablations=gate-off:--outcome_gate=false,"
+                                     "slow:--learning_rate=1e-5 --max_steps=4"])
+    assert bench_smollm2.planned_runs(k) == [
+        ("seed1", 1, ()), ("seed2", 2, ()), ("control", 2, ("--learning_rate=0",)),
+        ("gate-off", 2, ("--outcome_gate=false",)), ("slow", 2, ("--learning_rate=1e-5", "--max_steps=4"))]
+    assert bench_smollm2.planned_runs(bench_smollm2.resolve_knobs(["--ablations="]))[-1][0] == "control"
