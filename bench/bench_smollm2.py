@@ -194,8 +194,10 @@ def plot(results, path, window):
                   [r[label]["accuracy_ci95"][1] - v for v, r in zip(values, learning)]]
         bars.bar(xs, values, width=0.35, yerr=errors, capsize=4, label=label,
                  color="tab:green" if label == "primed" else "tab:blue")
-    bars.set_xticks(range(len(learning)), [f"{r['name']}\nchange {r['change_from_primed']['accuracy']:+.2f}" for r in learning])
-    bars.set(ylim=(0, 1), ylabel="held-out accuracy (solution block)", title="held-out accuracy, 95% intervals")
+    bars.set_xticks(range(len(learning)), [f"{r['name']}\nchange {c['accuracy']:+.3f}\n[{c['accuracy_ci95'][0]:+.3f}, {c['accuracy_ci95'][1]:+.3f}]"
+                                           for r in learning for c in [r["change_from_primed"]]])
+    bars.set(ylim=(0, 1), ylabel="held-out accuracy (solution block)",
+             title="held-out accuracy (95% intervals); under each run, GRPO's change and its paired interval")
     bars.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=110)
