@@ -197,7 +197,7 @@ def plot(results, path, window):
     bars.set_xticks(range(len(learning)), [f"{r['name']}\nchange {c['accuracy']:+.3f}\n[{c['accuracy_ci95'][0]:+.3f}, {c['accuracy_ci95'][1]:+.3f}]"
                                            for r in learning for c in [r["change_from_primed"]]])
     bars.set(ylim=(0, 1), ylabel="held-out accuracy (solution block)",
-             title="held-out accuracy (95% intervals); under each run, GRPO's change and its paired interval")
+             title="held-out accuracy (95% intervals); below: GRPO's change [paired]")
     bars.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=110)
