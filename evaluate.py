@@ -316,32 +316,11 @@ def chat_prompts(rows: list[dict], tokenizer) -> list[str]:
 def generate_hf(model, tokenizer, texts: list[str], k: dict, label: str) -> list[dict]:
     """Batched sampling with transformers, N_SAMPLES per prompt (each prompt read once:
     grpo/sampling.py), with a progress bar."""
-    import torch
-    from tqdm.auto import tqdm
+    from grpo.sampling import sample_texts
 
-    from grpo.sampling import generate_repeated
-
-    torch.manual_seed(k["SEED"])
-    tokenizer.padding_side = "left"
     sampling = dict(do_sample=True, temperature=k["TEMPERATURE"], top_p=k["TOP_P"]) if k["TEMPERATURE"] > 0 else dict(do_sample=False)
-    eos, pad, n = tokenizer.eos_token_id, tokenizer.pad_token_id, k["N_SAMPLES"]
-    samples = []
-    for start in tqdm(range(0, len(texts), k["BATCH_SIZE"]), desc=f"generating ({label})", unit="batch"):
-        batch = texts[start : start + k["BATCH_SIZE"]]
-        enc = tokenizer(batch, return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
-        ids = enc["input_ids"]
-        out = generate_repeated(model, ids, enc["attention_mask"], n, max_new_tokens=k["MAX_NEW_TOKENS"],
-                                pad_token_id=pad, eos_token_id=eos, **sampling)
-        completions = out[:, ids.shape[1] :].tolist()
-        for j, ids_j in enumerate(completions):
-            m = next((i for i, t in enumerate(ids_j) if t in (eos, pad)), len(ids_j))
-            samples.append({
-                "problem": start + j // n,
-                "text": tokenizer.decode(ids_j[:m], skip_special_tokens=True),
-                "n_tokens": m,
-                "truncated": m == len(ids_j) and m >= k["MAX_NEW_TOKENS"],
-            })
-    return samples
+    return sample_texts(model, tokenizer, texts, k["N_SAMPLES"], k["BATCH_SIZE"], f"generating ({label})", k["SEED"],
+                        max_new_tokens=k["MAX_NEW_TOKENS"], eos_token_id=tokenizer.eos_token_id, **sampling)
 
 
 def run_hf(k: dict, base_name: str, tokenizer, texts: list[str], primed: str | None = None) -> dict:

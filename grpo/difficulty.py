@@ -83,30 +83,12 @@ def sample_vllm(k: dict, model, tokenizer, texts: list[str], max_completion: int
 
 def sample_hf(k: dict, model, tokenizer, texts: list[str], max_completion: int) -> tuple[list[str], int]:
     """The same with transformers `generate`, BATCH_PROMPTS prompts per call, with a progress bar."""
-    import torch
-    from tqdm.auto import tqdm
+    from grpo.sampling import sample_texts
 
-    from grpo.sampling import generate_repeated
-
-    side, tokenizer.padding_side = tokenizer.padding_side, "left"
-    was_training = model.training
-    model.eval()
-    torch.manual_seed(k["SEED"])
-    completions, tokens = [], 0
-    try:
-        for start in tqdm(range(0, len(texts), BATCH_PROMPTS), desc="difficulty: sampling", unit="batch"):
-            enc = tokenizer(texts[start:start + BATCH_PROMPTS], return_tensors="pt", padding=True,
-                            add_special_tokens=False).to(model.device)
-            out = generate_repeated(model, enc["input_ids"], enc["attention_mask"], k["DIFFICULTY_SAMPLES"], do_sample=True,
-                                    temperature=k["TEMPERATURE"], top_p=k["TOP_P"], min_p=k["MIN_P"] or None,
-                                    max_new_tokens=max_completion, pad_token_id=tokenizer.pad_token_id)
-            new = out[:, enc["input_ids"].shape[1]:]
-            tokens += int((new != tokenizer.pad_token_id).sum())
-            completions += tokenizer.batch_decode(new, skip_special_tokens=True)
-    finally:
-        tokenizer.padding_side = side
-        model.train(was_training)
-    return completions, tokens
+    done = sample_texts(model, tokenizer, texts, k["DIFFICULTY_SAMPLES"], BATCH_PROMPTS, "difficulty: sampling", k["SEED"],
+                        do_sample=True, temperature=k["TEMPERATURE"], top_p=k["TOP_P"], min_p=k["MIN_P"] or None,
+                        max_new_tokens=max_completion)
+    return [s["text"] for s in done], sum(s["n_tokens"] for s in done)
 
 
 @run_files.timed("DIFFICULTY_S")

@@ -32,3 +32,38 @@ def generate_repeated(model, ids, mask, copies: int, **generate_kwargs):
         cache = prefill(model, ids[:, :-1], mask[:, :-1], copies)  # all but the last token: generate reads that one
         return model.generate(input_ids=ids.repeat_interleave(copies, 0), attention_mask=mask.repeat_interleave(copies, 0),
                               past_key_values=cache, **generate_kwargs)
+
+
+def sample_texts(model, tokenizer, texts: list[str], copies: int, batch_prompts: int, desc: str, seed: int,
+                 **generate_kwargs) -> list[dict]:
+    """`copies` completions of each chat-formatted prompt in `texts`, `batch_prompts` prompts per
+    `generate` call, with a progress bar. One dict per completion, in prompt order: the prompt's index,
+    the decoded text up to where `generate` stopped (its first eos or pad), that length in tokens, and
+    whether it ran to max_new_tokens. evaluate.py and the difficulty filter sample through this. The
+    model is in eval mode and the tokenizer pads left while it runs; both are put back after."""
+    import torch
+    from tqdm.auto import tqdm
+
+    side, tokenizer.padding_side = tokenizer.padding_side, "left"
+    was_training = model.training
+    model.eval()
+    torch.manual_seed(seed)
+    eos = generate_kwargs.get("eos_token_id", model.generation_config.eos_token_id)  # where generate stops
+    stops = {*(eos if isinstance(eos, (list, tuple)) else [eos]), tokenizer.pad_token_id} - {None}
+    limit = generate_kwargs["max_new_tokens"]
+    samples = []
+    try:
+        for start in tqdm(range(0, len(texts), batch_prompts), desc=desc, unit="batch"):
+            enc = tokenizer(texts[start:start + batch_prompts], return_tensors="pt", padding=True,
+                            add_special_tokens=False).to(model.device)
+            ids = enc["input_ids"]
+            out = generate_repeated(model, ids, enc["attention_mask"], copies, pad_token_id=tokenizer.pad_token_id,
+                                    **generate_kwargs)
+            for j, new in enumerate(out[:, ids.shape[1]:].tolist()):
+                m = next((i for i, t in enumerate(new) if t in stops), len(new))
+                samples.append({"problem": start + j // copies, "text": tokenizer.decode(new[:m], skip_special_tokens=True),
+                                "n_tokens": m, "truncated": m == len(new) and m >= limit})
+    finally:
+        tokenizer.padding_side = side
+        model.train(was_training)
+    return samples

@@ -172,3 +172,29 @@ def test_sampling_reads_each_prompt_once_and_matches_plain_generate():
     plain = tokenizer.batch_decode(out[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
     assert [s["problem"] for s in shared] == [0, 0, 1, 1, 2, 2, 3, 3, 4, 4]
     assert [s["text"].strip() for s in shared] == [p.strip() for p in plain]
+
+
+def test_sample_texts_counts_tokens_to_the_stop_and_puts_the_model_back():
+    """The sampler evaluate.py and the difficulty filter share: each sample's token count is its length
+    up to the first eos or pad, the truncation flag is set only at max_new_tokens, and the model's
+    training mode and the tokenizer's padding side are restored."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    import prompts
+    from cpu_models import tiny_model
+    from grpo.sampling import sample_texts
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model.SHIPPED)
+    tokenizer.padding_side = "right"
+    model = AutoModelForCausalLM.from_pretrained(tiny_model.SHIPPED).train()
+    texts = evaluate.chat_prompts(prompts.read_jsonl(prompts.BUNDLED_PROBLEMS)[:3], tokenizer)
+    samples = sample_texts(model, tokenizer, texts, 3, 2, "test", 0, do_sample=True, temperature=1.0, max_new_tokens=12,
+                           eos_token_id=tokenizer.eos_token_id)
+    assert [s["problem"] for s in samples] == [0, 0, 0, 1, 1, 1, 2, 2, 2]
+    for s in samples:
+        assert 0 <= s["n_tokens"] <= 12 and s["truncated"] == (s["n_tokens"] == 12)
+        assert len(tokenizer(s["text"], add_special_tokens=False)["input_ids"]) <= s["n_tokens"] + 1
+    assert model.training and tokenizer.padding_side == "right"
+    again = sample_texts(model, tokenizer, texts, 3, 2, "test", 0, do_sample=True, temperature=1.0, max_new_tokens=12,
+                         eos_token_id=tokenizer.eos_token_id)
+    assert again == samples  # seeded
