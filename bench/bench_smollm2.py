@@ -139,6 +139,32 @@ def add_control_differences(k, results):
             r["vs_control"] = versus_control(r["check_answer"], control["check_answer"], k["WINDOW"])
 
 
+def per_problem_change(folder):
+    """Each held-out problem's accuracy change (trained minus primed, over its samples) from a run's
+    eval_samples.jsonl, in problem order."""
+    right = {"primed": {}, "trained": {}}
+    for line in open(os.path.join(folder, "eval_samples.jsonl")):
+        s = json.loads(line)
+        if s["model"] in right:
+            right[s["model"]].setdefault(s["problem"], []).append(s["correct"])
+    mean = lambda xs: sum(xs) / len(xs)
+    return [mean(right["trained"][p]) - mean(right["primed"][p]) for p in sorted(right["primed"])]
+
+
+def pooled_change(folders, resamples=4000, seed=0):
+    """GRPO's held-out change averaged over runs (each run's mean change, then their mean), with a 95%
+    interval that resamples each run's problems. The seeds stay fixed: the interval covers which
+    problems were held out, not which prompts a seed drew, so read it beside the spread of the runs.
+    Returns (mean, [low, high], [each run's change])."""
+    import random
+
+    changes = [per_problem_change(f) for f in folders]
+    means = [sum(c) / len(c) for c in changes]
+    rng = random.Random(seed)
+    draws = sorted(sum(sum(rng.choice(c) for _ in c) / len(c) for c in changes) / len(changes) for _ in range(resamples))
+    return sum(means) / len(means), [draws[int(0.025 * resamples)], draws[int(0.975 * resamples) - 1]], means
+
+
 def fmt(result, label, metric):
     r = result[label]
     lo, hi = r[f"{metric}_ci95"] if f"{metric}_ci95" in r else (float("nan"), float("nan"))
@@ -228,6 +254,11 @@ def main(argv):
     plot(results, os.path.join(k["OUT"], "bench_smollm2.png"), k["WINDOW"])
     print()
     print(table(results))
+    seeds = [r for r in results if r["name"].startswith("seed")]
+    if len(seeds) > 1:
+        mean, (lo, hi), each = pooled_change([os.path.join(k["OUT"], r["name"]) for r in seeds])
+        print(f"\nGRPO's change over the {len(seeds)} seeds: {mean:+.3f} [{lo:+.3f}, {hi:+.3f}] (problems resampled, "
+              f"seeds fixed); the seeds' own changes {', '.join(f'{c:+.3f}' for c in each)}")
     print(f"\nplot: {os.path.join(k['OUT'], 'bench_smollm2.png')}")
     with open(os.path.join(k["OUT"], "bench_results.json"), "w") as f:
         json.dump(results, f, indent=2, default=str)

@@ -122,3 +122,26 @@ def test_bench_plans_the_seeds_the_control_and_each_ablation_on_the_controls_see
         ("seed1", 1, ()), ("seed2", 2, ()), ("control", 2, ("--learning_rate=0",)),
         ("gate-off", 2, ("--outcome_gate=false",)), ("slow", 2, ("--learning_rate=1e-5", "--max_steps=4"))]
     assert bench_smollm2.planned_runs(bench_smollm2.resolve_knobs(["--ablations="]))[-1][0] == "control"
+
+
+def test_bench_pools_grpos_change_over_seeds_with_an_interval(tmp_path):
+    """The change over seeds is the mean of each run's per-problem change (trained minus primed); its
+    interval resamples each run's problems, so it is narrower when more problems agree."""
+    from bench import bench_smollm2
+
+    def write(folder, primed, trained):  # per problem: right answers of 2 samples
+        folder.mkdir()
+        with open(folder / "eval_samples.jsonl", "w") as f:
+            for model, counts in (("base", [0] * len(primed)), ("primed", primed), ("trained", trained)):
+                for p, c in enumerate(counts):
+                    for j in range(2):
+                        f.write(json.dumps({"model": model, "problem": p, "correct": j < c}) + "\n")
+
+    write(tmp_path / "a", [0, 1, 2, 1], [1, 1, 2, 2])  # +0.25 a problem on average
+    write(tmp_path / "b", [2, 0, 1, 1], [2, 0, 1, 1])  # no change
+    assert bench_smollm2.per_problem_change(str(tmp_path / "a")) == [0.5, 0.0, 0.0, 0.5]
+    mean, (lo, hi), each = bench_smollm2.pooled_change([str(tmp_path / "a"), str(tmp_path / "b")], resamples=2000)
+    assert each == [0.25, 0.0] and mean == pytest.approx(0.125)
+    assert 0.0 <= lo < mean < hi <= 0.25
+    flat, (flo, fhi), _ = bench_smollm2.pooled_change([str(tmp_path / "b")], resamples=200)
+    assert flat == flo == fhi == 0.0
