@@ -142,13 +142,11 @@ def add_control_differences(k, results):
 def per_problem_change(folder):
     """Each held-out problem's accuracy change (trained minus primed, over its samples) from a run's
     eval_samples.jsonl, in problem order."""
-    right = {"primed": {}, "trained": {}}
-    for line in open(os.path.join(folder, "eval_samples.jsonl")):
-        s = json.loads(line)
-        if s["model"] in right:
-            right[s["model"]].setdefault(s["problem"], []).append(s["correct"])
-    mean = lambda xs: sum(xs) / len(xs)
-    return [mean(right["trained"][p]) - mean(right["primed"][p]) for p in sorted(right["primed"])]
+    from evaluate import problem_means
+
+    samples = [json.loads(line) for line in open(os.path.join(folder, "eval_samples.jsonl"))]
+    primed, trained = (problem_means([s for s in samples if s["model"] == m]) for m in ("primed", "trained"))
+    return [t - p for p, t in zip(primed, trained)]
 
 
 def pooled_change(folders, resamples=4000, seed=0):
@@ -158,11 +156,13 @@ def pooled_change(folders, resamples=4000, seed=0):
     Returns (mean, [low, high], [each run's change])."""
     import random
 
+    from evaluate import _percentile_interval
+
     changes = [per_problem_change(f) for f in folders]
     means = [sum(c) / len(c) for c in changes]
     rng = random.Random(seed)
-    draws = sorted(sum(sum(rng.choice(c) for _ in c) / len(c) for c in changes) / len(changes) for _ in range(resamples))
-    return sum(means) / len(means), [draws[int(0.025 * resamples)], draws[int(0.975 * resamples) - 1]], means
+    draws = [sum(sum(rng.choices(c, k=len(c))) / len(c) for c in changes) / len(changes) for _ in range(resamples)]
+    return sum(means) / len(means), _percentile_interval(draws), means
 
 
 def fmt(result, label, metric):
