@@ -81,6 +81,17 @@ def read_run_config(run_dir: str) -> dict:
         return json.load(f)
 
 
+def primed_adapter(k: dict, run: dict) -> str | None:
+    """The run's primed adapter, when the adapter evaluated grew from it: the run's lora/ or one of
+    its checkpoint-N/ folders (anything inside RUN_DIR but the primed adapter itself)."""
+    primed = run.get("PRIMED_ADAPTER")
+    if not primed or not os.path.isdir(primed):
+        return None
+    adapter, run_dir = os.path.realpath(k["ADAPTER"]), os.path.realpath(k["RUN_DIR"])
+    inside = os.path.commonpath([adapter, run_dir]) == run_dir and adapter != run_dir
+    return primed if inside and adapter != os.path.realpath(primed) else None
+
+
 # --- problems ----------------------------------------------------------------------------------------
 def gsm8k_answer(text: str) -> str:
     """GSM8K's gold answer is what follows '####' (thousands commas dropped).
@@ -455,8 +466,7 @@ def main(argv: list[str]) -> dict:
 
     tokenizer = prompts.load_tokenizer(k["ADAPTER"])
     texts = chat_prompts(rows, tokenizer)
-    primed = run.get("PRIMED_ADAPTER") if k["ADAPTER"] == os.path.join(k["RUN_DIR"], "lora") else None
-    primed = primed if primed and os.path.isdir(primed) else None  # format priming kept apart: base, primed, trained
+    primed = primed_adapter(k, run)  # format priming kept apart: base, primed, trained
     if primed:
         print(f"eval: also the primed adapter {primed}, to separate what GRPO added from what priming taught")
     samples = (run_vllm(k, base_name, texts, run["LORA_RANK"], primed) if use_vllm

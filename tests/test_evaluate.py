@@ -143,6 +143,24 @@ def test_bad_overrides_fail_fast(arg, message):
     assert result.returncode != 0 and message in result.stderr
 
 
+def test_primed_adapter_is_compared_for_the_runs_own_adapters_only(tmp_path):
+    run_dir, elsewhere = tmp_path / "run", tmp_path / "other"
+    for folder in ("lora", "lora_primed", "checkpoint-8"):
+        (run_dir / folder).mkdir(parents=True)
+    elsewhere.mkdir()
+    run = {"PRIMED_ADAPTER": str(run_dir / "lora_primed")}
+
+    def primed_for(adapter, config=run):
+        return evaluate.primed_adapter({"RUN_DIR": str(run_dir), "ADAPTER": str(adapter)}, config)
+
+    assert primed_for(run_dir / "lora") == run["PRIMED_ADAPTER"]
+    assert primed_for(run_dir / "checkpoint-8") == run["PRIMED_ADAPTER"]  # a checkpoint grew from it too
+    assert primed_for(run_dir / "lora_primed") is None  # not against itself
+    assert primed_for(elsewhere) is None  # another run's adapter: not this priming's child
+    assert primed_for(run_dir / "lora", {"PRIMED_ADAPTER": str(tmp_path / "gone")}) is None
+    assert primed_for(run_dir / "lora", {}) is None  # a run without priming
+
+
 def test_missing_run_is_a_clear_error(tmp_path):
     result = subprocess.run([sys.executable, "evaluate.py", f"--run_dir={tmp_path}"], capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert result.returncode != 0 and "run_config.json" in result.stderr
