@@ -83,13 +83,15 @@ def read_run_config(run_dir: str) -> dict:
 
 def primed_adapter(k: dict, run: dict) -> str | None:
     """The run's primed adapter, when the adapter evaluated grew from it: the run's lora/ or one of
-    its checkpoint-N/ folders (anything inside RUN_DIR but the primed adapter itself)."""
+    its checkpoint-N/ folders."""
+    from grpo.run_files import checkpoints_in
+
     primed = run.get("PRIMED_ADAPTER")
     if not primed or not os.path.isdir(primed):
         return None
-    adapter, run_dir = os.path.realpath(k["ADAPTER"]), os.path.realpath(k["RUN_DIR"])
-    inside = os.path.commonpath([adapter, run_dir]) == run_dir and adapter != run_dir
-    return primed if inside and adapter != os.path.realpath(primed) else None
+    adapter = os.path.realpath(k["ADAPTER"])
+    own = [os.path.join(k["RUN_DIR"], "lora"), *checkpoints_in(k["RUN_DIR"])]
+    return primed if any(os.path.realpath(folder) == adapter for folder in own) else None
 
 
 # --- problems ----------------------------------------------------------------------------------------
