@@ -14,5 +14,7 @@ functions that need them).
     run_files.py     step 7 and around: resume, run_config.json (the manifest), the model card, saving
     callbacks.py     metrics.jsonl, the collapse alarm, the non-finite guard, a clean stop on a signal
     answers.py       the answer judge shared by the rewards and evaluate.py
+    sampling.py      several completions per prompt, each prompt read once (evaluate.py, the filter)
+    attention.py     grouped-query attention on a CPU without copying heads, while sampling
     plot_rewards.py  the reward curves (also: python grpo/plot_rewards.py RUN_DIR)
 """

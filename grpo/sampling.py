@@ -5,6 +5,8 @@ prompt is read n times. Here the prompts' KV cache is computed once per batch an
 samples; `generate` then reads only each prompt's last token. On a 2-core CPU, with 80-token prompts
 and 4 samples, that prefill was about a quarter of the sampling time. evaluate.py and the difficulty
 filter sample this way; greedy, it gives exactly what plain `generate` gives (tests/test_evaluate.py).
+While it samples, a model on the CPU runs grpo/attention.py's attention, which reads shared key/value
+heads in place instead of copying them.
 """
 
 from __future__ import annotations
@@ -44,6 +46,8 @@ def sample_texts(model, tokenizer, texts: list[str], copies: int, batch_prompts:
     import torch
     from tqdm.auto import tqdm
 
+    from grpo.attention import gqa_on_cpu
+
     side, tokenizer.padding_side = tokenizer.padding_side, "left"
     was_training = model.training
     model.eval()
@@ -53,16 +57,18 @@ def sample_texts(model, tokenizer, texts: list[str], copies: int, batch_prompts:
     limit = generate_kwargs["max_new_tokens"]
     samples = []
     try:
-        for start in tqdm(range(0, len(texts), batch_prompts), desc=desc, unit="batch"):
-            enc = tokenizer(texts[start:start + batch_prompts], return_tensors="pt", padding=True,
-                            add_special_tokens=False).to(model.device)
-            ids = enc["input_ids"]
-            out = generate_repeated(model, ids, enc["attention_mask"], copies, pad_token_id=tokenizer.pad_token_id,
-                                    **generate_kwargs)
-            for j, new in enumerate(out[:, ids.shape[1]:].tolist()):
-                m = next((i for i, t in enumerate(new) if t in stops), len(new))
-                samples.append({"problem": start + j // copies, "text": tokenizer.decode(new[:m], skip_special_tokens=True),
-                                "n_tokens": m, "truncated": m == len(new) and m >= limit})
+        with gqa_on_cpu(model):
+            for start in tqdm(range(0, len(texts), batch_prompts), desc=desc, unit="batch"):
+                enc = tokenizer(texts[start:start + batch_prompts], return_tensors="pt", padding=True,
+                                add_special_tokens=False).to(model.device)
+                ids = enc["input_ids"]
+                out = generate_repeated(model, ids, enc["attention_mask"], copies, pad_token_id=tokenizer.pad_token_id,
+                                        **generate_kwargs)
+                for j, new in enumerate(out[:, ids.shape[1]:].tolist()):
+                    m = next((i for i, t in enumerate(new) if t in stops), len(new))
+                    samples.append({"problem": start + j // copies,
+                                    "text": tokenizer.decode(new[:m], skip_special_tokens=True),
+                                    "n_tokens": m, "truncated": m == len(new) and m >= limit})
     finally:
         tokenizer.padding_side = side
         model.train(was_training)

@@ -168,8 +168,9 @@ def test_missing_run_is_a_clear_error(tmp_path):
 
 
 def test_sampling_reads_each_prompt_once_and_matches_plain_generate():
-    """generate_hf computes each prompt's KV cache once and copies it to its samples. Greedy, it must
-    give what plain `generate` gives on the same left-padded prompts repeated per sample."""
+    """generate_hf computes each prompt's KV cache once and copies it to its samples, and attends with
+    grpo/attention.py's shared-heads attention. Greedy, it must give what plain `generate` (transformers'
+    `sdpa`) gives on the same left-padded prompts repeated per sample."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -197,7 +198,7 @@ def test_sampling_reads_each_prompt_once_and_matches_plain_generate():
 def test_sample_texts_counts_tokens_to_the_stop_and_puts_the_model_back():
     """The sampler evaluate.py and the difficulty filter share: each sample's token count is its length
     up to the first eos or pad, the truncation flag is set only at max_new_tokens, and the model's
-    training mode and the tokenizer's padding side are restored."""
+    training mode, its attention and the tokenizer's padding side are restored."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     import prompts
@@ -215,6 +216,7 @@ def test_sample_texts_counts_tokens_to_the_stop_and_puts_the_model_back():
         assert 0 <= s["n_tokens"] <= 12 and s["truncated"] == (s["n_tokens"] == 12)
         assert s["n_tokens"] > 0 or s["text"] == ""  # no text without tokens
     assert model.training and tokenizer.padding_side == "right"
+    assert model.config._attn_implementation == "sdpa"  # sampled with grpo/attention.py's, then put back
     again = sample_texts(model, tokenizer, texts, 3, 2, "test", 0, do_sample=True, temperature=1.0, max_new_tokens=12,
                          eos_token_id=tokenizer.eos_token_id)
     assert again == samples  # seeded
