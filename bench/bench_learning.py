@@ -4,7 +4,7 @@ for another trajectory. Every cell runs the smoke preset and its learning-rate-0
 same seed (so the same prompts), and reports GRPO's gain: the mean total reward over the last WINDOW
 steps, run minus control. The learning test's bar is MARGIN; every cell must clear it.
 
-    python bench/bench_learning.py                       # 3 builds x 3 seeds, about 20 min on 2 cores
+    python bench/bench_learning.py                       # 3 builds x 3 seeds, about 16 min on a 2-core Zen 3
     python bench/bench_learning.py --extra="--beta=0.1"  # the same with a preset change, to compare
 
 With FALSIFY, one shuffled-rewards run per build (bench/shuffled_rewards.py): rewards that say nothing
@@ -13,6 +13,7 @@ about the completions must not clear the bar. Prints a markdown table; copy it i
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -23,8 +24,8 @@ sys.path.insert(0, _ROOT)
 
 BUILDS = (3407, 1, 2)  # tiny-model build seeds (tiny_model.py --seed); 3407 is the shipped recipe
 SEEDS = (3407, 13, 5)  # GRPO seeds, each with its own control
-MAX_STEPS = 120  # GRPO steps per run (the learning test's)
-WINDOW = 40  # last steps averaged for the gain
+MAX_STEPS = 80  # GRPO steps per run (the learning test's)
+WINDOW = 30  # last steps averaged for the gain (the learning test's)
 MARGIN = 0.5  # the learning test's bar for the gain
 MAX_END_CLIPPED = 0.5  # and its no-collapse bar: share of completions clipped over the last 20 steps
 FALSIFY = True  # also one shuffled-rewards run per build, on the first GRPO seed
@@ -56,6 +57,7 @@ def train(k, name, model, seed, extra, threads, script="train_grpo.py"):
     except (OSError, ValueError):
         done = False
     if not done:
+        shutil.rmtree(folder, ignore_errors=True)  # a run that failed or was stopped part-way starts again
         started = time.time()
         run([os.path.join(_ROOT, script), "--smoke", f"--model_name={model}", f"--seed={seed}",
              f"--max_steps={k['MAX_STEPS']}", f"--output_dir={folder}", *k["EXTRA"].split(), *extra], threads)

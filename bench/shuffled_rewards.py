@@ -30,10 +30,12 @@ def shuffled(reward, rng):
 
 
 def shuffled_rewards(seed: int = 0) -> types.SimpleNamespace:
-    """rewards.py's functions, each shuffling its scores: what train_grpo.py looks REWARD_FUNCS up in."""
+    """rewards.py as train_grpo.py sees it, with each reward function shuffling its scores. Everything
+    else (answer_is_right, which the outcome gate and the difficulty filter judge by) is rewards.py's own."""
     rng = random.Random(seed)
     funcs = {f.__name__: shuffled(f, rng) for f in rewards.REWARD_FUNCS}
-    return types.SimpleNamespace(REWARD_FUNCS=list(funcs.values()), **funcs)
+    public = {name: getattr(rewards, name) for name in dir(rewards) if not name.startswith("_")}
+    return types.SimpleNamespace(**{**public, **funcs, "REWARD_FUNCS": list(funcs.values())})
 
 
 if __name__ == "__main__":

@@ -45,3 +45,32 @@ def test_the_table_gives_each_cell_its_gain_over_its_control_and_the_verdict(tmp
     assert "| 1 | 5 (shuffled rewards) | -4.10 | -4.10 | -4.00 | -0.10 | 0.10 | **no** |" in table
     assert "learning cells: gain +0.20 to +1.50; 1 of 2 clear 0.5" in table
     assert (out / "table.md").exists() and (out / "learning_vs_control.png").stat().st_size > 0
+
+
+def test_shuffled_rewards_offer_all_that_train_grpo_reads_and_only_permute_the_scores():
+    """bench/shuffled_rewards.py stands in for rewards.py inside train_grpo.py: every `rewards.NAME` that
+    train_grpo.py reads must be there (a missing one broke the falsification runs once), and each reward
+    returns its own scores, permuted."""
+    import re
+
+    sys.path.insert(0, os.path.join(ROOT, "bench"))
+    import rewards
+    import shuffled_rewards
+
+    fake = shuffled_rewards.shuffled_rewards(seed=1)
+    source = open(os.path.join(ROOT, "train_grpo.py")).read()
+    read = set(re.findall(r"\brewards\.([A-Za-z_]\w*)", source)) - {"py"}  # not the file's name in comments
+    assert "answer_is_right" in read  # the pattern finds what train_grpo.py reads
+    for name in read:
+        assert hasattr(fake, name), name
+    assert fake.answer_is_right is rewards.answer_is_right
+    text = f"2 + {{n}} = {{n}}{prompts.REASONING_END}{prompts.SOLUTION_START}{{n}}{prompts.SOLUTION_END}"
+    completions = [[{"content": text.format(n=n)}] for n in range(8)]
+    answers = [str(n if n % 2 else n + 100) for n in range(8)]  # half right, half far off
+    for reward in rewards.REWARD_FUNCS:
+        mine = getattr(fake, reward.__name__)
+        assert mine in fake.REWARD_FUNCS and mine is not reward
+        true = reward(prompts=[[]] * 8, completions=completions, answer=answers)
+        assert sorted(mine(prompts=[[]] * 8, completions=completions, answer=answers)) == sorted(true)
+    check = fake.check_answer(prompts=[[]] * 8, completions=completions, answer=answers)
+    assert check != rewards.check_answer(prompts=[[]] * 8, completions=completions, answer=answers)  # moved

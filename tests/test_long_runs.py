@@ -114,17 +114,15 @@ def test_sigint_finishes_the_step_saves_and_resumes(tmp_path):
     assert train_steps(metrics) == list(range(1, last + 3))
 
 
-def test_smoke_starts_over_by_itself(tmp_path):
-    train(tmp_path, "--max_steps=2", "--output_dir=outputs/o")
+def test_tensorboard_logs_offline_and_smoke_starts_over_by_itself(tmp_path):
+    """One folder, two runs (each run costs ~15 s of imports, so the two checks share them)."""
+    train(tmp_path, "--max_steps=2", "--report_to=tensorboard", "--output_dir=outputs/o")
+    events = list((tmp_path / "outputs" / "o").rglob("events.out.tfevents.*"))
+    assert events and events[0].stat().st_size > 0
     log = train(tmp_path, "--max_steps=3", "--output_dir=outputs/o")
     assert "smoke: starting over in outputs/o" in log
     assert train_steps(tmp_path / "outputs" / "o" / "metrics.jsonl") == [1, 2, 3]
-
-
-def test_tensorboard_logs_offline(tmp_path):
-    train(tmp_path, "--max_steps=2", "--report_to=tensorboard", "--output_dir=outputs/tb")
-    events = list((tmp_path / "outputs" / "tb").rglob("events.out.tfevents.*"))
-    assert events and events[0].stat().st_size > 0
+    assert not list((tmp_path / "outputs" / "o").rglob("events.out.tfevents.*"))  # the first run's files went with it
 
 
 def test_smoke_never_wipes_a_real_run(tmp_path):
