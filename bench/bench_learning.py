@@ -8,7 +8,8 @@ steps, run minus control. The learning test's bar is MARGIN; every cell must cle
     python bench/bench_learning.py --extra="--beta=0.1"  # the same with a preset change, to compare
 
 With FALSIFY, one shuffled-rewards run per build (bench/shuffled_rewards.py): rewards that say nothing
-about the completions must not clear the bar. Prints a markdown table; copy it into BENCHMARKS.md.
+about the completions should not clear the bar (at 80 steps, 8 of 9 such runs fell below it: a run
+without information ended -1.73 to +0.78 from its control). Prints a markdown table; copy it into BENCHMARKS.md.
 """
 
 import json
