@@ -53,9 +53,8 @@ def test_shuffled_rewards_offer_all_that_train_grpo_reads_and_only_permute_the_s
     returns its own scores, permuted."""
     import re
 
-    sys.path.insert(0, os.path.join(ROOT, "bench"))
     import rewards
-    import shuffled_rewards
+    from bench import shuffled_rewards
 
     fake = shuffled_rewards.shuffled_rewards(seed=1)
     source = open(os.path.join(ROOT, "train_grpo.py")).read()
