@@ -274,13 +274,33 @@ def problem_means(samples: list[dict], key: str = "correct") -> list[float]:
 
 
 def compare(base_samples: list[dict], trained_samples: list[dict], resamples: int, seed: int) -> dict:
-    """Trained minus base for each metric, and paired 95% intervals for the accuracies and the format rate."""
+    """Trained minus base for each metric, and paired 95% intervals for the accuracies and the format rate.
+    Also the samples that flipped, pairing the j-th sample of each problem: both models sample with the
+    same seed in the same order, so where the models agree their draws agree, and a sample whose text is
+    unchanged is one the training left alone. The accuracy change is (wrong_to_right - right_to_wrong)
+    over the samples: a change near 0 can hide many flips both ways (a model that moved without
+    learning) or few (a model that barely moved)."""
     base, trained = summarize(base_samples), summarize(trained_samples)
     change = {m: trained[m] - base[m] for m in _METRICS}
     for key, name in (("correct", "accuracy"), ("lenient_correct", "accuracy_lenient"), ("exact_format", "format_rate")):
         change[f"{name}_ci95"] = paired_bootstrap_ci(problem_means(base_samples, key),
                                                     problem_means(trained_samples, key), resamples, seed)
+    pairs = [(b, t) for b, t in zip(base_samples, trained_samples) if b["problem"] == t["problem"]]
+    change["flips"] = {"right_to_wrong": sum(b["correct"] and not t["correct"] for b, t in pairs),
+                       "wrong_to_right": sum(t["correct"] and not b["correct"] for b, t in pairs),
+                       "same_text": sum(b.get("text") == t.get("text") for b, t in pairs), "paired": len(pairs)}
     return change
+
+
+def flips_line(results: dict) -> str:
+    """One sentence per change: how many paired samples turned right or wrong, and how many kept their text."""
+    lines = []
+    for key, start in (("change", "base"), ("change_from_primed", "primed")):
+        f = results.get(key, {}).get("flips")
+        if f:
+            lines.append(f"{start} -> trained, sample for sample (same sampling seed): {f['wrong_to_right']} wrong turned right, "
+                         f"{f['right_to_wrong']} right turned wrong, {f['same_text']} of {f['paired']} the same text.")
+    return "\n".join(lines)
 
 
 _METRICS = ("accuracy", "accuracy_lenient", "format_rate", "mean_completion_tokens", "truncation_rate")
@@ -392,7 +412,7 @@ _HOW_TO_READ = (
 
 # --- reports ---------------------------------------------------------------------------------------
 def write_report(path: str, results: dict, rows: list[dict], samples: dict, n_show: int) -> None:
-    lines = ["# Evaluation: base vs trained\n", f"{results['problems']}\n", table(results), "",
+    lines = ["# Evaluation: base vs trained\n", f"{results['problems']}\n", table(results), "", flips_line(results), "",
              "Settings: " + ", ".join(f"{key}={value}" for key, value in results["settings"].items()), "",
              _HOW_TO_READ, ""]
     for i, row in enumerate(rows[:n_show]):
@@ -496,6 +516,7 @@ def main(argv: list[str]) -> dict:
     write_report(os.path.join(k["EVAL_DIR"], "eval_report.md"), results, rows, samples, k["N_SHOW"])
     write_chart(os.path.join(k["EVAL_DIR"], "eval_accuracy.png"), results)
     print(table(results))
+    print(flips_line(results))
     print(f"wrote eval_results.json, eval_samples.jsonl, eval_report.md, eval_accuracy.png in {k['EVAL_DIR']} ({time.time() - start:.0f} s)")
     return results
 

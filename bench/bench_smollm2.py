@@ -174,20 +174,22 @@ def fmt(result, label, metric):
 def table(results):
     lines = ["| run | steps | train s | check_answer first -> last | minus control's, first -> last | accuracy primed "
              "| accuracy trained | GRPO change [95% CI] | lenient primed | lenient trained | format trained "
-             "| pushed up but wrong | groups with no right answer but a signal |",
-             "| --- | ---: | ---: | --- | --- | --- | --- | --- | --- | --- | ---: | ---: | ---: |"]
+             "| pushed up but wrong | groups with no right answer but a signal | held-out samples wrong -> right / right -> wrong |",
+             "| --- | ---: | ---: | --- | --- | --- | --- | --- | --- | --- | ---: | ---: | ---: | --- |"]
     for r in results:
         change = r.get("change_from_primed", {})
         lo, hi = change.get("accuracy_ci95", (float("nan"), float("nan")))
         first, last = r.get("vs_control", (float("nan"), float("nan")))
         versus = "" if math.isnan(first) else f"{first:+.2f} -> {last:+.2f}"
+        flips = change.get("flips")  # absent from evaluations made before evaluate.py counted them
+        flipped = f"{flips['wrong_to_right']} / {flips['right_to_wrong']}" if flips else ""
         lines.append(f"| {r['name']} | {r['steps']} | {r['train_s']:.0f} | {r['check_answer_first']:+.2f} -> {r['check_answer_last']:+.2f} "
                      f"| {versus} "
                      f"| {fmt(r, 'primed', 'accuracy')} | {fmt(r, 'trained', 'accuracy')} "
                      f"| {change.get('accuracy', float('nan')):+.3f} [{lo:+.3f}, {hi:+.3f}] "
                      f"| {r['primed']['accuracy_lenient']:.3f} | {r['trained']['accuracy_lenient']:.3f} "
                      f"| {r['trained']['format_rate']:.2f} | {r['pushed_up_but_wrong']:.2f} "
-                     f"| {r['groups_without_a_right_answer_but_a_signal']:.2f} |")
+                     f"| {r['groups_without_a_right_answer_but_a_signal']:.2f} | {flipped} |")
     return "\n".join(lines)
 
 

@@ -51,6 +51,21 @@ def test_table_shows_the_change_against_base_with_intervals():
     assert "| pass@2 | 0.400 | 0.600 | +0.200 |" in text
 
 
+def test_compare_counts_the_samples_that_flipped_each_way():
+    def sample(problem, correct, text):
+        return {"problem": problem, "correct": correct, "lenient_correct": correct, "exact_format": True,
+                "n_tokens": 10, "truncated": False, "text": text}
+
+    before = [sample(0, True, "a"), sample(0, True, "b"), sample(1, False, "c"), sample(1, False, "d")]
+    after = [sample(0, True, "a"), sample(0, False, "b2"), sample(1, True, "c2"), sample(1, True, "d2")]
+    change = evaluate.compare(before, after, resamples=50, seed=0)
+    assert change["flips"] == {"right_to_wrong": 1, "wrong_to_right": 2, "same_text": 1, "paired": 4}
+    assert change["accuracy"] == (2 - 1) / 4  # the change is the flips' balance over the samples
+    line = evaluate.flips_line({"change_from_primed": change})
+    assert line == "primed -> trained, sample for sample (same sampling seed): 2 wrong turned right, 1 right turned wrong, 1 of 4 the same text."
+    assert evaluate.compare(before, before, 50, 0)["flips"] == {"right_to_wrong": 0, "wrong_to_right": 0, "same_text": 4, "paired": 4}
+
+
 @pytest.mark.parametrize(
     "text,expected,why",
     [

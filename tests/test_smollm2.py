@@ -69,6 +69,9 @@ def test_the_preset_primes_trains_and_evaluates(converted):
         mine = [s for s in samples if s["model"] == label]
         assert len(mine) == 4 and {s["problem"] for s in mine} == {0, 1, 2, 3}, label
         assert sum(s["correct"] for s in mine) / 4 == pytest.approx(results[label]["accuracy"]), label
+    flips = results["change_from_primed"]["flips"]  # sample for sample, primed -> trained
+    assert flips["paired"] == 4 and 0 <= flips["same_text"] <= 4
+    assert (flips["wrong_to_right"] - flips["right_to_wrong"]) / 4 == pytest.approx(results["change_from_primed"]["accuracy"])
 
 
 def test_bench_compares_a_run_with_its_control_step_by_step(tmp_path):
