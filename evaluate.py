@@ -276,10 +276,11 @@ def problem_means(samples: list[dict], key: str = "correct") -> list[float]:
 def compare(base_samples: list[dict], trained_samples: list[dict], resamples: int, seed: int) -> dict:
     """Trained minus base for each metric, and paired 95% intervals for the accuracies and the format rate.
     Also the samples that flipped, pairing the j-th sample of each problem: both models sample with the
-    same seed in the same order, so where the models agree their draws agree, and a sample whose text is
-    unchanged is one the training left alone. The accuracy change is (wrong_to_right - right_to_wrong)
-    over the samples: a change near 0 can hide many flips both ways (a model that moved without
-    learning) or few (a model that barely moved)."""
+    same seed in the same order, so where the models agree their draws agree (until a batch stops at a
+    different length, which shifts the later batches' draws: same_text is a lower bound on the samples
+    training left alone). The accuracy change is (wrong_to_right - right_to_wrong) over the samples: a
+    change near 0 can hide many flips both ways (a model that moved without learning) or few (one that
+    barely moved)."""
     base, trained = summarize(base_samples), summarize(trained_samples)
     change = {m: trained[m] - base[m] for m in _METRICS}
     for key, name in (("correct", "accuracy"), ("lenient_correct", "accuracy_lenient"), ("exact_format", "format_rate")):
