@@ -57,10 +57,10 @@ SMOLLM2 = dict(
     FORMAT_SFT_EPOCHS=2,
     FORMAT_SFT_MAX_EXAMPLES=64,  # x 2 epochs, like the recipe's 59 rows x 2
     # only prompts the primed model sometimes solves: it always or never solves two prompts in three;
-    # off, seed 42 gained half as much and no seed gained more (BENCHMARKS.md, the filter off)
+    # off, seed 42 gained half as much, and no seed's difference was beyond its noise (BENCHMARKS.md)
     DIFFICULTY_FILTER=True,
     DIFFICULTY_SAMPLES=4,  # 4, not 8: sampling is most of a CPU run's time
-    DIFFICULTY_PROMPTS=128,  # ~40 kept, each seen ~1.6 times in 16 steps x 4 prompts; all 307 would take ~9 minutes
+    DIFFICULTY_PROMPTS=128,  # ~40 kept, each seen ~1.6 times in 16 steps x 4 prompts; sampling all ~300 costs 2.4 times as much
     DIFFICULTY_BAND=(0.25, 0.75),  # 1 to 3 right answers of 4
     OUTCOME_GATE=True,  # all-right and all-wrong groups teach nothing but the format rewards' noise
     LEARNING_RATE=5e-5,  # Adam moves every weight ~lr a step, signal or not: 2e-4 cost 0.125 accuracy in 4 steps
