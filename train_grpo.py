@@ -73,6 +73,7 @@ EPSILON_HIGH = 0.2  # upper clip range, 1 + EPSILON_HIGH; DAPO's clip-higher use
 SCALE_REWARDS = "group"  # divide advantages by the std of: group | batch | none (Dr. GRPO's choice)
 MASK_TRUNCATED_COMPLETIONS = False  # leave completions that hit the length limit out of the loss
 OUTCOME_GATE = False  # zero the advantages of groups whose answers are all right or all wrong (rewards.answer_is_right)
+REINFORCE_RIGHT_ONLY = False  # zero every advantage but right answers' positive ones: raise right answers, push nothing down
 # difficulty filter: after priming, keep only the prompts the model sometimes solves
 DIFFICULTY_FILTER = False  # sample DIFFICULTY_SAMPLES completions per training prompt and keep those with a pass rate in the band
 DIFFICULTY_SAMPLES = 8  # completions per prompt for its pass rate (GRPO's sampling settings)

@@ -27,7 +27,7 @@ CLIPPED_LIMIT = 0.95  # completions/clipped_ratio at or above this: nearly every
 
 METRIC_KEYS = ("reward", "reward_std", "frac_reward_zero_std", "completions/mean_length",
                "completions/clipped_ratio", "loss", "learning_rate", "kl", "entropy",
-               "clip_ratio/region_mean", "gate/all_right", "gate/all_wrong")
+               "clip_ratio/region_mean", "gate/all_right", "gate/all_wrong", "right_only/zeroed")
 
 ADVICE = ("try a lower LEARNING_RATE, a KL term to the reference (--beta=0.04), "
           "--mask_truncated_completions=true, a longer MAX_COMPLETION_LENGTH, or format priming "

@@ -8,7 +8,8 @@ with EVAL_STEPS, the held-out evaluations as orange points on the same panels; w
 a first panel with the priming SFT's loss.
 A last panel shows the run's health: the share of completions cut at the length limit and the
 share of groups with no learning signal (all completions scored alike); both near 1.0 = collapse.
-With OUTCOME_GATE it also shows the shares of groups gated as all right and as all wrong.
+With OUTCOME_GATE it also shows the shares of groups gated as all right and as all wrong; with
+REINFORCE_RIGHT_ONLY, the share of moving completions whose advantage it zeroed.
 train_grpo.py calls this at the end of every run.
 """
 
@@ -20,9 +21,11 @@ import sys
 
 
 HEALTH = {"completions/clipped_ratio": "clipped at the limit", "frac_reward_zero_std": "groups without signal",
-          "gate/all_right": "groups gated: all right", "gate/all_wrong": "groups gated: all wrong"}
+          "gate/all_right": "groups gated: all right", "gate/all_wrong": "groups gated: all wrong",
+          "right_only/zeroed": "advantages zeroed (right only)"}
 HEALTH_COLORS = {"completions/clipped_ratio": "tab:red", "frac_reward_zero_std": "tab:gray",
-                 "gate/all_right": "tab:green", "gate/all_wrong": "tab:purple"}
+                 "gate/all_right": "tab:green", "gate/all_wrong": "tab:purple",
+                 "right_only/zeroed": "tab:olive"}
 
 
 def read_metrics(path: str) -> list[dict]:

@@ -93,23 +93,50 @@ def gate_groups(rewards_per_func, right, num_generations: int):
     return grouped.view_as(rewards_per_func), all_right.float().mean().item(), all_wrong.float().mean().item()
 
 
-def with_outcome_gate(trainer_class, judge):
-    """trainer_class (TRL's GRPOTrainer as Unsloth patched it) with the outcome gate: after the rewards are
-    computed and gathered from every process, judge(completions, answer=...) gives each completion's binary
-    outcome; those are gathered the same way, and gate_groups flattens the groups that carry no outcome
-    signal. Logs gate/all_right and gate/all_wrong, the shares of groups gated, each step."""
+def right_only(advantages, right):
+    """REINFORCE_RIGHT_ONLY on one process's advantages: a completion judged wrong gets zero advantage and a
+    right one keeps its advantage only where it is positive, so the step raises right answers and never
+    pushes a completion down (rejection-sampling fine-tuning's direction, with GRPO's weights). Returns
+    (advantages, share of completions with a nonzero advantage that it zeroed).
 
-    if not callable(getattr(trainer_class, "_calculate_rewards", None)):  # the one hook the gate needs
-        raise BadInput("OUTCOME_GATE needs GRPOTrainer._calculate_rewards, which this TRL/Unsloth version lacks; "
-                       "use the pinned versions (requirements.txt) or --outcome_gate=false")
+    >>> import torch
+    >>> a, zeroed = right_only(torch.tensor([1.2, -0.4, 0.3, -1.1, 0.0]), torch.tensor([True, True, False, False, False]))
+    >>> [round(x, 2) for x in a.tolist()], zeroed
+    ([1.2, 0.0, 0.0, 0.0, 0.0], 0.75)
+    """
+    import torch
 
-    class OutcomeGatedGRPOTrainer(trainer_class):
+    right = right.view(-1, *[1] * (advantages.dim() - 1))  # TRL's advantages are one per completion
+    kept = torch.where(right, advantages.clamp(min=0), torch.zeros_like(advantages))
+    moving = advantages != 0
+    zeroed = (moving & (kept == 0)).sum().item() / max(moving.sum().item(), 1)
+    return kept, zeroed
+
+
+def with_outcome_judge(trainer_class, judge, gate: bool, only_right: bool):
+    """trainer_class (TRL's GRPOTrainer as Unsloth patched it) with the judge's binary outcome in the
+    advantages: judge(completions, answer=...) says whether each completion's answer is right.
+    gate (OUTCOME_GATE): after the rewards are computed and gathered from every process, the outcomes
+    are gathered the same way and gate_groups flattens the groups that carry no outcome signal; logs
+    gate/all_right and gate/all_wrong, the shares of groups gated, each step.
+    only_right (REINFORCE_RIGHT_ONLY): after TRL computes this process's advantages, right_only keeps
+    only the right completions' positive ones; logs right_only/zeroed."""
+
+    if not callable(getattr(trainer_class, "_calculate_rewards", None)):  # the one hook the judge needs
+        raise BadInput("OUTCOME_GATE and REINFORCE_RIGHT_ONLY need GRPOTrainer._calculate_rewards, which this TRL/Unsloth "
+                       "version lacks; use the pinned versions (requirements.txt) or --outcome_gate=false "
+                       "--reinforce_right_only=false")
+
+    class OutcomeJudgedGRPOTrainer(trainer_class):
         def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
             import torch
 
             rewards_per_func = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
             answers = [row.get("answer") for row in inputs]
             right = torch.tensor(judge(completions, answer=answers), dtype=torch.bool, device=rewards_per_func.device)
+            self._right = right  # this process's completions, in the order of its advantages
+            if not gate:
+                return rewards_per_func
             right = self.accelerator.gather(right)  # in the same order as the rewards: groups may span processes
             mode = "train" if self.model.training else "eval"
             groups = self.num_generations if mode == "train" else self.num_generations_eval
@@ -118,17 +145,28 @@ def with_outcome_gate(trainer_class, judge):
             self._metrics[mode]["gate/all_wrong"].append(all_wrong)
             return gated
 
-    return OutcomeGatedGRPOTrainer
+        def _generate_and_score_completions(self, inputs):
+            output = super()._generate_and_score_completions(inputs)
+            if only_right and self.model.training:  # held-out evaluation reports the advantages untouched
+                import torch
+
+                output["advantages"], zeroed = right_only(output["advantages"], self._right)
+                zeroed = self.accelerator.gather(torch.tensor([zeroed], device=output["advantages"].device))
+                self._metrics["train"]["right_only/zeroed"].append(zeroed.mean().item())
+            return output
+
+    return OutcomeJudgedGRPOTrainer
 
 
 def build(k: dict, model, tokenizer, reward_funcs: list, judge, dataset, eval_dataset, max_prompt_length: int,
           primed: str | None):
-    """The GRPOTrainer (with OUTCOME_GATE, gated by judge), ready to train. Its callbacks are reachable as trainer.alarm, trainer.stop and
+    """The GRPOTrainer (with OUTCOME_GATE and REINFORCE_RIGHT_ONLY, by judge), ready to train. Its callbacks are reachable as trainer.alarm, trainer.stop and
     trainer.guard, and the algorithm knobs as it holds them as trainer.algorithm. Prints the run's shape and any algorithm knob Unsloth's config rewrote."""
     from trl import GRPOConfig, GRPOTrainer
 
     config = GRPOConfig(**grpo_config_kwargs(k, max_prompt_length, run_files.bf16()))  # fp16 GPUs (T4): Unsloth sets fp16
-    trainer_class = with_outcome_gate(GRPOTrainer, judge) if k["OUTCOME_GATE"] else GRPOTrainer
+    judged = k["OUTCOME_GATE"] or k["REINFORCE_RIGHT_ONLY"]
+    trainer_class = with_outcome_judge(GRPOTrainer, judge, k["OUTCOME_GATE"], k["REINFORCE_RIGHT_ONLY"]) if judged else GRPOTrainer
     alarm = callbacks.make_collapse_callback(k["COLLAPSE_PATIENCE"], k["STOP_ON_COLLAPSE"])
     stop = callbacks.make_signal_stop_callback()
     guard = callbacks.make_nonfinite_guard_callback()
@@ -147,6 +185,8 @@ def build(k: dict, model, tokenizer, reward_funcs: list, judge, dataset, eval_da
     trainer.algorithm = algorithm_used(trainer.args)
     if k["OUTCOME_GATE"]:
         print("outcome gate: groups whose answers are all right or all wrong get zero advantage")
+    if k["REINFORCE_RIGHT_ONLY"]:
+        print("right only: completions judged wrong get zero advantage, right ones only a positive one")
     if k["BETA"] > 0:  # TRL freezes a copy of the adapter as it is now ("ref"): the KL reference
         print("KL reference: " + ("the primed model (a frozen copy of the primed adapter)" if primed else "the base model"))
     used = trainer.algorithm

@@ -1,12 +1,13 @@
 """The outcome gate (OUTCOME_GATE): groups whose answers are all right or all wrong carry no advantage,
-whatever the shaped rewards say; the other groups are untouched. Checked on a constructed batch, with
+whatever the shaped rewards say; the other groups are untouched. And REINFORCE_RIGHT_ONLY: only right
+answers keep an advantage, and only a positive one. Checked on a constructed batch, with
 the advantages computed as TRL computes them, for each SCALE_REWARDS. A smoke run with the gate on is
 in test_pipeline.py (the variant run)."""
 
 import pytest
 import torch
 
-from grpo.trainer import gate_groups
+from grpo.trainer import gate_groups, right_only, with_outcome_judge
 from rewards import answer_is_right
 
 G = 4  # completions per group
@@ -80,3 +81,69 @@ def test_answer_is_right_never_raises_and_returns_one_bool_per_completion():
     assert len(out) == len(junk) and all(isinstance(v, bool) for v in out)
     assert out[2] is True  # a conversational completion is read like TRL hands it over
     assert answer_is_right(["<SOLUTION>1</SOLUTION>"], answer=None) == [False]
+
+
+# REINFORCE_RIGHT_ONLY: only right completions keep an advantage, and only a positive one.
+
+@pytest.mark.parametrize("scale_rewards", ["group", "batch", "none"])
+def test_right_only_keeps_the_right_answers_positive_advantages_and_zeroes_the_rest(scale_rewards):
+    rewards, right = batch()
+    rewards[8], rewards[9] = torch.tensor([3.0, 5.0]), torch.tensor([3.0, 2.0])  # group 2 now mixed: one right
+    right[8] = True  # answer, and a wrong one with the format and partial credit, above the group's mean
+    before = advantages(rewards, scale_rewards)
+    after, zeroed = right_only(before, right)
+    assert (before[~right] > 0.1).any()  # shaping lifts some wrong answers above their group's mean ...
+    assert (after[~right] == 0).all()  # ... and none keeps an advantage
+    assert (before[right] < -0.1).any() and (after >= 0).all()  # a right answer below its group's mean is not pushed down
+    assert torch.equal(after[right & (before > 0)], before[right & (before > 0)])
+    moving = before != 0
+    assert zeroed == pytest.approx(((after == 0) & moving).sum().item() / moving.sum().item())
+
+
+def test_right_only_after_the_gate_leaves_only_the_mixed_groups_right_answers():
+    rewards, right = batch()
+    gated, _, _ = gate_groups(rewards, right, G)
+    after, _ = right_only(advantages(gated, "group"), right)
+    assert after[4:].abs().max() < 1e-3  # the all-right group stays gated
+    assert (after[:4] > 0).tolist() == right[:4].tolist()
+
+
+class _FakeTrainer:
+    """The two hooks of TRL's GRPOTrainer that with_outcome_judge overrides, on one process: the rewards
+    as given, and the advantages computed from what _calculate_rewards returns, with the group std."""
+
+    num_generations = num_generations_eval = G
+
+    def __init__(self, rewards, training=True):
+        from collections import defaultdict
+        from types import SimpleNamespace
+
+        self.rewards, self._metrics = rewards, defaultdict(lambda: defaultdict(list))
+        self.model = SimpleNamespace(training=training)
+        self.accelerator = SimpleNamespace(gather=lambda t: t)
+
+    def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
+        return self.rewards
+
+    def _generate_and_score_completions(self, inputs):
+        rewards = self._calculate_rewards(inputs, None, [row["completion"] for row in inputs], None)
+        return {"advantages": advantages(rewards, "group")}
+
+
+def _judge(completions, answer):
+    return [c == a for c, a in zip(completions, answer)]
+
+
+@pytest.mark.parametrize("gate, only_right", [(True, False), (False, True), (True, True)])
+@pytest.mark.parametrize("training", [True, False])
+def test_with_outcome_judge_changes_the_advantages_the_trainer_hands_to_the_loss(gate, only_right, training):
+    rewards, right = batch()
+    rows = [{"completion": "7" if r else "1", "answer": "7"} for r in right.tolist()]
+    trainer = with_outcome_judge(_FakeTrainer, _judge, gate, only_right)(rewards, training)
+    got = trainer._generate_and_score_completions(rows)["advantages"]
+    expected = advantages(gate_groups(rewards, right, G)[0] if gate else rewards, "group")
+    if only_right and training:  # evaluation reports the advantages untouched
+        expected = right_only(expected, right)[0]
+    assert torch.allclose(got, expected)
+    logged = trainer._metrics["train" if training else "eval"]
+    assert ("gate/all_wrong" in logged) == gate and ("right_only/zeroed" in logged) == (only_right and training)

@@ -111,11 +111,12 @@ ALGORITHM = {"LOSS_TYPE": "dr_grpo", "BETA": 0.04, "EPSILON": 0.2, "EPSILON_HIGH
 
 @pytest.fixture(scope="module")
 def variant_run(tmp_path_factory):
-    """A smoke run with another loss, a KL term, clip-higher, masking, the outcome gate, and held-out
-    evaluation every 2 steps."""
+    """A smoke run with another loss, a KL term, clip-higher, masking, the outcome gate, right-only
+    advantages, and held-out evaluation every 2 steps."""
     workdir = tmp_path_factory.mktemp("variant")
     args = [f"--{k.lower()}={v}" for k, v in ALGORITHM.items()]
-    result = subprocess.run([sys.executable, SCRIPT, "--smoke", "--max_steps=4", "--eval_steps=2", "--outcome_gate=true", *args],
+    result = subprocess.run([sys.executable, SCRIPT, "--smoke", "--max_steps=4", "--eval_steps=2", "--outcome_gate=true",
+                             "--reinforce_right_only=true", *args],
                             cwd=workdir, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return workdir / "outputs" / "smoke", result.stdout
@@ -141,6 +142,14 @@ def test_the_outcome_gate_runs_and_logs_the_share_of_groups_it_gated(variant_run
     # the tiny model is nearly never right: its groups are mostly all wrong, and gated ones count as having no signal
     assert sum(r["gate/all_wrong"] for r in rows) / len(rows) > 0.5
     assert all(r["frac_reward_zero_std"] >= r["gate/all_right"] + r["gate/all_wrong"] - 1e-6 for r in rows)
+
+
+def test_right_only_advantages_run_and_log_the_share_they_zeroed(variant_run):
+    out, log = variant_run
+    assert "right only: completions judged wrong get zero advantage, right ones only a positive one" in log
+    assert json.load(open(out / "run_config.json"))["REINFORCE_RIGHT_ONLY"] is True
+    rows = [json.loads(line) for line in open(out / "metrics.jsonl") if '"reward"' in line]
+    assert len(rows) == 4 and all(0 <= r["right_only/zeroed"] <= 1 for r in rows)
 
 
 def test_held_out_evaluation_rows_during_training(variant_run):
