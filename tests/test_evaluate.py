@@ -235,3 +235,85 @@ def test_sample_texts_counts_tokens_to_the_stop_and_puts_the_model_back():
     again = sample_texts(model, tokenizer, texts, 3, 2, "test", 0, do_sample=True, temperature=1.0, max_new_tokens=12,
                          eos_token_id=tokenizer.eos_token_id)
     assert again == samples  # seeded
+
+
+def _warped(scores, temperature, top_p, min_p):
+    """What transformers' own warpers leave of `scores`, in generate's order (temperature, top-p, min-p)."""
+    from transformers import MinPLogitsWarper, TemperatureLogitsWarper, TopPLogitsWarper
+
+    scores = TemperatureLogitsWarper(temperature)(None, scores)
+    if top_p < 1.0:
+        scores = TopPLogitsWarper(top_p)(None, scores)
+    if min_p:
+        scores = MinPLogitsWarper(min_p)(None, scores)
+    return scores
+
+
+@pytest.mark.parametrize("temperature, top_p, min_p", [(0.7, 0.95, None), (1.0, 1.0, 0.1), (1.0, 0.5, 0.2), (0.3, 0.9, None)])
+def test_top_draw_keeps_the_tokens_transformers_warpers_keep(temperature, top_p, min_p):
+    """TopDraw's kept set, on each row sorted by probability, is the set transformers' warpers leave
+    finite, on random logits of every spread from flat to peaked."""
+    import torch
+
+    from grpo.sampling import TopDraw
+
+    gen = torch.Generator().manual_seed(0)
+    scores = torch.randn(64, 300, generator=gen) * torch.linspace(0.2, 6.0, 64).unsqueeze(1)
+    draw = TopDraw(temperature, top_p, min_p)
+    probs, ids = torch.softmax(scores / temperature, -1).sort(-1, descending=True)
+    ours = torch.zeros_like(scores, dtype=torch.bool).scatter(1, ids, draw.kept(probs))
+    theirs = torch.isfinite(_warped(scores.clone(), temperature, top_p, min_p))
+    assert torch.equal(ours, theirs)
+    counts = ours.sum(-1)
+    assert counts.max() > 1 and counts.min() < 300  # rows where several tokens are kept, and rows where some are dropped
+
+
+@pytest.mark.parametrize("k", [64, 3])  # 64: every token among the likeliest; 3: kept sets reach k, drawn again over all
+@pytest.mark.parametrize("temperature, top_p, min_p", [(0.7, 0.95, None), (1.0, 1.0, 0.1)])
+def test_top_draw_samples_what_transformers_samples(temperature, top_p, min_p, k):
+    """20,000 draws from one row: each drawn token is one the warpers keep, and each token's share is
+    within 0.015 of softmax over the warped scores (about 4 standard errors)."""
+    import torch
+
+    from grpo.sampling import TopDraw
+
+    scores = torch.tensor([[3.0, 2.6, 2.2, 1.9, 1.0, 0.5, 0.0, -0.5, -1.0, -3.0]])
+    want = torch.softmax(_warped(scores.clone(), temperature, top_p, min_p), -1)[0]
+    torch.manual_seed(0)
+    out = TopDraw(temperature, top_p, min_p, k=k)(None, scores.repeat(20000, 1))
+    assert torch.isinf(out).sum(-1).eq(9).all()  # one finite score a row: the drawn token
+    drawn = out.argmax(-1)
+    assert want[drawn].gt(0).all()
+    share = torch.bincount(drawn, minlength=10).float() / 20000
+    assert (share - want).abs().max() < 0.015, (share, want)
+
+
+def test_evaluation_draws_are_seeded_and_float32_adapters_merge_to_the_same_model(tmp_path):
+    """evaluate.py samples through TopDraw: the same seed gives the same samples. A float32 adapter is
+    merged into the weights for sampling, and the merged model's logits match the adapter kept apart."""
+    import torch
+    from peft import LoraConfig, PeftModel, get_peft_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    import prompts
+    from cpu_models import tiny_model
+
+    lora = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_model.SHIPPED),
+                          LoraConfig(r=4, target_modules=["q_proj", "down_proj"], init_lora_weights=False))
+    lora.save_pretrained(tmp_path / "lora")
+    merged = evaluate.load_for_sampling(tiny_model.SHIPPED, str(tmp_path / "lora"), "cpu", torch.float32)
+    apart = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model.SHIPPED), tmp_path / "lora").eval()
+    assert not any("lora" in name for name, _ in merged.named_parameters())
+    ids = torch.arange(3, 40).unsqueeze(0)
+    with torch.no_grad():
+        base = AutoModelForCausalLM.from_pretrained(tiny_model.SHIPPED)(ids).logits
+        want, got = apart(ids).logits, merged(ids).logits
+    assert not torch.allclose(want, base, atol=1e-3)  # the adapter changes the model
+    torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-4)
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model.SHIPPED)
+    texts = evaluate.chat_prompts(prompts.read_jsonl(prompts.BUNDLED_PROBLEMS)[:3], tokenizer)
+    k = dict(SEED=5, TEMPERATURE=0.7, TOP_P=0.95, N_SAMPLES=2, MAX_NEW_TOKENS=16, BATCH_SIZE=3)
+    first = evaluate.generate_hf(merged, tokenizer, texts, k, "test")
+    assert first == evaluate.generate_hf(merged, tokenizer, texts, k, "test")
+    assert sum(s["n_tokens"] for s in first) > 0
