@@ -382,10 +382,12 @@ def run_hf(k: dict, base_name: str, tokenizer, texts: list[str], primed: str | N
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     dtype = torch.bfloat16 if device == "cuda" else torch.float32
+    models = [("base", None)]
+    if primed:
+        models.append(("primed", primed))
+    models.append(("trained", k["ADAPTER"]))
     results = {}
-    for label, adapter in (("base", None), ("primed", primed), ("trained", k["ADAPTER"])):
-        if label == "primed" and not primed:
-            continue
+    for label, adapter in models:
         model = load_for_sampling(base_name, adapter, device, dtype)
         results[label] = generate_hf(model, tokenizer, texts, k, label)
         del model

@@ -54,11 +54,11 @@ class TopDraw:
         keep[:, 0] = True
         return keep
 
-    def draw(self, probs, ids, u):
+    @staticmethod
+    def draw(probs, ids, keep, u):
         """Inverse CDF over each row's kept tokens (a prefix of the sorted row), at that row's uniform u."""
         import torch
 
-        keep = self.kept(probs)
         cdf = (probs * keep).cumsum(-1)
         j = torch.searchsorted(cdf, u * cdf[:, -1:], right=True)
         return ids.gather(1, torch.minimum(j, keep.sum(-1, keepdim=True) - 1))
@@ -71,11 +71,12 @@ class TopDraw:
         k = min(self.k, logp.shape[-1])
         top, ids = logp.topk(k, dim=-1)
         probs = top.exp()
-        token = self.draw(probs, ids, u)
-        wide = self.kept(probs)[:, -1] if k < logp.shape[-1] else torch.zeros_like(u[:, 0], dtype=torch.bool)
+        keep = self.kept(probs)
+        token = self.draw(probs, ids, keep, u)
+        wide = keep[:, -1] if k < logp.shape[-1] else torch.zeros_like(keep[:, 0])
         if wide.any():  # the kept set may go on past the k-th token: draw those rows over every token
             probs_all, ids_all = logp[wide].exp().sort(dim=-1, descending=True)
-            token[wide] = self.draw(probs_all, ids_all, u[wide])
+            token[wide] = self.draw(probs_all, ids_all, self.kept(probs_all), u[wide])
         return torch.full_like(scores, float("-inf")).scatter_(1, token, 0.0)
 
 
