@@ -68,7 +68,7 @@ SMOLLM2 = dict(
     WARMUP_RATIO=0.1,
     NUM_GENERATIONS=8,  # 16 (2 prompts x 16 a step) on seed 7: -0.018, no better
     # 4 prompts x 8 a step: +0.038 over 4 seeds, where 2 x 8 at lr 2e-5 gave +0.019; 8 x 8 (8 steps, lr 1e-4), one run
-    # on each of seeds 2 and 7: +0.043 and -0.018, not yet run on 3407 and 42 (BENCHMARKS.md)
+    # on each of seeds 2, 7 and 42: +0.043, -0.018 and +0.023, where 4 x 8 gave -0.003, +0.005 and +0.057 (BENCHMARKS.md)
     PER_DEVICE_TRAIN_BATCH_SIZE=32,
     MAX_COMPLETION_LENGTH=64,  # the primed model's answers: 45 tokens median, 99% within 76
     MAX_STEPS=16,  # 64 prompt visits, about 11 minutes on 2 cores
