@@ -48,7 +48,11 @@ def test_same_logits_and_gradients_as_sdpa_on_a_padded_batch(tiny, monkeypatch):
     torch.testing.assert_close(logits_gqa[real], logits[real], rtol=1e-5, atol=1e-5)
     assert grads_gqa.keys() == grads.keys()
     for name in grads:
-        torch.testing.assert_close(grads_gqa[name], grads[name], rtol=1e-4, atol=1e-5, msg=name)
+        # A weight's gradient sums terms up to ~100 in size; summed in another order (the shared heads'
+        # gradients added inside sdpa, not through repeat_kv's backward) an element near 0 can differ by
+        # a few 1e-5 (3.8e-5 of 119 on a Zen 5 EPYC). So the absolute tolerance scales with the tensor.
+        scale = grads[name].abs().max().item()
+        torch.testing.assert_close(grads_gqa[name], grads[name], rtol=1e-4, atol=max(1e-5, 2e-6 * scale), msg=name)
 
 
 def test_attention_is_put_back_after_an_error_and_other_attentions_are_left_alone(tiny):
