@@ -47,11 +47,14 @@ def histogram(rates: list[float], samples: int) -> dict[str, int]:
     return counts
 
 
-def cache_key(k: dict, model, dataset, max_completion: int) -> dict:
+def cache_key(k: dict, model, tokenizer, dataset, max_completion: int) -> dict:
+    from grpo.sampling import grpo_stop_tokens
+
     rows = hashlib.sha256(json.dumps([dataset["prompt"], dataset["answer"]], default=str).encode()).hexdigest()
     return {"MODEL_NAME": k["MODEL_NAME"], "MODEL_SHA256": k.get("MODEL_SHA256"), "ADAPTER": run_files.adapter_checksum(model),
             "ROWS": rows, "SAMPLES": k["DIFFICULTY_SAMPLES"], "TEMPERATURE": k["TEMPERATURE"], "MIN_P": k["MIN_P"],
-            "TOP_P": k["TOP_P"], "MAX_COMPLETION": max_completion, "SEED": k["SEED"]}
+            "TOP_P": k["TOP_P"], "MAX_COMPLETION": max_completion, "SEED": k["SEED"],
+            "STOP_TOKENS": grpo_stop_tokens(model, tokenizer)}
 
 
 def pass_rates(k: dict, model, tokenizer, dataset, judge, max_completion: int) -> tuple[list[float], float]:
@@ -83,11 +86,11 @@ def sample_vllm(k: dict, model, tokenizer, texts: list[str], max_completion: int
 
 def sample_hf(k: dict, model, tokenizer, texts: list[str], max_completion: int) -> tuple[list[str], int]:
     """The same with transformers `generate`, BATCH_PROMPTS prompts per call, with a progress bar."""
-    from grpo.sampling import sample_texts
+    from grpo.sampling import grpo_stop_tokens, sample_texts
 
     done = sample_texts(model, tokenizer, texts, k["DIFFICULTY_SAMPLES"], BATCH_PROMPTS, "difficulty: sampling", k["SEED"],
                         do_sample=True, temperature=k["TEMPERATURE"], top_p=k["TOP_P"], min_p=k["MIN_P"] or None,
-                        max_new_tokens=max_completion)
+                        max_new_tokens=max_completion, eos_token_id=grpo_stop_tokens(model, tokenizer))
     return [s["text"] for s in done], sum(s["n_tokens"] for s in done)
 
 
@@ -100,7 +103,7 @@ def filter_prompts(k: dict, model, tokenizer, dataset, judge, max_completion: in
     if 0 < k["DIFFICULTY_PROMPTS"] < len(dataset):  # a seeded draw, so a second run draws the same prompts
         print(f"difficulty: a seeded draw of {k['DIFFICULTY_PROMPTS']} of the {len(dataset)} training prompts")
         dataset = dataset.shuffle(seed=k["SEED"]).select(range(k["DIFFICULTY_PROMPTS"]))
-    key = cache_key(k, model, dataset, max_completion)
+    key = cache_key(k, model, tokenizer, dataset, max_completion)
     path = run_files.cache_file(k["DIFFICULTY_CACHE"], key, ".json")
     try:
         with open(path) as f:

@@ -111,6 +111,24 @@ def generate_repeated(model, ids, mask, copies: int, **generate_kwargs):
                               past_key_values=cache, **generate_kwargs)
 
 
+def grpo_stop_tokens(model, tokenizer) -> list[int]:
+    """The token ids GRPO's own sampling stops at, as TRL's GRPOTrainer sets them: the tokenizer's eos
+    (the token the chat template ends a turn with) first, then the model's generation config's. The
+    difficulty filter samples with these, so its pass rates are GRPO's. Reading the generation config
+    alone is not enough: TRL's SFTTrainer adds the tokenizer's eos to it, so after a fresh priming a
+    model stopped at the turn's end and after a reused priming it did not (SmolLM2's GGUF tokenizer ends
+    turns with id 1, its config stops at 2), and the same seed kept other prompts.
+
+    >>> import types
+    >>> model = types.SimpleNamespace(generation_config=types.SimpleNamespace(eos_token_id=2))
+    >>> grpo_stop_tokens(model, types.SimpleNamespace(eos_token_id=1))
+    [1, 2]
+    """
+    configured = model.generation_config.eos_token_id
+    configured = [] if configured is None else [configured] if isinstance(configured, int) else list(configured)
+    return [tokenizer.eos_token_id, *[t for t in configured if t != tokenizer.eos_token_id]]
+
+
 def sample_texts(model, tokenizer, texts: list[str], copies: int, batch_prompts: int, desc: str, seed: int,
                  **generate_kwargs) -> list[dict]:
     """`copies` completions of each chat-formatted prompt in `texts`, `batch_prompts` prompts per

@@ -100,3 +100,29 @@ def test_with_unsloths_vllm_engine_the_filter_samples_through_it(monkeypatch):
     assert rates == [0.5, 0.0] and mean_tokens == 3
     assert made == {"n": 2, "temperature": 1.0, "top_p": 1.0, "min_p": 0.1, "max_tokens": 64, "seed": 7,
                     "lora": "lora:difficulty_filter_lora"}
+
+
+def test_the_filter_stops_where_grpo_stops_whether_priming_ran_or_was_reused():
+    """TRL's SFTTrainer adds the tokenizer's eos (the token the chat template ends a turn with) to the
+    model's generation config; a reused primed adapter leaves the config as it was loaded. The filter
+    stops at GRPO's stop tokens either way (the tokenizer's eos first, then the config's), so the same
+    seed samples the same completions, and counts the same tokens, after a fresh or a reused priming."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    import evaluate
+    import prompts
+    from cpu_models import tiny_model
+    from grpo import difficulty
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model.SHIPPED)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model.SHIPPED)
+    texts = evaluate.chat_prompts(prompts.read_jsonl(prompts.BUNDLED_PROBLEMS)[:32], tokenizer)
+    k = {"DIFFICULTY_SAMPLES": 4, "TEMPERATURE": 1.0, "TOP_P": 1.0, "MIN_P": 0.1, "SEED": 3}
+    other = 5  # a second stop token the tiny model never writes, as SmolLM2's config names one its template does not use
+    assert tokenizer.eos_token_id != other
+    model.generation_config.eos_token_id = [tokenizer.eos_token_id, other]  # as SFTTrainer leaves it
+    after_priming = difficulty.sample_hf(k, model, tokenizer, texts, 64)
+    model.generation_config.eos_token_id = other  # as loaded, with the primed adapter reused
+    after_reuse = difficulty.sample_hf(k, model, tokenizer, texts, 64)
+    assert after_priming[1] < len(texts) * 4 * 64  # some completions stopped at the eos: the case can tell
+    assert after_reuse == after_priming
