@@ -126,7 +126,8 @@ def grpo_stop_tokens(model, tokenizer) -> list[int]:
     """
     configured = model.generation_config.eos_token_id
     configured = [] if configured is None else [configured] if isinstance(configured, int) else list(configured)
-    return [tokenizer.eos_token_id, *[t for t in configured if t != tokenizer.eos_token_id]]
+    first = [] if tokenizer.eos_token_id is None else [tokenizer.eos_token_id]
+    return [*first, *[t for t in configured if t not in first]]
 
 
 def sample_texts(model, tokenizer, texts: list[str], copies: int, batch_prompts: int, desc: str, seed: int,
