@@ -118,7 +118,7 @@ def test_the_filter_stops_where_grpo_stops_whether_priming_ran_or_was_reused():
     model = AutoModelForCausalLM.from_pretrained(tiny_model.SHIPPED)
     texts = evaluate.chat_prompts(prompts.read_jsonl(prompts.BUNDLED_PROBLEMS)[:32], tokenizer)
     k = {"DIFFICULTY_SAMPLES": 4, "TEMPERATURE": 1.0, "TOP_P": 1.0, "MIN_P": 0.1, "SEED": 3}
-    other = 5  # a second stop token the tiny model never writes, as SmolLM2's config names one its template does not use
+    other = 5  # a second stop token in the config, as SmolLM2's names one its template does not end turns with
     assert tokenizer.eos_token_id != other
     model.generation_config.eos_token_id = [tokenizer.eos_token_id, other]  # as SFTTrainer leaves it
     after_priming = difficulty.sample_hf(k, model, tokenizer, texts, 64)
