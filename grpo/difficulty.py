@@ -86,11 +86,11 @@ def sample_vllm(k: dict, model, tokenizer, texts: list[str], max_completion: int
 
 def sample_hf(k: dict, model, tokenizer, texts: list[str], max_completion: int) -> tuple[list[str], int]:
     """The same with transformers `generate`, BATCH_PROMPTS prompts per call, with a progress bar."""
-    from grpo.sampling import grpo_stop_tokens, sample_texts
+    from grpo.sampling import sample_texts
 
     done = sample_texts(model, tokenizer, texts, k["DIFFICULTY_SAMPLES"], BATCH_PROMPTS, "difficulty: sampling", k["SEED"],
                         do_sample=True, temperature=k["TEMPERATURE"], top_p=k["TOP_P"], min_p=k["MIN_P"] or None,
-                        max_new_tokens=max_completion, eos_token_id=grpo_stop_tokens(model, tokenizer))
+                        max_new_tokens=max_completion)  # stops where GRPO stops: sample_texts' default
     return [s["text"] for s in done], sum(s["n_tokens"] for s in done)
 
 

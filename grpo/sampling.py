@@ -114,7 +114,7 @@ def generate_repeated(model, ids, mask, copies: int, **generate_kwargs):
 def grpo_stop_tokens(model, tokenizer) -> list[int]:
     """The token ids GRPO's own sampling stops at, as TRL's GRPOTrainer sets them: the tokenizer's eos
     (the token the chat template ends a turn with) first, then the model's generation config's. The
-    difficulty filter samples with these, so its pass rates are GRPO's. Reading the generation config
+    difficulty filter samples with these (`sample_texts`' default), so its pass rates are GRPO's. Reading the generation config
     alone is not enough: TRL's SFTTrainer adds the tokenizer's eos to it, so after a fresh priming a
     model stopped at the turn's end and after a reused priming it did not (SmolLM2's GGUF tokenizer ends
     turns with id 1, its config stops at 2), and the same seed kept other prompts.
@@ -135,8 +135,9 @@ def sample_texts(model, tokenizer, texts: list[str], copies: int, batch_prompts:
     """`copies` completions of each chat-formatted prompt in `texts`, `batch_prompts` prompts per
     `generate` call, with a progress bar. One dict per completion, in prompt order: the prompt's index,
     the decoded text up to where `generate` stopped (its first eos or pad), that length in tokens, and
-    whether it ran to max_new_tokens. evaluate.py and the difficulty filter sample through this. The
-    model is in eval mode and the tokenizer pads left while it runs; both are put back after."""
+    whether it ran to max_new_tokens. evaluate.py and the difficulty filter sample through this. Without
+    an `eos_token_id`, it stops where GRPO's sampling does (`grpo_stop_tokens`). The model is in eval
+    mode and the tokenizer pads left while it runs; both are put back after."""
     import torch
     from tqdm.auto import tqdm
 
@@ -146,7 +147,7 @@ def sample_texts(model, tokenizer, texts: list[str], copies: int, batch_prompts:
     was_training = model.training
     model.eval()
     torch.manual_seed(seed)
-    eos = generate_kwargs.get("eos_token_id", model.generation_config.eos_token_id)  # where generate stops
+    eos = generate_kwargs.setdefault("eos_token_id", grpo_stop_tokens(model, tokenizer))  # where generate stops
     stops = {*(eos if isinstance(eos, (list, tuple)) else [eos]), tokenizer.pad_token_id} - {None}
     limit = generate_kwargs["max_new_tokens"]
     samples = []
