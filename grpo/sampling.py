@@ -114,10 +114,11 @@ def generate_repeated(model, ids, mask, copies: int, **generate_kwargs):
 def grpo_stop_tokens(model, tokenizer) -> list[int]:
     """The token ids GRPO's own sampling stops at, as TRL's GRPOTrainer sets them: the tokenizer's eos
     (the token the chat template ends a turn with) first, then the model's generation config's. The
-    difficulty filter samples with these (`sample_texts`' default), so its pass rates are GRPO's. Reading the generation config
-    alone is not enough: TRL's SFTTrainer adds the tokenizer's eos to it, so after a fresh priming a
-    model stopped at the turn's end and after a reused priming it did not (SmolLM2's GGUF tokenizer ends
-    turns with id 1, its config stops at 2), and the same seed kept other prompts.
+    difficulty filter samples with these (`sample_texts`' default), so its pass rates are GRPO's.
+    Reading the generation config alone is not enough: TRL's SFTTrainer adds the tokenizer's eos to it,
+    so after a fresh priming a model stopped at the turn's end and after a reused priming it did not
+    (SmolLM2's GGUF tokenizer ends turns with id 1, its config stops at 2), and the same seed kept other
+    prompts.
 
     >>> import types
     >>> model = types.SimpleNamespace(generation_config=types.SimpleNamespace(eos_token_id=2))
