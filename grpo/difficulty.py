@@ -73,7 +73,9 @@ def pass_rates(k: dict, model, tokenizer, dataset, judge, max_completion: int) -
 
 def sample_vllm(k: dict, model, tokenizer, texts: list[str], max_completion: int) -> tuple[list[str], int]:
     """DIFFICULTY_SAMPLES completions per prompt (prompt by prompt) from Unsloth's colocated vLLM
-    engine, with the live (primed) adapter passed as the LoRA request, as Unsloth's GRPO passes it."""
+    engine, with the live (primed) adapter passed as the LoRA request, as Unsloth's GRPO passes it.
+    No stop ids are passed, as TRL's colocated sampling passes none (trl/generation/vllm_generation.py):
+    both stop where vLLM does by default, at the tokenizer's eos and the generation config's."""
     from vllm import SamplingParams
 
     params = SamplingParams(n=k["DIFFICULTY_SAMPLES"], temperature=k["TEMPERATURE"], top_p=k["TOP_P"],
