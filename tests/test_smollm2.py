@@ -15,8 +15,8 @@ from conftest import run_script
 from cpu_models import smollm2
 
 SHORT = ["--preset=smollm2", "--max_steps=2", "--format_sft_max_examples=4", "--format_sft_epochs=1",
-         "--max_completion_length=24", "--num_generations=4", "--per_device_train_batch_size=4", "--difficulty_filter=false",
-         "--output_dir=outputs/sm"]
+         "--max_completion_length=24", "--num_generations=4", "--per_device_train_batch_size=4",
+         "--difficulty_filter=false", "--output_dir=outputs/sm"]
 
 
 @pytest.fixture(scope="module")
