@@ -13,6 +13,7 @@ copies the weights across and saves an ordinary Hugging Face folder (about 520 M
 
 from __future__ import annotations
 
+import copy
 import importlib.util
 import os
 import sys
@@ -79,7 +80,7 @@ def build_smollm2(out_dir: str = DEFAULT_DIR, loaded=None) -> str:
 
     print(f"smollm2: converting {GGUF_FILE} into {out_dir} (once)", flush=True)
     gguf_model, tokenizer = loaded or load_from_gguf()
-    config = gguf_model.config
+    config = copy.deepcopy(gguf_model.config)  # the caller's loaded model keeps its own
     for attribute in ("quantization_config", "_pre_quantization_dtype"):
         if hasattr(config, attribute):
             delattr(config, attribute)

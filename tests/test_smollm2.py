@@ -3,7 +3,8 @@
 steps of 4 completions, evaluation):
     python train_grpo.py --preset=smollm2 --max_steps=2 ...
     python evaluate.py --run_dir=... --n_problems=4 --n_samples=1
-The full preset is a 10-20 minute run: bench/bench_smollm2.py, figures in BENCHMARKS.md.
+The full preset and its evaluation take 20-37 minutes by CPU: bench/bench_smollm2.py, figures in
+BENCHMARKS.md.
 """
 
 import json
