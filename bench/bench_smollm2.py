@@ -153,7 +153,9 @@ def pooled_change(folders, resamples=4000, seed=0):
     """GRPO's held-out change averaged over runs (each run's mean change, then their mean), with a 95%
     interval that resamples each run's problems. The seeds stay fixed: the interval covers which
     problems were held out, not which prompts a seed drew, so read it beside the spread of the runs.
-    Returns (mean, [low, high], [each run's change])."""
+    For runs of different seeds, each with its own held-out problems; the same run scored again shares
+    its problems, and `bench/eval_power.py`'s `pooled_draws` pools those. Returns (mean, [low, high],
+    [each run's change])."""
     import random
 
     from evaluate import _percentile_interval

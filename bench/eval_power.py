@@ -125,13 +125,28 @@ def draws_of(folder: str) -> list[str]:
     return [folder, *again]
 
 
+def pooled_draws(draws: list[list[list[int]]], resamples: int = 4000, seed: int = 0) -> tuple[float, list[float]]:
+    """The change over every draw of one run (each problem's pairs from all draws together), with a 95%
+    interval that resamples the problems once for all draws: they are the same problems, so their
+    changes move together. (`bench_smollm2.pooled_change` resamples each folder's problems apart, which
+    is right for runs of different seeds, each with its own held-out problems, and too narrow here.)"""
+    import random
+
+    from evaluate import _percentile_interval
+
+    per_problem = [sum(pairs, []) for pairs in zip(*draws)]
+    means = [sum(p) / len(p) for p in per_problem]
+    rng, n = random.Random(seed), len(means)
+    return sum(means) / n, _percentile_interval([sum(rng.choices(means, k=n)) / n for _ in range(resamples)])
+
+
 def row(folder: str, k: dict) -> dict:
     """One run's figures: its draws pooled for the split (the same problems, more pairs), each draw's change."""
     draws = [paired_differences(read_samples(d)) for d in draws_of(folder)]
     changes = [noise_parts(d)["change"] for d in draws]
-    pooled = noise_parts([sum(per_problem, []) for per_problem in zip(*draws)]) if len(draws) > 1 else noise_parts(draws[0])
+    pooled = noise_parts([sum(per_problem, []) for per_problem in zip(*draws)])
     se = standard_error(pooled, k["N_PROBLEMS"], k["N_SAMPLES"])
-    return {"run": folder, "changes": changes, "parts": pooled, "se": se,
+    return {"run": folder, "changes": changes, "parts": pooled, "se": se, "pooled": pooled_draws(draws),
             "draw_sd": standard_error(pooled, k["N_PROBLEMS"], k["N_SAMPLES"], draw_only=True),
             "observed_draw_sd": math.sqrt(_variance(changes)) if len(changes) > 1 else None,
             "chance": chance_shown(k["EFFECT"], se), "smallest": smallest_shown(se, k["POWER"]),
@@ -142,13 +157,14 @@ def row(folder: str, k: dict) -> dict:
 def table(rows: list[dict], k: dict) -> str:
     size = f"{k['N_PROBLEMS']} x {k['N_SAMPLES']}"
     shown = f"{k['POWER']:.0%}"
-    lines = [f"| run | change, each draw | draws' spread, observed / predicted at {size} | problems' spread (sd) | pair spread (sd) | "
+    lines = [f"| run | change, each draw | all draws pooled [95% CI] | draws' spread, observed / predicted at {size} | problems' spread (sd) | pair spread (sd) | "
              f"standard error at {size} | chance of an interval above 0 at a true {k['EFFECT']:+.3f} | smallest gain shown {shown} of the time | "
              f"samples a problem for {k['EFFECT']:+.3f} at {k['N_PROBLEMS']} problems | problems for it at {k['N_SAMPLES']} samples |",
-             "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+             "| --- | --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for r in rows:
         observed = f"{r['observed_draw_sd']:.3f}" if r["observed_draw_sd"] is not None else "-"
-        lines.append(f"| {r['run']} | {', '.join(f'{c:+.3f}' for c in r['changes'])} | {observed} / {r['draw_sd']:.3f} | "
+        mean, (lo, hi) = r["pooled"]
+        lines.append(f"| {r['run']} | {', '.join(f'{c:+.3f}' for c in r['changes'])} | {mean:+.3f} [{lo:+.3f}, {hi:+.3f}] | {observed} / {r['draw_sd']:.3f} | "
                      f"{math.sqrt(r['parts']['between']):.3f} | {math.sqrt(r['parts']['within']):.3f} | {r['se']:.3f} | "
                      f"{r['chance']:.2f} | {r['smallest']:+.3f} | {r['samples_needed']} | {r['problems_needed']} |")
     return "\n".join(lines)

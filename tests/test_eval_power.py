@@ -86,3 +86,23 @@ def test_a_run_scored_again_is_read_as_further_draws(tmp_path, capsys):
         eval_power.main([str(tmp_path / "nowhere")])
     with pytest.raises(SystemExit):
         eval_power.main([str(run), "--efect=0.05"])
+
+
+def test_draws_of_one_run_pool_over_the_same_problems(tmp_path):
+    """The same problems scored twice alike are no more evidence about the problems: the pooled interval
+    stays the single draw's, where resampling each draw's problems apart (right for different seeds)
+    would narrow it."""
+    from bench import bench_smollm2
+
+    rows = samples([[0, 0, 1, 1], [1, 1, 1, 1], [0, 0, 0, 0], [0, 1, 0, 1]] * 5,
+                   [[1, 0, 1, 1], [1, 1, 0, 1], [1, 1, 0, 0], [0, 1, 0, 1]] * 5)
+    for folder in (tmp_path / "run", tmp_path / "run" / "eval_s1"):
+        folder.mkdir(parents=True)
+        (folder / "eval_samples.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    draws = [eval_power.paired_differences(eval_power.read_samples(d)) for d in eval_power.draws_of(str(tmp_path / "run"))]
+    assert len(draws) == 2
+    one_mean, one = eval_power.pooled_draws(draws[:1])
+    both_mean, both = eval_power.pooled_draws(draws)
+    assert both_mean == one_mean == pytest.approx(0.125) and both == one and one[0] < 0.125 < one[1]
+    _, apart, _ = bench_smollm2.pooled_change(eval_power.draws_of(str(tmp_path / "run")))
+    assert apart[1] - apart[0] < 0.8 * (one[1] - one[0])
