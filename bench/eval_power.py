@@ -170,17 +170,25 @@ def table(rows: list[dict], k: dict) -> str:
     return "\n".join(lines)
 
 
+def check_knobs(k: dict) -> None:
+    if k["EFFECT"] <= 0 or not 0 < k["POWER"] < 1 or k["N_PROBLEMS"] < 1 or k["N_SAMPLES"] < 1:
+        raise ValueError("EFFECT must be > 0, POWER in (0, 1), N_PROBLEMS and N_SAMPLES at least 1")
+
+
 def main(argv: list[str]) -> None:
     from grpo.overrides import resolve
 
     folders = [a for a in argv if not a.startswith("--")]
-    k = resolve(globals(), [a for a in argv if a.startswith("--")], {}, "eval_power.py")
+    k = resolve(globals(), [a for a in argv if a.startswith("--")], {}, "eval_power.py", check_knobs)
     if not folders:
         sys.exit("eval_power.py: name one or more run folders, each with evaluate.py's eval_samples.jsonl")
     missing = [f for f in folders if not os.path.exists(os.path.join(f, "eval_samples.jsonl"))]
     if missing:
         sys.exit(f"eval_power.py: no eval_samples.jsonl in {', '.join(missing)}; run evaluate.py --run_dir=R first")
-    rows = [row(f, k) for f in folders]
+    try:
+        rows = [row(f, k) for f in folders]
+    except ValueError as e:  # one sample a problem: nothing to split the draw from
+        sys.exit(f"eval_power.py: {e} (evaluate.py --n_samples=2 or more)")
     print(table(rows, k))
     within = sum(r["parts"]["within"] for r in rows) / len(rows)
     between = sum(r["parts"]["between"] for r in rows) / len(rows)

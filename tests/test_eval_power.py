@@ -86,6 +86,13 @@ def test_a_run_scored_again_is_read_as_further_draws(tmp_path, capsys):
         eval_power.main([str(tmp_path / "nowhere")])
     with pytest.raises(SystemExit):
         eval_power.main([str(run), "--efect=0.05"])
+    with pytest.raises(SystemExit):
+        eval_power.main([str(run), "--effect=0"])
+    single = tmp_path / "single"
+    single.mkdir()
+    (single / "eval_samples.jsonl").write_text("".join(json.dumps(r) + "\n" for r in samples([[0], [1]], [[1], [1]])))
+    with pytest.raises(SystemExit, match="n_samples=2 or more"):
+        eval_power.main([str(single)])
 
 
 def test_draws_of_one_run_pool_over_the_same_problems(tmp_path):
