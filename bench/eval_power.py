@@ -28,6 +28,7 @@ import json
 import math
 import os
 import sys
+from statistics import NormalDist, variance
 
 # -----------------------------------------------------------------------------------------------
 EFFECT = 0.025  # the true gain whose chances are printed (about GRPO's mean over the preset's seeds)
@@ -40,33 +41,21 @@ _Z = 1.959964  # the 95% interval's half-width in standard errors
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from evaluate import bootstrap_ci, per_problem  # noqa: E402
 
-def normal_cdf(x: float) -> float:
-    return 0.5 * (1 + math.erf(x / math.sqrt(2)))
-
-
-def normal_quantile(p: float) -> float:
-    """The inverse of normal_cdf, by bisection (to 1e-9)."""
-    lo, hi = -10.0, 10.0
-    while hi - lo > 1e-9:
-        mid = (lo + hi) / 2
-        lo, hi = (mid, hi) if normal_cdf(mid) < p else (lo, mid)
-    return (lo + hi) / 2
+_NORMAL = NormalDist()
 
 
 def paired_differences(samples: list[dict]) -> list[list[int]]:
     """Per problem, in problem order: (trained right) - (primed right) for each pair of samples, the
     j-th of one model with the j-th of the other, each -1, 0 or +1."""
-    by = {}
-    for s in samples:
-        by.setdefault(s["model"], {}).setdefault(s["problem"], []).append(bool(s["correct"]))
-    primed, trained = by["primed"], by["trained"]
-    return [[int(t) - int(p) for p, t in zip(primed[i], trained[i])] for i in sorted(primed) if i in trained]
+    primed, trained = (per_problem([s for s in samples if s["model"] == m]) for m in ("primed", "trained"))
+    return [[int(t) - int(p) for p, t in zip(ps, ts)] for ps, ts in zip(primed, trained)]
 
 
-def _variance(values: list[float]) -> float:
-    m = sum(values) / len(values)
-    return sum((v - m) ** 2 for v in values) / (len(values) - 1)
+def pool(draws: list[list[list[int]]]) -> list[list[int]]:
+    """Draws of one run as one: each problem's pairs from every draw together."""
+    return [sum(pairs, []) for pairs in zip(*draws)]
 
 
 def noise_parts(diffs: list[list[int]]) -> dict:
@@ -78,8 +67,8 @@ def noise_parts(diffs: list[list[int]]) -> dict:
         raise ValueError("the split needs at least 2 problems and 2 paired samples per problem")
     diffs = [d[:n_samples] for d in diffs]
     means = [sum(d) / n_samples for d in diffs]
-    within = sum(_variance(d) for d in diffs) / len(diffs)
-    between = max(0.0, _variance(means) - within / n_samples)
+    within = sum(variance(d) for d in diffs) / len(diffs)
+    between = max(0.0, variance(means) - within / n_samples)
     return {"change": sum(means) / len(means), "within": within, "between": between,
             "n_problems": len(diffs), "n_samples": n_samples}
 
@@ -93,25 +82,25 @@ def standard_error(parts: dict, n_problems: int, n_samples: int, draw_only: bool
 
 def chance_shown(effect: float, se: float) -> float:
     """The chance that a paired 95% interval lies above 0 when the true gain is `effect`."""
-    return normal_cdf(effect / se - _Z) if se > 0 else float(effect > 0)
+    return _NORMAL.cdf(effect / se - _Z) if se > 0 else float(effect > 0)
 
 
 def smallest_shown(se: float, power: float) -> float:
     """The smallest true gain whose interval lies above 0 with chance `power`."""
-    return (_Z + normal_quantile(power)) * se
+    return (_Z + _NORMAL.inv_cdf(power)) * se
 
 
 def samples_needed(parts: dict, effect: float, n_problems: int, power: float) -> float:
     """Samples per problem at n_problems for `effect` to be shown with chance `power`; inf when the
     problems' own spread alone is too wide at that many problems."""
-    room = n_problems * (effect / (_Z + normal_quantile(power))) ** 2 - parts["between"]
+    room = n_problems * (effect / (_Z + _NORMAL.inv_cdf(power))) ** 2 - parts["between"]
     return math.ceil(parts["within"] / room) if room > 0 else math.inf
 
 
 def problems_needed(parts: dict, effect: float, n_samples: int, power: float) -> int:
     """Held-out problems at n_samples for `effect` to be shown with chance `power`."""
-    per_problem = parts["between"] + parts["within"] / n_samples
-    return math.ceil(per_problem * ((_Z + normal_quantile(power)) / effect) ** 2)
+    variance_each = parts["between"] + parts["within"] / n_samples
+    return math.ceil(variance_each * ((_Z + _NORMAL.inv_cdf(power)) / effect) ** 2)
 
 
 def read_samples(folder: str) -> list[dict]:
@@ -125,30 +114,25 @@ def draws_of(folder: str) -> list[str]:
     return [folder, *again]
 
 
-def pooled_draws(draws: list[list[list[int]]], resamples: int = 4000, seed: int = 0) -> tuple[float, list[float]]:
-    """The change over every draw of one run (each problem's pairs from all draws together), with a 95%
-    interval that resamples the problems once for all draws: they are the same problems, so their
-    changes move together. (`bench_smollm2.pooled_change` resamples each folder's problems apart, which
-    is right for runs of different seeds, each with its own held-out problems, and too narrow here.)"""
-    import random
-
-    from evaluate import _percentile_interval
-
-    per_problem = [sum(pairs, []) for pairs in zip(*draws)]
-    means = [sum(p) / len(p) for p in per_problem]
-    rng, n = random.Random(seed), len(means)
-    return sum(means) / n, _percentile_interval([sum(rng.choices(means, k=n)) / n for _ in range(resamples)])
+def pooled_draws(pooled: list[list[int]], resamples: int = 4000, seed: int = 0) -> tuple[float, list[float]]:
+    """The change over every draw of one run (`pool(draws)`), with a 95% interval that resamples the
+    problems once for all draws: they are the same problems, so their changes move together.
+    (`bench_smollm2.pooled_change` resamples each folder's problems apart, which is right for runs of
+    different seeds, each with its own held-out problems, and too narrow here.)"""
+    means = [sum(p) / len(p) for p in pooled]
+    return sum(means) / len(means), bootstrap_ci(means, resamples, seed)
 
 
 def row(folder: str, k: dict) -> dict:
     """One run's figures: its draws pooled for the split (the same problems, more pairs), each draw's change."""
     draws = [paired_differences(read_samples(d)) for d in draws_of(folder)]
     changes = [noise_parts(d)["change"] for d in draws]
-    pooled = noise_parts([sum(per_problem, []) for per_problem in zip(*draws)])
+    pairs = pool(draws)
+    pooled = noise_parts(pairs)
     se = standard_error(pooled, k["N_PROBLEMS"], k["N_SAMPLES"])
-    return {"run": folder, "changes": changes, "parts": pooled, "se": se, "pooled": pooled_draws(draws),
+    return {"run": folder, "changes": changes, "parts": pooled, "se": se, "pooled": pooled_draws(pairs),
             "draw_sd": standard_error(pooled, k["N_PROBLEMS"], k["N_SAMPLES"], draw_only=True),
-            "observed_draw_sd": math.sqrt(_variance(changes)) if len(changes) > 1 else None,
+            "observed_draw_sd": math.sqrt(variance(changes)) if len(changes) > 1 else None,
             "chance": chance_shown(k["EFFECT"], se), "smallest": smallest_shown(se, k["POWER"]),
             "samples_needed": samples_needed(pooled, k["EFFECT"], k["N_PROBLEMS"], k["POWER"]),
             "problems_needed": problems_needed(pooled, k["EFFECT"], k["N_SAMPLES"], k["POWER"])}

@@ -108,8 +108,8 @@ def test_draws_of_one_run_pool_over_the_same_problems(tmp_path):
         (folder / "eval_samples.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     draws = [eval_power.paired_differences(eval_power.read_samples(d)) for d in eval_power.draws_of(str(tmp_path / "run"))]
     assert len(draws) == 2
-    one_mean, one = eval_power.pooled_draws(draws[:1])
-    both_mean, both = eval_power.pooled_draws(draws)
+    one_mean, one = eval_power.pooled_draws(eval_power.pool(draws[:1]))
+    both_mean, both = eval_power.pooled_draws(eval_power.pool(draws))
     assert both_mean == one_mean == pytest.approx(0.125) and both == one and one[0] < 0.125 < one[1]
     _, apart, _ = bench_smollm2.pooled_change(eval_power.draws_of(str(tmp_path / "run")))
     assert apart[1] - apart[0] < 0.8 * (one[1] - one[0])
