@@ -32,7 +32,8 @@ N_SAMPLES = 4  # samples per problem; accuracy is pass@1 averaged over them
 TEMPERATURE = 0.7  # sampling temperature (0 = greedy)
 TOP_P = 0.95  # nucleus sampling
 MAX_NEW_TOKENS = 0  # completion token limit (0 = the run's own max_completion_length); a sample that reaches it counts as truncated
-BATCH_SIZE = 16  # prompts per generate call (standard generation)
+BATCH_SIZE = 16  # most prompts per generate call (standard generation); KV_CACHE_GIB may lower it
+KV_CACHE_GIB = 6.0  # bound on one generate call's KV cache: Qwen3-4B's 8 GB of bf16 weights + 6 fit a 24 GB card
 SEED = 3407  # sampling seed, the same for both models
 N_SHOW = 3  # problems shown side by side in eval_report.md
 BOOTSTRAP_RESAMPLES = 2000  # resamples of the problems for each 95% interval
@@ -54,6 +55,8 @@ def check_knobs(k: dict) -> None:
     for name in ("N_SAMPLES", "BATCH_SIZE", "BOOTSTRAP_RESAMPLES"):
         if k[name] < 1:
             raise ValueError(f"{name} must be positive, got {k[name]}")
+    if k["KV_CACHE_GIB"] <= 0:
+        raise ValueError(f"KV_CACHE_GIB must be > 0, got {k['KV_CACHE_GIB']}")
     if k["MAX_NEW_TOKENS"] < 0:
         raise ValueError(f"MAX_NEW_TOKENS must be >= 0 (0 = the run's completion length), got {k['MAX_NEW_TOKENS']}")
     if k["TEMPERATURE"] < 0 or not 0 < k["TOP_P"] <= 1:
@@ -84,9 +87,9 @@ def read_run_config(run_dir: str) -> dict:
 def primed_adapter(k: dict, run: dict) -> str | None:
     """The run's primed adapter, when the adapter evaluated grew from it: the run's lora/ or one of
     its checkpoint-N/ folders."""
-    from grpo.run_files import checkpoints_in
+    from grpo.run_dir import checkpoints_in
 
-    primed = run.get("PRIMED_ADAPTER")
+    primed = run.get("FOUND", {}).get("PRIMED_ADAPTER")
     if not primed or not os.path.isdir(primed):
         return None
     adapter = os.path.realpath(k["ADAPTER"])
@@ -347,13 +350,64 @@ def chat_prompts(rows: list[dict], tokenizer) -> list[str]:
     ]
 
 
-def generate_hf(model, tokenizer, texts: list[str], k: dict, label: str) -> list[dict]:
+def kv_bytes_per_token(config, dtype_bytes: int) -> int:
+    """Bytes of KV cache one token takes: a key and a value per layer and key/value head.
+
+    >>> from types import SimpleNamespace as C  # Qwen3-4B: 36 layers, 8 KV heads of 128, bf16
+    >>> kv_bytes_per_token(C(num_hidden_layers=36, num_key_value_heads=8, head_dim=128), 2)
+    147456
+    """
+    heads = getattr(config, "num_key_value_heads", None) or config.num_attention_heads
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+    return 2 * config.num_hidden_layers * heads * head_dim * dtype_bytes
+
+
+def prompts_per_call(k: dict, config, dtype_bytes: int, longest_prompt: int) -> int:
+    """Prompts per generate call: BATCH_SIZE, lowered until the call's KV cache (N_SAMPLES sequences a
+    prompt, each up to the longest prompt + MAX_NEW_TOKENS) fits in KV_CACHE_GIB; at least 1.
+
+    >>> from types import SimpleNamespace as C
+    >>> qwen3_4b = C(num_hidden_layers=36, num_key_value_heads=8, head_dim=128)
+    >>> prompts_per_call({"BATCH_SIZE": 16, "N_SAMPLES": 4, "MAX_NEW_TOKENS": 1848, "KV_CACHE_GIB": 6.0}, qwen3_4b, 2, 200)
+    5
+    """
+    per_prompt = k["N_SAMPLES"] * (longest_prompt + k["MAX_NEW_TOKENS"]) * kv_bytes_per_token(config, dtype_bytes)
+    return max(1, min(k["BATCH_SIZE"], int(k["KV_CACHE_GIB"] * 2**30 // per_prompt)))
+
+
+def expected_time(model, tokenizer, texts: list[str], k: dict, batch: int, n_models: int) -> str:
+    """A measured estimate before sampling: a short greedy probe on the first batch gives the seconds of one
+    decode step; every call then runs at most MAX_NEW_TOKENS steps. An upper bound: samples that all stop
+    early end their call sooner."""
+    import torch
+
+    probe_tokens = 8
+    enc = tokenizer(texts[:batch], return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
+    ids = enc["input_ids"].repeat_interleave(k["N_SAMPLES"], dim=0)
+    mask = enc["attention_mask"].repeat_interleave(k["N_SAMPLES"], dim=0)
+    side, tokenizer.padding_side = tokenizer.padding_side, "left"
+    try:
+        with torch.no_grad():
+            started = time.time()
+            model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=probe_tokens, min_new_tokens=probe_tokens,
+                           do_sample=False, pad_token_id=tokenizer.pad_token_id)
+            step = (time.time() - started) / probe_tokens
+    finally:
+        tokenizer.padding_side = side
+    calls = -(-len(texts) // batch)
+    total = n_models * calls * k["MAX_NEW_TOKENS"] * step
+    return (f"expected: up to {total / 60:.1f} min for {n_models} models ({calls} calls of {batch} prompts x "
+            f"{k['N_SAMPLES']} samples each, up to {k['MAX_NEW_TOKENS']} tokens at {step * 1000:.0f} ms a decode "
+            "step, measured); calls whose samples all stop early take less")
+
+
+def generate_hf(model, tokenizer, texts: list[str], k: dict, label: str, batch: int) -> list[dict]:
     """Batched sampling with transformers, N_SAMPLES per prompt (each prompt read once, each token drawn
-    among the likeliest: grpo/sampling.py), with a progress bar."""
+    among the likeliest: grpo/sampling.py), `batch` prompts per call, with a progress bar."""
     from grpo.sampling import sample_texts, top_draw_kwargs
 
     sampling = top_draw_kwargs(k["TEMPERATURE"], k["TOP_P"]) if k["TEMPERATURE"] > 0 else dict(do_sample=False)
-    return sample_texts(model, tokenizer, texts, k["N_SAMPLES"], k["BATCH_SIZE"], f"generating ({label})", k["SEED"],
+    return sample_texts(model, tokenizer, texts, k["N_SAMPLES"], batch, f"generating ({label})", k["SEED"],
                         max_new_tokens=k["MAX_NEW_TOKENS"], eos_token_id=tokenizer.eos_token_id, **sampling)
 
 
@@ -389,7 +443,14 @@ def run_hf(k: dict, base_name: str, tokenizer, texts: list[str], primed: str | N
     results = {}
     for label, adapter in models:
         model = load_for_sampling(base_name, adapter, device, dtype)
-        results[label] = generate_hf(model, tokenizer, texts, k, label)
+        if label == "base":  # the batch that bounds the KV cache, and the time it will take, before any sampling
+            longest = max(len(tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts)
+            batch = prompts_per_call(k, model.config, torch.finfo(dtype).bits // 8, longest)
+            if batch < k["BATCH_SIZE"]:
+                print(f"eval: {batch} prompts per call, not {k['BATCH_SIZE']}: their KV cache must fit "
+                      f"KV_CACHE_GIB={k['KV_CACHE_GIB']:g}")
+            print(expected_time(model, tokenizer, texts, k, batch, len(models)), flush=True)
+        results[label] = generate_hf(model, tokenizer, texts, k, label, batch)
         del model
         gc.collect()  # the next model loads into the memory this one held
     return results
@@ -486,7 +547,7 @@ def main(argv: list[str]) -> dict:
         sys.exit(f"evaluate.py: no adapter folder {k['ADAPTER']}")
     base_name = k["BASE_MODEL"] or run["MODEL_NAME"]
     if not k["MAX_NEW_TOKENS"]:  # sample as long as the run trained to (1024 when the run does not say)
-        k["MAX_NEW_TOKENS"] = (run.get("TRAINER_ARGS") or {}).get("max_completion_length") or 1024
+        k["MAX_NEW_TOKENS"] = (run.get("FOUND", {}).get("TRAINER_ARGS") or {}).get("max_completion_length") or 1024
     rows, source = load_problem_set(k, run)
     if not rows:
         sys.exit(f"evaluate.py: no problems in {k['PROBLEM_SET']}")
@@ -495,13 +556,12 @@ def main(argv: list[str]) -> dict:
 
     import torch
 
-    use_vllm = False
-    if torch.cuda.is_available():
-        import importlib.util
+    from grpo.model import vllm_unusable
 
-        use_vllm = importlib.util.find_spec("vllm") is not None
+    why_not = vllm_unusable()  # a broken vLLM install falls back too, never crashes
+    use_vllm = why_not is None
     if not use_vllm:
-        print("generation: vLLM not available here, using batched transformers generation")
+        print(f"generation: {why_not}; using batched transformers generation")
     import prompts
 
     tokenizer = prompts.load_tokenizer(k["ADAPTER"])
@@ -514,7 +574,7 @@ def main(argv: list[str]) -> dict:
     golds = [str(r["solution"]) for r in rows]
     settings = {key: k[key] for key in ("N_SAMPLES", "TEMPERATURE", "TOP_P", "MAX_NEW_TOKENS", "SEED")}
     settings["engine"] = "vllm" if use_vllm else "transformers"
-    if not use_vllm and k["TEMPERATURE"] > 0:  # how each token was drawn (the draw changed on 2026-12-02)
+    if not use_vllm and k["TEMPERATURE"] > 0:  # how each token was drawn: results are comparable only within one
         settings["sampler"] = "TopDraw (grpo/sampling.py)"
     results = {"problem_set": k["PROBLEM_SET"], "problems": source, "base_model": base_name, "adapter": k["ADAPTER"],
                "settings": settings}

@@ -27,6 +27,17 @@ _SMOKE_PRESET = dict(RUN_DIR=os.path.join("outputs", "smoke"))
 _FORMATS = ("merged_16bit", "merged_4bit", "gguf_q8_0", "gguf_f16", "gguf_q4_k_m")
 
 
+def unsloth_save_method(fmt: str) -> str:
+    """The save_method Unsloth's save_pretrained_merged / push_to_hub_merged take for a merged FORMAT.
+    Unsloth refuses "merged_4bit" outright (a RuntimeError asking for "merged_4bit_forced", unsloth/save.py):
+    choosing --format=merged_4bit is that confirmation.
+
+    >>> unsloth_save_method("merged_4bit"), unsloth_save_method("merged_16bit")
+    ('merged_4bit_forced', 'merged_16bit')
+    """
+    return "merged_4bit_forced" if fmt == "merged_4bit" else fmt
+
+
 def check_knobs(k: dict) -> None:
     if k["FORMAT"] not in _FORMATS:
         raise ValueError(f"FORMAT {k['FORMAT']!r} is not one of {', '.join(_FORMATS)}")
@@ -105,13 +116,13 @@ def main(argv: list[str]) -> str:
     out = k["OUT_DIR"]
     print(f"export: {run['MODEL_NAME']} + {k['RUN_DIR']}/lora -> {out} ({k['FORMAT']})")
     if k["FORMAT"].startswith("merged_"):
-        model.save_pretrained_merged(out, tokenizer, save_method=k["FORMAT"])
+        model.save_pretrained_merged(out, tokenizer, save_method=unsloth_save_method(k["FORMAT"]))
         files = sorted(os.listdir(out))
     else:
         files = model.save_pretrained_gguf(out, tokenizer, quantization_method=k["FORMAT"][len("gguf_"):])
     if k["PUSH_TO_HUB"]:
         if k["FORMAT"].startswith("merged_"):
-            model.push_to_hub_merged(k["PUSH_TO_HUB"], tokenizer, save_method=k["FORMAT"])
+            model.push_to_hub_merged(k["PUSH_TO_HUB"], tokenizer, save_method=unsloth_save_method(k["FORMAT"]))
         else:
             model.push_to_hub_gguf(k["PUSH_TO_HUB"], tokenizer, quantization_method=k["FORMAT"][len("gguf_"):])
         print(f"pushed to https://huggingface.co/{k['PUSH_TO_HUB']}")

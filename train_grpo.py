@@ -17,7 +17,7 @@ import sys
 import time
 
 import rewards  # the reward functions REWARD_FUNCS names (pure: loads nothing at import)
-from grpo import checks, data, difficulty, model, presets, priming, run_files, trainer
+from grpo import checks, data, difficulty, model, presets, priming, record, run_dir, trainer
 
 # -----------------------------------------------------------------------------------------------
 # model
@@ -104,36 +104,45 @@ def resolve_knobs(argv: list[str]) -> dict:
     return resolve(globals(), argv, presets.SMOKE, "train_grpo.py", lambda k: checks.check_knobs(k, rewards), presets.PRESETS)
 
 
-def main(argv: list[str]) -> None:
+def main(argv: list[str]) -> str | None:
+    """The recipe's steps. `k` stays the knobs as asked; each step returns what it found, gathered in
+    `found` and kept apart from the knobs in run_config.json. Returns None, or a message to exit with."""
     k = resolve_knobs(argv)  # the knobs above, a preset, then --name=value
     started = time.time()
-    resume_from = run_files.start(k)  # a new run or a checkpoint; refuses to mix runs in one folder
+    resume_from = run_dir.start(k)  # a new run or a checkpoint; refuses to mix runs in one folder
+    checks.preflight(k)  # stops at once on a machine that cannot run this model
     # 1. data: the problems, the held-out slice, the worked examples (fails in seconds, before the model)
     train_rows, heldout_rows = data.load_problems(k)
     worked = priming.load_examples(k, resume_from)
     # 2. model and 3. LoRA, through Unsloth
-    policy, tokenizer = model.load(k)
+    policy, tokenizer, found = model.load(k)  # found: whether vLLM generates, the weights' checksum
     dataset, max_prompt_length = data.build_dataset(k, train_rows, tokenizer)
     eval_dataset = data.build_eval_dataset(k, heldout_rows, tokenizer, max_prompt_length)
+    found.update(MAX_PROMPT_LENGTH=max_prompt_length, RESUMED_FROM=resume_from)
     # 4. format priming: SFT on worked solutions, on the same LoRA (or the adapter an earlier run primed)
-    primed = priming.prime(k, policy, tokenizer, worked, resume_from)
+    primed, primed_found = priming.prime(k, policy, tokenizer, worked, resume_from, found["MODEL_SHA256"])
+    found.update(primed_found)
     # (optional) keep the prompts the primed model sometimes solves
     budget = trainer.completion_budget(k, max_prompt_length)
-    dataset = difficulty.filter_prompts(k, policy, tokenizer, dataset, rewards.answer_is_right, budget)
+    dataset, filter_found = difficulty.filter_prompts(k, policy, tokenizer, dataset, rewards.answer_is_right, budget,
+                                                      found["MODEL_SHA256"])
+    found.update(filter_found)
     # 5. the GRPO trainer with the rewards, and the run's record
     reward_funcs = [getattr(rewards, name) for name in k["REWARD_FUNCS"]]
-    grpo_trainer = trainer.build(k, policy, tokenizer, reward_funcs, rewards.answer_is_right, dataset, eval_dataset,
-                                 max_prompt_length, primed)
-    record = run_files.record(k, grpo_trainer, resume_from, primed, train_rows, heldout_rows, dataset)
+    grpo_trainer, controls = trainer.build(k, policy, tokenizer, reward_funcs, rewards.answer_is_right, dataset,
+                                           eval_dataset, max_prompt_length, primed, found["FAST_INFERENCE_USED"])
+    data_found = {"rows": len(train_rows) + len(heldout_rows), "held_out": len(heldout_rows),
+                  "trained_on": len(dataset), "fingerprint": getattr(train_rows, "_fingerprint", None)}
+    run = record.start(k, found, grpo_trainer, controls.algorithm, data_found)
     # 6. train (Ctrl-C or SIGTERM: finish the step, save a checkpoint; NaN or inf: stop, save nothing)
-    trainer.train(grpo_trainer, resume_from)
+    trainer.train(grpo_trainer, controls, resume_from)
     # 7. save the adapter and tokenizer, the curves, and what the run did
-    run_files.finish(k, grpo_trainer, record, started, argv)
+    return run_dir.finish(k, run, grpo_trainer, controls, started, argv)
 
 
 if __name__ == "__main__":
     try:
-        main(sys.argv[1:])
+        sys.exit(main(sys.argv[1:]))
     except checks.BadInput as e:  # a knob, file or dataset the run cannot use
         sys.exit(f"train_grpo.py: error: {e}")
     except KeyboardInterrupt:  # Ctrl-C before training started (loading, building): nothing to save

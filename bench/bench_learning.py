@@ -54,7 +54,7 @@ def train(k, name, model, seed, extra, threads, script="train_grpo.py"):
 
     folder = os.path.join(k["OUT"], name)
     try:
-        done = json.load(open(os.path.join(folder, "run_config.json"))).get("STEPS_DONE") == k["MAX_STEPS"]
+        done = json.load(open(os.path.join(folder, "run_config.json"))).get("FOUND", {}).get("STEPS_DONE") == k["MAX_STEPS"]
     except (OSError, ValueError):
         done = False
     if not done:
@@ -106,10 +106,11 @@ def main(argv):
                      f"{sum(r['reward'] for r in run_rows[-w:]) / w:+.2f} | {sum(r['reward'] for r in control[-w:]) / w:+.2f} | "
                      f"{gain:+.2f} | {clipped:.2f} | {'yes' if ok else '**no**'} |")
     from cpu_models import tiny_model
+    from grpo.checksums import weights_sha256
 
     lines.append("")
-    lines += [f"build {b}: model.safetensors sha256 {tiny_model.weights_sha256(models[b])}"
-              + (" (the shipped build)" if tiny_model.weights_sha256(models[b]) == tiny_model.SHIPPED_SHA256 else "")
+    lines += [f"build {b}: model.safetensors sha256 {weights_sha256(models[b])}"
+              + (" (the shipped build)" if weights_sha256(models[b]) == tiny_model.SHIPPED_SHA256 else "")
               for b in k["BUILDS"]]
     table = "\n".join(lines)
     print(table)

@@ -56,8 +56,9 @@ def finished(folder, k):
     except (OSError, ValueError):
         return None
     steps = k["MAX_STEPS"] or config.get("MAX_STEPS")
-    done = config.get("STEPS_DONE") == steps and evaluated.get("trained", {}).get("n_samples")
-    return config["WALL_TIME_S"] if done else None
+    found = config.get("FOUND", config)  # a run recorded before run_config.json kept its findings apart
+    done = found.get("STEPS_DONE") == steps and evaluated.get("trained", {}).get("n_samples")
+    return found["WALL_TIME_S"] if done else None
 
 
 def one(k, name, seed, extra=()):

@@ -257,33 +257,43 @@ def bandwidth_gbs(k: dict, device: str) -> tuple[float, str]:
     return 0.0, "unknown card: pass --bandwidth_gbs"
 
 
-def table(k: dict, results: list[dict]) -> str:
-    lines = ["| row | s/step | generation tok/s | training tok/s | peak GPU GiB | decode bound share |",
-             "| --- | ---: | ---: | ---: | ---: | ---: |"]
-    note = ""
-    for r in results:
-        if "skipped" in r:
-            lines.append(f"| {r['row']} | skipped: {r['skipped']} | | | | |")
-            continue
-        share = "-"
-        if r["device"] != "cpu":
-            gbs, source = bandwidth_gbs(k, r["device"])
-            if gbs:
-                bound = r["batch"] * gbs * 1e9 / r["weight_bytes"]  # tokens/s if decode only streamed the weights
-                share = f"{r['generation_tok_s'] / bound:.0%}"
-                note = f"Decode bound: batch x bandwidth / weight bytes, bandwidth {gbs:g} GB/s ({source})."
-        peak = f"{r['peak_gpu_gib']:.1f}" if r["peak_gpu_gib"] is not None else "-"
-        lines.append(f"| {r['row']} | {r['step_s']:.3f} | {r['generation_tok_s']:.0f} | {r['train_tok_s']:.0f} | {peak} | {share} |")
+HEADER = ("| row | s/step | generation tok/s | training tok/s | peak GPU GiB | decode bound share |\n"
+          "| --- | ---: | ---: | ---: | ---: | ---: |")
+
+
+def row_line(k: dict, r: dict) -> str:
+    """One row of the table, printed as soon as the row finishes (a run stopped later keeps it)."""
+    if "skipped" in r:
+        return f"| {r['row']} | skipped: {r['skipped']} | | | | |"
+    share = "-"
+    if r["device"] != "cpu":
+        gbs, _ = bandwidth_gbs(k, r["device"])
+        if gbs:
+            bound = r["batch"] * gbs * 1e9 / r["weight_bytes"]  # tokens/s if decode only streamed the weights
+            share = f"{r['generation_tok_s'] / bound:.0%}"
+    peak = f"{r['peak_gpu_gib']:.1f}" if r["peak_gpu_gib"] is not None else "-"
+    return f"| {r['row']} | {r['step_s']:.3f} | {r['generation_tok_s']:.0f} | {r['train_tok_s']:.0f} | {peak} | {share} |"
+
+
+def summary(k: dict, results: list[dict]) -> str:
+    """The lines under the table: each precision's ratio of plain TRL to Unsloth, and what the figures are."""
+    lines = []
     done = {r["row"]: r for r in results if "skipped" not in r}
     for precision in ("lora", "qlora"):
         a, b = done.get(f"unsloth-{precision}"), done.get(f"trl-{precision}")
         if a and b:
-            lines.append(f"\n{precision}: plain TRL's s/step / Unsloth's = {b['step_s'] / a['step_s']:.2f}x"
-                         + (f"; peak memory Unsloth / TRL = {a['peak_gpu_gib'] / b['peak_gpu_gib']:.2f}" if a["peak_gpu_gib"] else ""))
-    if all(r.get("device") == "cpu" for r in done.values()):
-        note = ("CPU: a check of the code and of this table, not a speed figure; the plain-TRL rows run TRL's "
-                "Triton log-prob kernel as a torch stand-in.")
-    return "\n".join(lines + ([note] if note else []))
+            lines.append(f"{precision}: plain TRL's s/step / Unsloth's = {b['step_s'] / a['step_s']:.2f}x"
+                         + (f"; peak memory Unsloth / TRL = {a['peak_gpu_gib'] / b['peak_gpu_gib']:.2f}"
+                            if a["peak_gpu_gib"] else ""))
+    gpu = next((r["device"] for r in done.values() if r["device"] != "cpu"), None)
+    if gpu:
+        gbs, source = bandwidth_gbs(k, gpu)
+        if gbs:
+            lines.append(f"Decode bound: batch x bandwidth / weight bytes, bandwidth {gbs:g} GB/s ({source}).")
+    elif done:
+        lines.append("CPU: a check of the code and of this table, not a speed figure; the plain-TRL rows run TRL's "
+                     "Triton log-prob kernel as a torch stand-in.")
+    return "\n".join(lines)
 
 
 def main(argv: list[str]) -> None:
@@ -303,9 +313,11 @@ def main(argv: list[str]) -> None:
     print(f"model: Qwen3 shape {k['NUM_LAYERS']} layers x {k['HIDDEN_SIZE']} wide, vocab {k['VOCAB_SIZE']}, random weights -> {folder}")
     build_model_folder(k, folder)
     results = []
+    print(HEADER, flush=True)
     for row in k["ROWS"]:
         if row.endswith("qlora") and not cuda:
             results.append({"row": row, "skipped": "4-bit needs CUDA"})
+            print(row_line(k, results[-1]), flush=True)
             continue
         out = tempfile.mktemp(suffix=".json")
         print(f"row {row}: {k['WARMUP_STEPS']} warm-up + {k['MEASURE_STEPS']} timed steps, "
@@ -317,11 +329,12 @@ def main(argv: list[str]) -> None:
             tail = (proc.stdout + proc.stderr).strip().splitlines()[-1:] or ["no output"]
             results.append({"row": row, "skipped": f"failed ({tail[0][:120]})"})
             print(proc.stdout[-2000:] + proc.stderr[-4000:], file=sys.stderr)
-            continue
-        results.append(json.load(open(out)))
-        print(f"row {row}: done in {time.time() - started:.0f} s", flush=True)
+        else:
+            results.append(json.load(open(out)))
+            print(f"row {row}: done in {time.time() - started:.0f} s", flush=True)
+        print(row_line(k, results[-1]), flush=True)  # each row as it finishes: a stopped run keeps the rows done
     print()
-    print(table(k, results))
+    print(summary(k, results), flush=True)
     if any("skipped" in r and r["skipped"].startswith("failed") for r in results):
         sys.exit(1)
 

@@ -95,20 +95,6 @@ def is_built(out_dir: str, problems_path: str, seed: int = SEED) -> bool:
     return built_with(out_dir, MARKER, _recipe(problems_path, seed))
 
 
-def weights_sha256(model_dir: str) -> str | None:
-    """The sha256 of model_dir's model.safetensors (None when it has none): which weights a run loaded."""
-    import hashlib
-
-    path = os.path.join(model_dir, "model.safetensors")
-    if not os.path.isfile(path):
-        return None
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 24), b""):  # in 16 MB pieces: a local 4B model is 8 GB
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def built_with(out_dir: str, marker: str, recipe: dict) -> bool:
     """Whether out_dir's marker file holds this recipe: a finished build of it."""
     try:
@@ -220,4 +206,6 @@ if __name__ == "__main__":  # python cpu_models/tiny_model.py [OUT_DIR] [--seed=
     seeds = [int(a.split("=", 1)[1]) for a in sys.argv[1:] if a.startswith("--seed=")]
     out = build_tiny_model(args[0] if args else os.path.join("outputs", "tiny-qwen3"), prompts.BUNDLED_PROBLEMS,
                            seeds[-1] if seeds else SEED)
+    from grpo.checksums import weights_sha256
+
     print(out, weights_sha256(out))

@@ -1,6 +1,6 @@
 """Checks on the knobs and the model that fail in seconds, before anything heavy loads, so a bad value
-costs a second and not the minutes of loading a 4B model. Each raises BadInput (grpo.overrides) with a
-message that names the knob; train_grpo.py prints it as one line and exits non-zero.
+costs a second and not the minutes of loading a 4B model. Each raises BadInput with a message that
+names the knob or file and the fix; the entry points print it as one line and exit non-zero.
 """
 
 from __future__ import annotations
@@ -9,8 +9,11 @@ import importlib.util
 import os
 
 import prompts
-from grpo import run_files
-from grpo.overrides import BadInput
+from grpo.device import world_size
+
+
+class BadInput(ValueError):
+    """A knob, file or dataset a run cannot use: shown to the user as one line naming it, with no traceback."""
 
 
 LOSS_TYPES = ("dapo", "grpo", "bnpo", "dr_grpo", "cispo", "sapo", "vespo")  # those TRL and Unsloth both implement
@@ -29,10 +32,10 @@ def check_knobs(k: dict, reward_module) -> None:
         raise BadInput(f"REWARD_WEIGHTS has {len(k['REWARD_WEIGHTS'])} values for {len(k['REWARD_FUNCS'])} rewards")
     if k["NUM_GENERATIONS"] < 2:
         raise BadInput("NUM_GENERATIONS must be at least 2: GRPO compares completions within a group")
-    batch = k["PER_DEVICE_TRAIN_BATCH_SIZE"] * k["GRADIENT_ACCUMULATION_STEPS"] * run_files.world_size()
+    batch = k["PER_DEVICE_TRAIN_BATCH_SIZE"] * k["GRADIENT_ACCUMULATION_STEPS"] * world_size()
     if batch % k["NUM_GENERATIONS"]:
         raise BadInput(
-            f"PER_DEVICE_TRAIN_BATCH_SIZE x GRADIENT_ACCUMULATION_STEPS x processes ({run_files.world_size()}) = {batch} "
+            f"PER_DEVICE_TRAIN_BATCH_SIZE x GRADIENT_ACCUMULATION_STEPS x processes ({world_size()}) = {batch} "
             f"completions per step is not a multiple of NUM_GENERATIONS = {k['NUM_GENERATIONS']}"
         )
     if not 0 < k["PROMPT_LENGTH_PERCENTILE"] <= 100:
@@ -93,6 +96,30 @@ def check_knobs(k: dict, reward_module) -> None:
         raise BadInput(f"--smoke: no tiny model in {k['MODEL_NAME']}; build one with  python cpu_models/tiny_model.py {k['MODEL_NAME']}")
     if prompts.is_local_path(k["DATASET_NAME"]) and not os.path.exists(k["DATASET_NAME"]):
         raise BadInput(f"DATASET_NAME: no such file {k['DATASET_NAME']}")
+
+
+def preflight(k: dict) -> None:
+    """Stop at once where this machine cannot run the chosen model: the full run without a CUDA GPU, the
+    SmolLM2 preset without its GGUF file. On a CPU, also make the arithmetic the same on every vendor."""
+    import torch
+
+    if not torch.cuda.is_available():
+        # Unsloth's CPU fallback trains in bf16 where the CPU has AMX/AVX512-BF16 and in float32
+        # elsewhere; float32 everywhere makes a CPU run do the same arithmetic on any vendor.
+        os.environ.setdefault("UNSLOTH_CPU_BF16", "0")
+    if not k["PRESET"] and not torch.cuda.is_available():
+        raise BadInput(
+            "no CUDA GPU found. The full run needs one (Qwen3-4B, vLLM, 8-bit AdamW).\n"
+            "On a CPU, run the smoke test of the same pipeline instead:  python train_grpo.py --smoke\n"
+            "or the recipe on a small real model:  python train_grpo.py --preset=smollm2"
+        )
+    if k["PRESET"] == "smollm2":
+        from cpu_models import smollm2
+
+        try:
+            smollm2.gguf_folder()
+        except FileNotFoundError as e:
+            raise BadInput(str(e)) from e
 
 
 def check_target_modules(k: dict) -> None:

@@ -6,7 +6,7 @@ prompts dropped, and the held-out prompts for evaluation during training (EVAL_S
 from __future__ import annotations
 
 import prompts
-from grpo.overrides import BadInput
+from grpo.checks import BadInput
 
 def load_problems(k: dict):
     """Load the problems and hold out the evaluation slice: (train, heldout). Runs before the model
@@ -21,8 +21,8 @@ def load_problems(k: dict):
 
 
 def build_dataset(k: dict, train, tokenizer):
-    """Build [system, user] conversations and drop the longest prompts. Returns (dataset, max prompt
-    length), and records that length as k["MAX_PROMPT_LENGTH"] for run_config.json."""
+    """Build [system, user] conversations and drop the longest prompts. Returns (dataset, the longest kept
+    prompt's length in tokens)."""
     dataset = prompts.to_conversations(train)
     try:
         dataset, max_prompt_length = prompts.filter_by_length(dataset, tokenizer, k["PROMPT_LENGTH_PERCENTILE"])
@@ -32,7 +32,6 @@ def build_dataset(k: dict, train, tokenizer):
         f"data: {len(dataset)} of {len(train)} training prompts kept, at or below the "
         f"{k['PROMPT_LENGTH_PERCENTILE']:g}th percentile ({max_prompt_length} tokens)"
     )
-    k["MAX_PROMPT_LENGTH"] = max_prompt_length
     return dataset, max_prompt_length
 
 

@@ -19,8 +19,11 @@ import hashlib
 import json
 import os
 
-from grpo import run_files
-from grpo.overrides import BadInput
+from grpo.cache import cache_file, same_key
+from grpo.checks import BadInput
+from grpo.checksums import adapter_checksum
+from grpo.device import is_main_process
+from grpo.record import timed
 
 BATCH_PROMPTS = 16  # prompts per generate call (x DIFFICULTY_SAMPLES sequences)
 
@@ -47,11 +50,11 @@ def histogram(rates: list[float], samples: int) -> dict[str, int]:
     return counts
 
 
-def cache_key(k: dict, model, tokenizer, dataset, max_completion: int) -> dict:
+def cache_key(k: dict, model, tokenizer, dataset, max_completion: int, model_sha256: str | None) -> dict:
     from grpo.sampling import grpo_stop_tokens
 
     rows = hashlib.sha256(json.dumps([dataset["prompt"], dataset["answer"]], default=str).encode()).hexdigest()
-    return {"MODEL_NAME": k["MODEL_NAME"], "MODEL_SHA256": k.get("MODEL_SHA256"), "ADAPTER": run_files.adapter_checksum(model),
+    return {"MODEL_NAME": k["MODEL_NAME"], "MODEL_SHA256": model_sha256, "ADAPTER": adapter_checksum(model),
             "ROWS": rows, "SAMPLES": k["DIFFICULTY_SAMPLES"], "TEMPERATURE": k["TEMPERATURE"], "MIN_P": k["MIN_P"],
             "TOP_P": k["TOP_P"], "MAX_COMPLETION": max_completion, "SEED": k["SEED"],
             "STOP_TOKENS": grpo_stop_tokens(model, tokenizer)}
@@ -96,21 +99,21 @@ def sample_hf(k: dict, model, tokenizer, texts: list[str], max_completion: int) 
     return [s["text"] for s in done], sum(s["n_tokens"] for s in done)
 
 
-@run_files.timed("DIFFICULTY_S")
-def filter_prompts(k: dict, model, tokenizer, dataset, judge, max_completion: int):
-    """The training prompts whose pass rate under the primed model lies in DIFFICULTY_BAND (all of them
-    when DIFFICULTY_FILTER is off)."""
+@timed("DIFFICULTY_S")
+def filter_prompts(k: dict, model, tokenizer, dataset, judge, max_completion: int, model_sha256: str | None):
+    """(The training prompts whose pass rate under the primed model lies in DIFFICULTY_BAND, all of them
+    when DIFFICULTY_FILTER is off; findings: DIFFICULTY_KEPT, how many were kept, None when off)."""
     if not k["DIFFICULTY_FILTER"]:
-        return dataset
+        return dataset, {"DIFFICULTY_KEPT": None}
     if 0 < k["DIFFICULTY_PROMPTS"] < len(dataset):  # a seeded draw, so a second run draws the same prompts
         print(f"difficulty: a seeded draw of {k['DIFFICULTY_PROMPTS']} of the {len(dataset)} training prompts")
         dataset = dataset.shuffle(seed=k["SEED"]).select(range(k["DIFFICULTY_PROMPTS"]))
-    key = cache_key(k, model, tokenizer, dataset, max_completion)
-    path = run_files.cache_file(k["DIFFICULTY_CACHE"], key, ".json")
+    key = cache_key(k, model, tokenizer, dataset, max_completion, model_sha256)
+    path = cache_file(k["DIFFICULTY_CACHE"], key, ".json")
     try:
         with open(path) as f:
             cached = json.load(f)
-        hit = run_files.same_key(cached.get("key"), key)
+        hit = same_key(cached.get("key"), key)
         rates, mean_tokens = (cached["rates"], cached["mean_completion_tokens"]) if hit else (None, None)
     except (OSError, ValueError, KeyError):
         rates = None
@@ -119,7 +122,7 @@ def filter_prompts(k: dict, model, tokenizer, dataset, judge, max_completion: in
     else:
         print(f"difficulty: {len(dataset)} prompts x {k['DIFFICULTY_SAMPLES']} completions of up to {max_completion} tokens")
         rates, mean_tokens = pass_rates(k, model, tokenizer, dataset, judge, max_completion)
-        if run_files.is_main_process():
+        if is_main_process():
             os.makedirs(k["DIFFICULTY_CACHE"], exist_ok=True)
             with open(path, "w") as f:
                 json.dump({"key": key, "rates": rates, "mean_completion_tokens": mean_tokens}, f)
@@ -127,13 +130,12 @@ def filter_prompts(k: dict, model, tokenizer, dataset, judge, max_completion: in
     counts = histogram(rates, k["DIFFICULTY_SAMPLES"])
     print(f"difficulty: pass rates {', '.join(f'{b}: {n}' for b, n in counts.items())}; kept {len(keep)} of "
           f"{len(rates)} prompts in [{k['DIFFICULTY_BAND'][0]:g}, {k['DIFFICULTY_BAND'][1]:g}]")
-    if run_files.is_main_process():
+    if is_main_process():
         os.makedirs(k["OUTPUT_DIR"], exist_ok=True)
         with open(os.path.join(k["OUTPUT_DIR"], "difficulty.json"), "w") as f:
             json.dump({"band": list(k["DIFFICULTY_BAND"]), "kept": len(keep), "of": len(rates), "histogram": counts,
                        "samples": k["DIFFICULTY_SAMPLES"], "mean_completion_tokens": mean_tokens, "cache": path}, f, indent=1)
-    k["DIFFICULTY_KEPT"] = len(keep)
     if not keep:
         raise BadInput(f"DIFFICULTY_FILTER kept none of the {len(rates)} prompts (pass rates {counts}); "
                        f"widen DIFFICULTY_BAND or prime more")
-    return dataset.select(keep)
+    return dataset.select(keep), {"DIFFICULTY_KEPT": len(keep)}

@@ -1,55 +1,67 @@
 """Steps 2 and 3, the model: the base model through Unsloth (imported first, so it can patch
-transformers, TRL and PEFT), then the LoRA adapter on it. On the way: vLLM only where it can run,
-the smoke and SmolLM2 models' checks, LORA_TARGET_MODULES checked on a weightless skeleton, and the
-weights' checksum (run_config.json's MODEL_SHA256) for a local model folder.
+transformers, TRL and PEFT), then the LoRA adapter on it. On the way: whether vLLM generates (decided
+after Unsloth is imported, from what Unsloth decided), the smoke and SmolLM2 models' checks,
+LORA_TARGET_MODULES checked on a weightless skeleton, and the weights' checksum for a local model folder.
 """
 
 from __future__ import annotations
 
 import os
+import sys
 
 import prompts
-from cpu_models import tiny_model
-from grpo import run_files
+from grpo import checksums
 from grpo.checks import check_target_modules
+from grpo.record import timed
 
 
-@run_files.timed("LOAD_S")
+@timed("LOAD_S")
 def load(k: dict):
-    """The model with its LoRA adapter, and the tokenizer with the project's chat template. Sets
-    k["FAST_INFERENCE"] off where vLLM cannot run, and k["MODEL_SHA256"] for a local model folder."""
-    if k["FAST_INFERENCE"] and not vllm_available():
-        print("generation: vLLM not available here, falling back to standard Hugging Face generation")
-        k["FAST_INFERENCE"] = False
-    fsdp2 = os.environ.get("UNSLOTH_FSDP2", "").lower() in ("1", "true", "yes", "on", "native")
-    if fsdp2 and k["FAST_INFERENCE"] and k["VLLM_MODE"] == "colocate":
-        print("generation: Unsloth's colocated vLLM does not run under UNSLOTH_FSDP2; using Hugging Face generation")
-        k["FAST_INFERENCE"] = False
+    """(model with its LoRA adapter, tokenizer with the project's chat template, findings). The findings:
+    FAST_INFERENCE_USED, whether vLLM generates in this run (FAST_INFERENCE asks; this says what ran), and
+    MODEL_SHA256, the weights' checksum for a local model folder (None for a Hub id)."""
     import unsloth  # noqa: F401  (before trl, transformers and peft)
     from unsloth import FastLanguageModel
 
+    fast = k["FAST_INFERENCE"]
+    if fast:
+        why_not = vllm_unusable()
+        if why_not is None and fsdp2() and k["VLLM_MODE"] == "colocate":
+            why_not = "Unsloth's colocated vLLM does not run under UNSLOTH_FSDP2"
+        if why_not:
+            print(f"generation: {why_not}; using Hugging Face generation (slower)")
+            fast = False
     if k["PRESET"] == "smollm2":  # converts the GGUF once; a folder holding anything else is left as it is
         from cpu_models import smollm2
 
         smollm2.build_smollm2(k["MODEL_NAME"])
     check_target_modules(k)
-    k["MODEL_SHA256"] = tiny_model.weights_sha256(k["MODEL_NAME"]) if os.path.isdir(k["MODEL_NAME"]) else None
+    sha = checksums.weights_sha256(k["MODEL_NAME"]) if os.path.isdir(k["MODEL_NAME"]) else None
     if k["SMOKE"]:
-        shipped = "the shipped build" if k["MODEL_SHA256"] == tiny_model.SHIPPED_SHA256 else "NOT the shipped build"
-        print(f"model: {k['MODEL_NAME']} (model.safetensors sha256 {k['MODEL_SHA256']}, {shipped})")
-    policy, tokenizer = FastLanguageModel.from_pretrained(**from_pretrained_kwargs(k))
+        from cpu_models import tiny_model
+
+        shipped = "the shipped build" if sha == tiny_model.SHIPPED_SHA256 else "NOT the shipped build"
+        print(f"model: {k['MODEL_NAME']} (model.safetensors sha256 {sha}, {shipped})")
+    policy, tokenizer = FastLanguageModel.from_pretrained(**from_pretrained_kwargs(k, fast))
+    if fast and k["VLLM_MODE"] == "colocate" and getattr(policy, "vllm_engine", None) is None:
+        # Unsloth switched vLLM off itself (a GPU below compute capability 7, DGX Spark): TRL must not
+        # then start a second engine of its own
+        print("generation: Unsloth loaded the model without vLLM; using Hugging Face generation (slower)")
+        fast = False
     policy = FastLanguageModel.get_peft_model(policy, **peft_kwargs(k))
     tokenizer.chat_template = prompts.CHAT_TEMPLATE
-    return policy, tokenizer
+    return policy, tokenizer, {"FAST_INFERENCE_USED": fast, "MODEL_SHA256": sha}
 
 
-def from_pretrained_kwargs(k: dict) -> dict:
-    """Keyword arguments for unsloth.FastLanguageModel.from_pretrained."""
+def from_pretrained_kwargs(k: dict, fast_inference: bool | None = None) -> dict:
+    """Keyword arguments for unsloth.FastLanguageModel.from_pretrained (fast_inference: whether vLLM
+    generates, as load decided; FAST_INFERENCE when not given)."""
+    fast = k["FAST_INFERENCE"] if fast_inference is None else fast_inference
     kwargs = dict(
         model_name=k["MODEL_NAME"],
         max_seq_length=k["MAX_SEQ_LENGTH"],
         load_in_4bit=k["LOAD_IN_4BIT"],
-        fast_inference=k["FAST_INFERENCE"] and k["VLLM_MODE"] == "colocate",  # server: vLLM runs elsewhere
+        fast_inference=fast and k["VLLM_MODE"] == "colocate",  # server: vLLM runs elsewhere
         max_lora_rank=k["LORA_RANK"],
     )
     if kwargs["fast_inference"]:
@@ -68,9 +80,30 @@ def peft_kwargs(k: dict) -> dict:
     )
 
 
-def vllm_available() -> bool:
+def fsdp2() -> bool:
+    return os.environ.get("UNSLOTH_FSDP2", "").lower() in ("1", "true", "yes", "on", "native")
+
+
+def vllm_unusable() -> str | None:
+    """None when vLLM can generate here, else why not, in a few words. Call it after `import unsloth`:
+    Unsloth probes vLLM at import and, finding its binary broken (an ABI or CUDA mismatch), disables it
+    (unsloth/import_fixes.py, VLLM_BROKEN); asking before that would see an installed vLLM that
+    from_pretrained(fast_inference=True) then refuses."""
     import importlib.util
 
     import torch
 
-    return torch.cuda.is_available() and importlib.util.find_spec("vllm") is not None
+    if not torch.cuda.is_available():
+        return "no CUDA GPU"
+    import_fixes = sys.modules.get("unsloth.import_fixes")  # only where Unsloth is loaded (not evaluate.py)
+    if getattr(import_fixes, "VLLM_BROKEN", False):
+        return f"Unsloth disabled vLLM ({(import_fixes.VLLM_DISABLED_REASON or 'broken install').splitlines()[0]})"
+    if importlib.util.find_spec("vllm") is None:
+        return "vLLM is not installed (pip install -r requirements.txt installs it)"
+    try:
+        import vllm  # noqa: F401
+    except Exception as e:  # a broken build Unsloth did not recognise: any error, never a crash
+        return f"vLLM does not import ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})"
+    if torch.cuda.get_device_capability()[0] < 7:
+        return "vLLM needs a GPU of compute capability 7 or newer"
+    return None

@@ -11,12 +11,10 @@ from __future__ import annotations
 import ast
 import difflib
 
+from grpo.checks import BadInput
+
 TRUE = {"true", "1", "yes", "on"}
 FALSE = {"false", "0", "no", "off"}
-
-
-class BadInput(ValueError):
-    """A knob, file or dataset a run cannot use: shown to the user as one line naming it, with no traceback."""
 
 
 class OverrideError(BadInput):

@@ -18,13 +18,17 @@ import os
 import shutil
 
 import prompts
-from grpo import callbacks, run_files
-from grpo.overrides import BadInput
+from grpo import callbacks
+from grpo.cache import cache_file, same_key
+from grpo.checks import BadInput
+from grpo.device import bf16 as trains_bf16
+from grpo.device import is_main_process
+from grpo.record import installed_versions, timed, write_model_card
 
 # the knobs that decide what priming produces (with the model's checksum, the examples and versions)
 KEY_KNOBS = ("MODEL_NAME", "LOAD_IN_4BIT", "MAX_SEQ_LENGTH", "LORA_RANK", "LORA_ALPHA", "LORA_TARGET_MODULES",
              "FORMAT_SFT_DATASET", "FORMAT_SFT_EPOCHS", "FORMAT_SFT_LEARNING_RATE", "FORMAT_SFT_MAX_EXAMPLES",
-             "FORMAT_SFT_MAX_TOKENS", "WEIGHT_DECAY", "OPTIM", "SEED", "MODEL_SHA256")
+             "FORMAT_SFT_MAX_TOKENS", "WEIGHT_DECAY", "OPTIM", "SEED")
 KEY_FILE = "priming_key.json"  # written last into a cache entry: what it was primed from
 
 
@@ -39,14 +43,14 @@ def load_examples(k: dict, resume_from: str | None):
         raise BadInput(f"FORMAT_SFT_DATASET {k['FORMAT_SFT_DATASET']}: {e}") from e
 
 
-def priming_key(k: dict, bf16: bool) -> dict:
+def priming_key(k: dict, model_sha256: str | None, bf16: bool) -> dict:
     """Everything that decides the primed adapter, as a dict (its hash names the cache entry)."""
     source = k["FORMAT_SFT_DATASET"]
     if prompts.is_local_path(source) and os.path.isfile(source):
         with open(source, "rb") as f:
             source = {"file": os.path.abspath(source), "sha256": hashlib.sha256(f.read()).hexdigest()}
-    return {**{n: k.get(n) for n in KEY_KNOBS}, "FORMAT_SFT_DATASET": source, "BF16": bf16, "CUDA": _cuda(),
-            "VERSIONS": run_files.installed_versions(("torch", "transformers", "trl", "peft", "unsloth"))}
+    return {**{n: k.get(n) for n in KEY_KNOBS}, "MODEL_SHA256": model_sha256, "FORMAT_SFT_DATASET": source,
+            "BF16": bf16, "CUDA": _cuda(), "VERSIONS": installed_versions(("torch", "transformers", "trl", "peft", "unsloth"))}
 
 
 def _cuda() -> bool:
@@ -59,44 +63,43 @@ def cached(entry: str, key: dict) -> bool:
     """Whether entry is a finished cache entry for this key (its key file is written last)."""
     try:
         with open(os.path.join(entry, KEY_FILE)) as f:
-            return run_files.same_key(json.load(f), key)
+            return same_key(json.load(f), key)
     except (OSError, ValueError):
         return False
 
 
-@run_files.timed("PRIMING_S")
-def prime(k: dict, model, tokenizer, examples, resume_from: str | None) -> str | None:
-    """Prime the format (or reuse an earlier priming) and return the primed adapter's folder
-    (OUTPUT_DIR/lora_primed), or None without priming. On a resume the checkpoint's adapter is primed
-    already; with a KL term, the reference must be the primed adapter, so it is loaded first."""
+@timed("PRIMING_S")
+def prime(k: dict, model, tokenizer, examples, resume_from: str | None, model_sha256: str | None):
+    """Prime the format (or reuse an earlier priming). Returns (the primed adapter's folder,
+    OUTPUT_DIR/lora_primed, or None without priming; findings: PRIMED_ADAPTER and PRIMING_REUSED_FROM, the
+    cache entry reused or None). On a resume the checkpoint's adapter is primed already; with a KL term,
+    the reference must be the primed adapter, so it is loaded first."""
     primed = os.path.join(k["OUTPUT_DIR"], "lora_primed")
-    k["PRIMING_REUSED_FROM"] = None
     if resume_from:
         if not (k["FORMAT_SFT"] and os.path.isdir(primed)):
-            return None
+            return None, {"PRIMED_ADAPTER": None, "PRIMING_REUSED_FROM": None}
         if k["BETA"] > 0:  # the trainer copies the adapter it is given into the KL reference: give it the primed one
             model.load_adapter(primed, adapter_name="default", is_trainable=True)
-        return primed
+        return primed, {"PRIMED_ADAPTER": primed, "PRIMING_REUSED_FROM": None}
     if not k["FORMAT_SFT"]:
-        return None
-    bf16 = run_files.bf16()
+        return None, {"PRIMED_ADAPTER": None, "PRIMING_REUSED_FROM": None}
+    bf16 = trains_bf16()
     metrics_path = os.path.join(k["OUTPUT_DIR"], "metrics.jsonl")
-    key = priming_key(k, bf16)
-    entry = run_files.cache_file(k["PRIMING_CACHE"], key)
+    key = priming_key(k, model_sha256, bf16)
+    entry = cache_file(k["PRIMING_CACHE"], key)
     if k["REUSE_PRIMING"] and cached(entry, key):
         model.load_adapter(entry, adapter_name="default", is_trainable=True)
-        if run_files.is_main_process():
+        if is_main_process():
             shutil.copytree(entry, primed, dirs_exist_ok=True, ignore=shutil.ignore_patterns(KEY_FILE, "sft_metrics.jsonl"))
             shutil.copyfile(os.path.join(entry, "sft_metrics.jsonl"), metrics_path)
-            run_files.write_model_card(primed, k, 0, primed_only=True)  # the card names this run's folder
-        k["PRIMING_REUSED_FROM"] = entry
+            write_model_card(primed, k, 0, primed_only=True)  # the card names this run's folder
         print(f"format priming: reused the primed adapter in {entry} (same model, examples, priming knobs "
               f"and seed; --reuse_priming=false primes again)")
-        return primed
+        return primed, {"PRIMED_ADAPTER": primed, "PRIMING_REUSED_FROM": entry}
     format_sft(k, model, tokenizer, examples, metrics_path, bf16, primed)
-    if k["REUSE_PRIMING"] and run_files.is_main_process():
+    if k["REUSE_PRIMING"] and is_main_process():
         store(primed, metrics_path, entry, key)
-    return primed
+    return primed, {"PRIMED_ADAPTER": primed, "PRIMING_REUSED_FROM": None}
 
 
 def store(primed: str, metrics_path: str, entry: str, key: dict) -> None:
@@ -143,7 +146,7 @@ def format_sft(k: dict, model, tokenizer, examples, metrics_path: str, bf16: boo
     trainer = SFTTrainer(model=model, processing_class=tokenizer, train_dataset=examples, args=config,
                          callbacks=[callbacks.make_sft_metrics_callback(metrics_path)])
     trainer.train()
-    if run_files.is_main_process():
+    if is_main_process():
         model.save_pretrained(primed)
         tokenizer.save_pretrained(primed)
-        run_files.write_model_card(primed, k, 0, primed_only=True)
+        write_model_card(primed, k, 0, primed_only=True)

@@ -7,10 +7,12 @@ imports it first).
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 
-from grpo import callbacks, run_files
-from grpo.overrides import BadInput
-from grpo.run_files import world_size
+from grpo import callbacks
+from grpo.checks import BadInput
+from grpo.device import bf16, world_size
+from grpo.run_dir import checkpoint_step
 
 # GRPOConfig fields set from the algorithm knobs; run_config.json records what the trainer used
 ALGORITHM_FIELDS = {"LOSS_TYPE": "loss_type", "BETA": "beta", "EPSILON": "epsilon", "EPSILON_HIGH": "epsilon_high",
@@ -26,8 +28,10 @@ def completion_budget(k: dict, max_prompt_length: int) -> int:
     return max_completion
 
 
-def grpo_config_kwargs(k: dict, max_prompt_length: int, bf16: bool) -> dict:
-    """Keyword arguments for trl.GRPOConfig. The completion budget is what the longest prompt leaves."""
+def grpo_config_kwargs(k: dict, max_prompt_length: int, bf16: bool, fast_inference: bool | None = None) -> dict:
+    """Keyword arguments for trl.GRPOConfig. The completion budget is what the longest prompt leaves.
+    fast_inference: whether vLLM generates, as model.load decided (FAST_INFERENCE when not given)."""
+    fast = k["FAST_INFERENCE"] if fast_inference is None else fast_inference
     max_completion = completion_budget(k, max_prompt_length)
     return dict(
         output_dir=k["OUTPUT_DIR"],
@@ -49,9 +53,9 @@ def grpo_config_kwargs(k: dict, max_prompt_length: int, bf16: bool) -> dict:
         seed=k["SEED"],
         data_seed=k["SEED"],
         reward_weights=list(k["REWARD_WEIGHTS"]),
-        use_vllm=k["FAST_INFERENCE"],
+        use_vllm=fast,
         **(dict(vllm_mode="server", vllm_server_base_url=k["VLLM_SERVER_URL"])
-           if k["FAST_INFERENCE"] and k["VLLM_MODE"] == "server" else {}),
+           if fast and k["VLLM_MODE"] == "server" else {}),
         bf16=bf16,
         fp16=False,
         logging_steps=1,
@@ -158,15 +162,28 @@ def with_outcome_judge(trainer_class, judge, gate: bool, only_right: bool):
     return OutcomeJudgedGRPOTrainer
 
 
+@dataclass
+class Controls:
+    """The run's controls beside TRL's trainer: the collapse alarm, the clean stop on a signal, the
+    non-finite guard, and the algorithm knobs as the built trainer holds them."""
+
+    alarm: object
+    stop: object
+    guard: object
+    algorithm: dict
+
+
 def build(k: dict, model, tokenizer, reward_funcs: list, judge, dataset, eval_dataset, max_prompt_length: int,
-          primed: str | None):
-    """The GRPOTrainer (with OUTCOME_GATE and REINFORCE_RIGHT_ONLY, by judge), ready to train. Its callbacks are reachable as trainer.alarm, trainer.stop and
-    trainer.guard, and the algorithm knobs as it holds them as trainer.algorithm. Prints the run's shape and any algorithm knob Unsloth's config rewrote."""
+          primed: str | None, fast_inference: bool):
+    """(The GRPOTrainer, with OUTCOME_GATE and REINFORCE_RIGHT_ONLY by judge, ready to train; its Controls).
+    Prints the run's shape and any algorithm knob Unsloth's config rewrote."""
     from trl import GRPOConfig, GRPOTrainer
 
-    config = GRPOConfig(**grpo_config_kwargs(k, max_prompt_length, run_files.bf16()))  # fp16 GPUs (T4): Unsloth sets fp16
+    # fp16 GPUs (T4): Unsloth sets fp16 itself
+    config = GRPOConfig(**grpo_config_kwargs(k, max_prompt_length, bf16(), fast_inference))
     judged = k["OUTCOME_GATE"] or k["REINFORCE_RIGHT_ONLY"]
-    trainer_class = with_outcome_judge(GRPOTrainer, judge, k["OUTCOME_GATE"], k["REINFORCE_RIGHT_ONLY"]) if judged else GRPOTrainer
+    trainer_class = (with_outcome_judge(GRPOTrainer, judge, k["OUTCOME_GATE"], k["REINFORCE_RIGHT_ONLY"])
+                     if judged else GRPOTrainer)
     alarm = callbacks.make_collapse_callback(k["COLLAPSE_PATIENCE"], k["STOP_ON_COLLAPSE"])
     stop = callbacks.make_signal_stop_callback()
     guard = callbacks.make_nonfinite_guard_callback()
@@ -181,47 +198,48 @@ def build(k: dict, model, tokenizer, reward_funcs: list, judge, dataset, eval_da
         callbacks=[callbacks.make_metrics_callback(metrics_path, list(k["REWARD_FUNCS"])), alarm, stop,
                    callbacks.make_checkpoint_tidy_callback("ref"), guard],  # guard last: it cancels a save
     )
-    trainer.alarm, trainer.stop, trainer.guard = alarm, stop, guard
-    trainer.algorithm = algorithm_used(trainer.args)
+    controls = Controls(alarm=alarm, stop=stop, guard=guard, algorithm=algorithm_used(trainer.args))
     if k["OUTCOME_GATE"]:
         print("outcome gate: groups whose answers are all right or all wrong get zero advantage")
     if k["REINFORCE_RIGHT_ONLY"]:
         print("right only: completions judged wrong get zero advantage, right ones only a positive one")
     if k["BETA"] > 0:  # TRL freezes a copy of the adapter as it is now ("ref"): the KL reference
         print("KL reference: " + ("the primed model (a frozen copy of the primed adapter)" if primed else "the base model"))
-    used = trainer.algorithm
+    used = controls.algorithm
     for knob, value in used.items():
         if value != k[knob]:
-            print(f"note: the trainer uses {knob}={value!r}, not the requested {k[knob]!r} (Unsloth's GRPO config rewrote it)")
+            print(f"note: the trainer uses {knob}={value!r}, not the requested {k[knob]!r} "
+                  "(Unsloth's GRPO config rewrote it)")
     completions = config.per_device_train_batch_size * config.gradient_accumulation_steps * world_size()  # all processes
     processes = f" over {world_size()} processes" if world_size() > 1 else ""
     print(
-        f"run: {k['MAX_STEPS']} steps, {completions // k['NUM_GENERATIONS']} prompts x {k['NUM_GENERATIONS']} completions "
-        f"per step{processes}, up to {completions * config.max_completion_length} completion tokens per step, "
-        f"{model.dtype}, optim={getattr(config.optim, 'value', config.optim)}\n"
+        f"run: {k['MAX_STEPS']} steps, {completions // k['NUM_GENERATIONS']} prompts x {k['NUM_GENERATIONS']} "
+        f"completions per step{processes}, up to {completions * config.max_completion_length} completion tokens "
+        f"per step, {model.dtype}, optim={getattr(config.optim, 'value', config.optim)}, generation "
+        f"{'vLLM' if fast_inference else 'Hugging Face generate'}\n"
         f"algorithm: " + ", ".join(f"{n.lower()}={v}" for n, v in used.items())
     )
-    return trainer
+    return trainer, controls
 
 
-def train(trainer, resume_from: str | None) -> None:
+def train(trainer, controls: Controls, resume_from: str | None) -> None:
     """Train to MAX_STEPS (or from a checkpoint). Ctrl-C or SIGTERM finishes the step and saves a
-    checkpoint; a NaN or inf trips trainer.guard, and the caller saves nothing."""
+    checkpoint; a NaN or inf trips controls.guard, and the caller saves nothing."""
     import torch
 
     if resume_from:
-        print(f"resuming from {resume_from} (step {run_files.checkpoint_step(resume_from)})")
+        print(f"resuming from {resume_from} (step {checkpoint_step(resume_from)})")
         if world_size() > 1 and not torch.cuda.is_available():  # CPU data parallelism (gloo)
             # transformers loads the optimizer state onto args.device, which is "cpu:0" there, a place
             # torch.load does not know; storage on the CPU needs no moving at all
             torch.serialization.register_package(
                 5, lambda storage: None, lambda storage, where: storage if str(where).startswith("cpu") else None)
-    trainer.stop.install()
+    controls.stop.install()
     try:
         trainer.train(resume_from_checkpoint=resume_from)
     except RuntimeError as e:  # overflowing weights show up one step later, as NaN sampling probabilities
         if not callbacks.is_nonfinite_sampling_error(e):
             raise
-        trainer.guard.trip("the sampling probabilities: inf or NaN logits", trainer.state.global_step + 1)
+        controls.guard.trip("the sampling probabilities: inf or NaN logits", trainer.state.global_step + 1)
 
 

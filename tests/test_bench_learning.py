@@ -19,7 +19,7 @@ STEPS = 50
 def fake_run(folder, rewards):
     os.makedirs(folder)
     with open(os.path.join(folder, "run_config.json"), "w") as f:
-        json.dump({"STEPS_DONE": STEPS}, f)
+        json.dump({"FOUND": {"STEPS_DONE": STEPS}}, f)
     with open(os.path.join(folder, "metrics.jsonl"), "w") as f:
         f.write(json.dumps({"phase": "sft", "sft_step": 1, "loss": 1.0}) + "\n")
         for step, reward in enumerate(rewards, 1):

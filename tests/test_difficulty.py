@@ -41,7 +41,7 @@ def test_every_prompt_is_sampled_and_the_histogram_saved(filtered):
     assert saved["of"] == saved["kept"] == 29 and sum(saved["histogram"].values()) == 29
     assert 1 <= saved["mean_completion_tokens"] <= 64  # real completions were sampled
     assert "kept 29 of 29 prompts in [0, 1]" in first.stdout
-    assert json.load(open(workdir / "outputs" / "all" / "run_config.json"))["DIFFICULTY_KEPT"] == 29
+    assert json.load(open(workdir / "outputs" / "all" / "run_config.json"))["FOUND"]["DIFFICULTY_KEPT"] == 29
 
 
 def test_a_second_run_reuses_the_pass_rates_and_a_band_nothing_fits_is_refused(filtered):
@@ -56,7 +56,7 @@ def test_difficulty_prompts_samples_a_seeded_draw_and_trains_on_that_draw_only(f
     workdir, _, _, drawn = filtered
     assert "difficulty: a seeded draw of 10 of the 29 training prompts" in drawn.stdout
     assert "difficulty: 10 prompts x 2 completions" in drawn.stdout and "kept 10 of 10 prompts" in drawn.stdout
-    assert json.load(open(workdir / "outputs" / "drawn" / "run_config.json"))["DIFFICULTY_KEPT"] == 10
+    assert json.load(open(workdir / "outputs" / "drawn" / "run_config.json"))["FOUND"]["DIFFICULTY_KEPT"] == 10
 
 
 def test_with_unsloths_vllm_engine_the_filter_samples_through_it(monkeypatch):

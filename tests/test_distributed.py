@@ -39,7 +39,7 @@ def test_two_processes_write_one_run(ddp_run):
     assert [r["step"] for r in rows if "reward" in r] == [1, 2, 3]  # one row per step, not one per rank
     assert (out / "lora" / "adapter_model.safetensors").exists()
     config = json.load(open(out / "run_config.json"))
-    assert config["WORLD_SIZE"] == 2 and config["STEPS_DONE"] == 3
+    assert config["FOUND"]["WORLD_SIZE"] == 2 and config["FOUND"]["STEPS_DONE"] == 3
     # every summary line once, counting both processes' completions
     assert log.count("run: 3 steps, 4 prompts x 8 completions per step over 2 processes") == 1
     assert log.count("saved: adapter") == 1
@@ -56,7 +56,7 @@ def test_ranks_hold_identical_trained_lora_weights(ddp_run):
     """The proof that the gradients were all-reduced: after the steps, both ranks' LoRA weights hash to
     the same value, and that value is not the one GRPO started from."""
     out, _ = ddp_run
-    checksum = json.load(open(out / "run_config.json"))["ADAPTER_CHECKSUM"]
+    checksum = json.load(open(out / "run_config.json"))["FOUND"]["ADAPTER_CHECKSUM"]
     assert len(checksum["end_by_rank"]) == 2
     assert checksum["end_by_rank"][0] == checksum["end_by_rank"][1]
     assert checksum["end_by_rank"][0] != checksum["start"]

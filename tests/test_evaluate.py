@@ -163,17 +163,17 @@ def test_primed_adapter_is_compared_for_the_runs_own_adapters_only(tmp_path):
     for folder in ("lora", "lora_primed", "checkpoint-8", "other_run/lora"):
         (run_dir / folder).mkdir(parents=True)
     elsewhere.mkdir()
-    run = {"PRIMED_ADAPTER": str(run_dir / "lora_primed")}
+    run = {"FOUND": {"PRIMED_ADAPTER": str(run_dir / "lora_primed")}}
 
     def primed_for(adapter, config=run):
         return evaluate.primed_adapter({"RUN_DIR": str(run_dir), "ADAPTER": str(adapter)}, config)
 
-    assert primed_for(run_dir / "lora") == run["PRIMED_ADAPTER"]
-    assert primed_for(run_dir / "checkpoint-8") == run["PRIMED_ADAPTER"]  # a checkpoint grew from it too
+    assert primed_for(run_dir / "lora") == run["FOUND"]["PRIMED_ADAPTER"]
+    assert primed_for(run_dir / "checkpoint-8") == run["FOUND"]["PRIMED_ADAPTER"]  # a checkpoint grew from it too
     assert primed_for(run_dir / "lora_primed") is None  # not against itself
     assert primed_for(elsewhere) is None  # another run's adapter: not this priming's child
     assert primed_for(run_dir / "other_run" / "lora") is None  # a run in a subfolder is another run
-    assert primed_for(run_dir / "lora", {"PRIMED_ADAPTER": str(tmp_path / "gone")}) is None
+    assert primed_for(run_dir / "lora", {"FOUND": {"PRIMED_ADAPTER": str(tmp_path / "gone")}}) is None
     assert primed_for(run_dir / "lora", {}) is None  # a run without priming
 
 

@@ -83,3 +83,39 @@ def test_every_entry_point_has_help():
     for name in ("export.py", "chat.py"):
         result = subprocess.run([sys.executable, name, "--help"], capture_output=True, text=True, timeout=60, cwd=ROOT)
         assert result.returncode == 0 and "usage: python " + name in result.stdout and "--run_dir" in result.stdout
+
+
+@pytest.mark.parametrize("fmt,method", [("merged_4bit", "merged_4bit_forced"), ("merged_16bit", "merged_16bit")])
+def test_merged_exports_hand_unsloth_a_save_method_it_accepts(tmp_path, monkeypatch, fmt, method):
+    """Unsloth raises on save_method="merged_4bit" (it wants "merged_4bit_forced"); a 4-bit export runs only
+    on a GPU, so the GPU is faked here and Unsloth's model stands in as a recorder of what it was handed."""
+    import json
+
+    import torch
+    import unsloth
+
+    import export
+
+    run = tmp_path / "run"
+    (run / "lora").mkdir(parents=True)
+    (run / "lora" / "adapter_config.json").write_text("{}")
+    (run / "run_config.json").write_text(json.dumps({"MODEL_NAME": "m", "MAX_SEQ_LENGTH": 64, "LOAD_IN_4BIT": True}))
+    calls = []
+
+    class Recorder:
+        def save_pretrained_merged(self, out, tokenizer, save_method):
+            calls.append(("save", save_method))
+            os.makedirs(out, exist_ok=True)
+
+        def push_to_hub_merged(self, repo, tokenizer, save_method):
+            calls.append(("push", save_method))
+
+    class FakeFastLanguageModel:
+        @staticmethod
+        def from_pretrained(**kwargs):
+            return Recorder(), object()
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(unsloth, "FastLanguageModel", FakeFastLanguageModel)
+    export.main([f"--run_dir={run}", f"--format={fmt}", "--push_to_hub=someone/model"])
+    assert calls == [("save", method), ("push", method)]

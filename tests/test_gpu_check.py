@@ -51,3 +51,76 @@ def test_without_a_gpu_the_real_check_stops_and_names_the_dry_run(tmp_path):
     result = subprocess.run([sys.executable, SCRIPT], capture_output=True, text=True, timeout=300, cwd=tmp_path,
                             env={**os.environ, "OUT": str(tmp_path / "out")})
     assert result.returncode != 0 and "no CUDA GPU found" in result.stderr and "--dry_run=true" in result.stderr
+
+
+def process_groups() -> dict:
+    """{pid: process group} of every live process on this machine (from /proc; zombies hold nothing)."""
+    groups = {}
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            if fields[0] != "Z":
+                groups[int(pid)] = int(fields[2])
+        except (OSError, IndexError, ValueError):
+            pass
+    return groups
+
+
+def part_groups(log: str) -> dict:
+    """{part: its process group} from gpu_check.py's own lines."""
+    return {line.split(":")[0]: int(line.rsplit(" ", 1)[1]) for line in log.splitlines() if ": process group " in line}
+
+
+def test_the_limits_fit_a_lent_machines_command():
+    sys.path.insert(0, os.path.join(ROOT, "bench"))
+    import gpu_check
+
+    assert gpu_check.SMOKE_TIMEOUT_S + gpu_check.BENCH_TIMEOUT_S + gpu_check.EVAL_TIMEOUT_S <= 420
+
+
+@pytest.mark.slow
+def test_sigterm_in_the_second_part_keeps_the_first_parts_row_and_leaves_no_process(tmp_path):
+    """A lent machine's limit stops the command with SIGTERM: the report must keep what was done."""
+    import signal
+    import time
+
+    out = tmp_path / "out"
+    proc = subprocess.Popen([sys.executable, SCRIPT, "--dry_run=true", f"--work_dir={tmp_path / 'work'}"], cwd=tmp_path,
+                            env={**os.environ, "OUT": str(out)}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines = []
+    for line in proc.stdout:  # wait until the benchmark's row process is under way, then stop the check
+        lines.append(line)
+        if line.startswith("bench_train: process group"):
+            deadline = time.time() + 120
+            while "row unsloth-lora" not in (out / "bench_train.log").read_text() and time.time() < deadline:
+                time.sleep(0.5)
+            time.sleep(2)
+            proc.send_signal(signal.SIGTERM)
+            break
+    rest, _ = proc.communicate(timeout=120)
+    log = "".join(lines) + rest
+    assert proc.returncode == 143, log[-3000:]
+    report = (out / "gpu_check.md").read_text()
+    assert "| smoke | ok |" in report and "| bench_train | stopped by SIGTERM |" in report, report
+    assert "| evaluate |" not in report and "Smoke run: 2 steps" in report
+    groups = part_groups(log)
+    assert set(groups) == {"smoke", "bench_train"}
+    left = [pid for pid, group in process_groups().items() if group in groups.values()]
+    assert not left, f"processes of a stopped part still run: {left}"
+
+
+@pytest.mark.slow
+def test_a_part_over_its_limit_is_stopped_with_all_it_started(tmp_path):
+    out = tmp_path / "out"
+    result = subprocess.run([sys.executable, SCRIPT, "--dry_run=true", f"--work_dir={tmp_path / 'work'}",
+                             "--smoke_timeout_s=4", "--bench_timeout_s=6"], capture_output=True,
+                            text=True, timeout=300, cwd=tmp_path, env={**os.environ, "OUT": str(out)})
+    assert result.returncode == 1, result.stdout[-3000:] + result.stderr[-3000:]
+    report = (out / "gpu_check.md").read_text()
+    assert "| smoke | timed out after 4 s |" in report and "| bench_train | timed out after 6 s |" in report, report
+    assert "| evaluate | failed" in report  # no smoke run to evaluate: it says so and stops
+    groups = part_groups(result.stdout)
+    assert len(groups) == 3
+    left = [pid for pid, group in process_groups().items() if group in groups.values()]
+    assert not left, f"processes of a timed-out part still run: {left}"

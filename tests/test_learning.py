@@ -82,7 +82,7 @@ def test_controls_adapter_never_moves(runs):
     workdir, _ = runs
     for seed in SEEDS:
         config = json.load(open(workdir / "outputs" / f"control{seed}" / "run_config.json"))
-        checksum = config["ADAPTER_CHECKSUM"]
+        checksum = config["FOUND"]["ADAPTER_CHECKSUM"]
         assert checksum["end_by_rank"] == [checksum["start"]], seed
 
 
@@ -94,7 +94,7 @@ def test_run_config_records_the_algorithm_the_trainer_used(runs):
     smoke = train_grpo.resolve_knobs(["--smoke"])
     for knob in ("LOSS_TYPE", "BETA", "EPSILON", "EPSILON_HIGH", "SCALE_REWARDS", "MASK_TRUNCATED_COMPLETIONS"):
         assert config[knob] == smoke[knob], knob
-    assert config["DTYPE"] == "float32"  # the CPU path trains float32 on every vendor
+    assert config["FOUND"]["DTYPE"] == "float32"  # the CPU path trains float32 on every vendor
 
 
 def test_evaluation_agrees_trained_beats_base_on_format(runs):

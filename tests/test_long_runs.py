@@ -47,7 +47,7 @@ def test_resume_auto_continues_from_the_latest_checkpoint(resumed):
     state = json.load(open(out / "checkpoint-8" / "trainer_state.json"))
     assert state["global_step"] == 8
     config = json.load(open(out / "run_config.json"))
-    assert config["RESUMED_FROM"].endswith("checkpoint-4") and config["STEPS_DONE"] == 8
+    assert config["FOUND"]["RESUMED_FROM"].endswith("checkpoint-4") and config["FOUND"]["STEPS_DONE"] == 8
 
 
 def test_resume_keeps_the_trained_adapter_and_the_primed_kl_reference(resumed):
@@ -67,12 +67,12 @@ def test_run_config_is_a_manifest(resumed):
     out, _, _ = resumed
     config = json.load(open(out / "run_config.json"))
     for package in ("python", "torch", "transformers", "trl", "unsloth", "peft", "math-verify"):
-        assert config["VERSIONS"].get(package), package
-    assert config["DEVICE"].get("cpu") or config["DEVICE"].get("gpu")
-    assert config["DATA"]["rows"] == 430 and config["DATA"]["held_out"] == 50 and config["DATA"]["fingerprint"]
-    assert config["TRAINER_ARGS"]["max_steps"] == 8 and config["TRAINER_ARGS"]["beta"] == config["BETA"]
-    assert config["WALL_TIME_S"] > 0 and config["FINAL_METRICS"]["step"] == 8
-    assert "GIT_COMMIT" in config
+        assert config["FOUND"]["VERSIONS"].get(package), package
+    assert config["FOUND"]["DEVICE"].get("cpu") or config["FOUND"]["DEVICE"].get("gpu")
+    assert config["FOUND"]["DATA"]["rows"] == 430 and config["FOUND"]["DATA"]["held_out"] == 50 and config["FOUND"]["DATA"]["fingerprint"]
+    assert config["FOUND"]["TRAINER_ARGS"]["max_steps"] == 8 and config["FOUND"]["TRAINER_ARGS"]["beta"] == config["BETA"]
+    assert config["FOUND"]["WALL_TIME_S"] > 0 and config["FOUND"]["FINAL_METRICS"]["step"] == 8
+    assert "GIT_COMMIT" in config["FOUND"]
     card = (out / "lora" / "README.md").read_text()
     assert "None" not in card and f"base_model: {tiny_model.SHIPPED}" in card and "8 steps" in card
 
@@ -108,7 +108,7 @@ def test_sigint_finishes_the_step_saves_and_resumes(tmp_path):
     assert steps == list(range(1, last + 1)) and last < 500
     run = tmp_path / "outputs" / "s"
     assert (run / f"checkpoint-{last}").is_dir() and (run / "lora" / "adapter_model.safetensors").exists()
-    assert json.load(open(run / "run_config.json"))["STOPPED_BY"] == "SIGINT"
+    assert json.load(open(run / "run_config.json"))["FOUND"]["STOPPED_BY"] == "SIGINT"
     log = train(tmp_path, f"--max_steps={last + 2}", "--resume=auto", "--output_dir=outputs/s")
     assert f"resuming from outputs/s/checkpoint-{last} (step {last})" in log
     assert train_steps(metrics) == list(range(1, last + 3))
@@ -164,7 +164,7 @@ def test_a_learning_rate_that_diverges_ends_in_the_guards_message_and_saves_no_a
     assert f"the last good one is {os.path.join('outputs', 'nf', 'lora_primed')}" in message
     assert not (out / "lora").exists() and not list(out.glob("checkpoint-*"))
     assert (out / "lora_primed" / "adapter_model.safetensors").exists()
-    assert json.load(open(out / "run_config.json"))["STOPPED_BY"] == "non-finite"
+    assert json.load(open(out / "run_config.json"))["FOUND"]["STOPPED_BY"] == "non-finite"
 
 
 def test_a_missing_tiny_model_is_refused_before_anything_loads(tmp_path):

@@ -96,7 +96,8 @@ def test_eval_knobs_are_checked_before_anything_loads(args, message):
 
 @pytest.mark.parametrize("module", ["train_grpo", "evaluate", "export", "chat", "rewards", "prompts", "grpo.plot_rewards",
                                     "grpo.overrides", "grpo.callbacks", "grpo.answers", "grpo.checks", "grpo.data",
-                                    "grpo.model", "grpo.priming", "grpo.difficulty", "grpo.trainer", "grpo.run_files", "grpo.presets",
+                                    "grpo.model", "grpo.priming", "grpo.difficulty", "grpo.trainer", "grpo.run_dir", "grpo.record",
+                                    "grpo.device", "grpo.cache", "grpo.checksums", "grpo.presets",
                                     "cpu_models.tiny_model", "cpu_models.smollm2"])
 def test_modules_import_nothing_heavy(module):
     heavy = ("torch", "unsloth", "trl", "transformers", "datasets", "math_verify", "sympy", "matplotlib")

@@ -30,7 +30,7 @@ def test_priming_runs_before_grpo_and_logs_its_losses(primed_run):
     assert [r["sft_step"] for r in sft] == list(range(1, 25)) and all(r["loss"] > 0 for r in sft)
     assert [r["step"] for r in rows if "reward" in r] == [1, 2]  # then GRPO, numbered from 1
     assert rows.index(sft[-1]) < next(i for i, r in enumerate(rows) if "reward" in r)
-    assert json.load(open(out / "run_config.json"))["PRIMED_ADAPTER"].endswith("lora_primed")
+    assert json.load(open(out / "run_config.json"))["FOUND"]["PRIMED_ADAPTER"].endswith("lora_primed")
 
 
 def test_primed_adapter_is_kept_apart_and_grpo_moved_on_from_it(primed_run):
@@ -66,8 +66,8 @@ def test_a_second_run_reuses_the_priming_and_trains_exactly_as_the_first(primed_
     line = next(line for line in log.splitlines() if line.startswith("format priming:"))
     assert line.startswith("format priming: reused the primed adapter in outputs/primed/"), line
     config = json.load(open(again / "run_config.json"))
-    assert config["PRIMING_REUSED_FROM"].startswith("outputs/primed/") and config["PRIMING_REUSED_FROM"] in line
-    assert json.load(open(out / "run_config.json"))["PRIMING_REUSED_FROM"] is None  # the first run primed
+    assert config["FOUND"]["PRIMING_REUSED_FROM"].startswith("outputs/primed/") and config["FOUND"]["PRIMING_REUSED_FROM"] in line
+    assert json.load(open(out / "run_config.json"))["FOUND"]["PRIMING_REUSED_FROM"] is None  # the first run primed
     first = [json.loads(line) for line in open(out / "metrics.jsonl")]
     second = [json.loads(line) for line in open(again / "metrics.jsonl")]
     assert len([r for r in second if r.get("phase") == "sft"]) == 24 and second == first
@@ -77,7 +77,7 @@ def test_a_second_run_reuses_the_priming_and_trains_exactly_as_the_first(primed_
     fresh = script(workdir, "train_grpo.py", "--smoke", "--format_sft_max_examples=24", "--max_steps=1",
                    "--reuse_priming=false", "--output_dir=outputs/fresh").stdout
     assert "format priming: 24 worked examples x 1 epochs" in fresh and "reused" not in fresh
-    assert json.load(open(workdir / "outputs" / "fresh" / "run_config.json"))["PRIMING_REUSED_FROM"] is None
+    assert json.load(open(workdir / "outputs" / "fresh" / "run_config.json"))["FOUND"]["PRIMING_REUSED_FROM"] is None
 
 
 def test_worked_examples_without_the_columns_are_refused_before_the_model_loads(tmp_path):

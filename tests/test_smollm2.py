@@ -58,7 +58,7 @@ def test_the_preset_primes_trains_and_evaluates(converted):
     assert "format priming: 4 worked examples x 1 epochs" in log
     out = workdir / "outputs" / "sm"
     config = json.load(open(out / "run_config.json"))
-    assert config["PRESET"] == "smollm2" and config["STEPS_DONE"] == 2 and config["DTYPE"] == "float32"
+    assert config["PRESET"] == "smollm2" and config["FOUND"]["STEPS_DONE"] == 2 and config["FOUND"]["DTYPE"] == "float32"
     assert "LlamaForCausalLM" in json.load(open(workdir / "outputs" / "smollm2-135m-instruct" / "config.json"))["architectures"]
     run_script(workdir, "evaluate.py", "--run_dir=outputs/sm", "--n_problems=4", "--n_samples=1", "--max_new_tokens=24")
     results = json.load(open(out / "eval_results.json"))

@@ -6,10 +6,11 @@ import os
 
 import prompts
 from cpu_models import tiny_model
+from grpo.checksums import weights_sha256
 
 
 def test_the_shipped_weights_are_the_recorded_build_of_the_current_recipe():
-    assert tiny_model.weights_sha256(tiny_model.SHIPPED) == tiny_model.SHIPPED_SHA256
+    assert weights_sha256(tiny_model.SHIPPED) == tiny_model.SHIPPED_SHA256
     # the recipe (seed, sizes, the bundled files it was trained on) is the one the builder has now
     assert tiny_model.is_built(tiny_model.SHIPPED, prompts.BUNDLED_PROBLEMS)
     assert os.path.getsize(os.path.join(tiny_model.SHIPPED, "model.safetensors")) < 1_000_000
@@ -30,7 +31,7 @@ def test_the_builder_makes_a_loadable_model_that_depends_on_its_seed(tmp_path, m
     b = tiny_model.build_tiny_model(str(tmp_path / "b"), prompts.BUNDLED_PROBLEMS, seed=2)
     assert tiny_model.is_built(a, prompts.BUNDLED_PROBLEMS, seed=1) and not tiny_model.is_built(a, prompts.BUNDLED_PROBLEMS, seed=2)
     assert json.load(open(os.path.join(a, tiny_model.MARKER)))["seed"] == 1
-    assert tiny_model.weights_sha256(a) != tiny_model.weights_sha256(b)
+    assert weights_sha256(a) != weights_sha256(b)
     model = AutoModelForCausalLM.from_pretrained(a, dtype=torch.float32)
     tokenizer = AutoTokenizer.from_pretrained(a)
     assert all(m in tokenizer.get_vocab() for m in prompts.MARKERS)  # the format markers are single tokens

@@ -1,0 +1,138 @@
+"""The run's record, run_config.json: the knobs as the user asked for them (top level, as in the knob block)
+and, apart from them under "FOUND", what the run found and decided (whether vLLM generated, the weights'
+checksum, the prompt budget, the priming reused, what the trainer really uses, the manifest of versions,
+device, code and data, and at the end the time split and how the run ended). Also each step's timer and
+the adapter's model card. Rank 0 alone writes.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import time
+
+from grpo.checksums import adapter_checksum
+from grpo.device import is_main_process, world_size
+
+
+def timed(name: str):
+    """Decorator for a step that returns its findings (a dict, or a tuple ending in one): adds the step's
+    wall time to them as `name`, for run_config.json and the time split the run prints at the end."""
+
+    def wrap(step):
+        @functools.wraps(step)
+        def timed_step(*args, **kwargs):
+            start = time.time()
+            out = step(*args, **kwargs)
+            (out[-1] if isinstance(out, tuple) else out)[name] = round(time.time() - start, 1)
+            return out
+        return timed_step
+    return wrap
+
+
+def time_split(found: dict, trainer, wall: float) -> dict:
+    """Seconds spent in each step: loading, priming, the difficulty filter, GRPO, and the rest."""
+    grpo = next((r["train_runtime"] for r in reversed(trainer.state.log_history) if "train_runtime" in r), 0.0)
+    split = {"load": found.get("LOAD_S", 0.0), "priming": found.get("PRIMING_S", 0.0),
+             "difficulty": found.get("DIFFICULTY_S", 0.0), "grpo": round(grpo, 1)}
+    split["other"] = round(wall - sum(split.values()), 1)
+    return split
+
+
+def start(k: dict, found: dict, trainer, algorithm: dict, data: dict) -> dict:
+    """run_config.json as training starts: the knobs, and under FOUND the steps' findings, the algorithm
+    knobs as the trainer holds them, the manifest and the adapter's checksum before GRPO. Written now (a
+    run that dies still leaves it) and again at the end (finish)."""
+    model = trainer.model
+    found = {**found, "ALGORITHM_USED": algorithm, "WORLD_SIZE": world_size(),
+             "DTYPE": str(model.dtype).removeprefix("torch."), "ADAPTER_CHECKSUM": {"start": adapter_checksum(model)},
+             **manifest(trainer, data)}
+    out = {**k, "FOUND": found}
+    write_run_config(k["OUTPUT_DIR"], out)
+    return out
+
+
+def installed_versions(dists) -> dict:
+    """{distribution: version} for those of `dists` that are installed."""
+    import importlib.metadata
+
+    versions = {}
+    for dist in dists:
+        try:
+            versions[dist] = importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            pass
+    return versions
+
+
+def manifest(trainer, data: dict) -> dict:
+    """What a run needs to be understood later: versions, device, code commit, data, trainer settings."""
+    import platform
+    import subprocess
+
+    import torch
+
+    versions = {"python": platform.python_version(), **installed_versions(
+        ("torch", "transformers", "trl", "unsloth", "unsloth_zoo", "peft", "accelerate", "datasets",
+         "math-verify", "bitsandbytes", "vllm"))}
+    if torch.cuda.is_available():
+        device = {"gpu": torch.cuda.get_device_name(0), "gpu_count": torch.cuda.device_count()}
+    else:
+        cpu = platform.processor() or platform.machine()
+        try:
+            with open("/proc/cpuinfo") as f:
+                cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
+        except OSError:
+            pass
+        device = {"cpu": cpu, "cpu_threads": torch.get_num_threads()}
+    here = os.path.dirname(os.path.abspath(__file__))
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=10).stdout.strip()
+        dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
+                                    capture_output=True, text=True, timeout=10).stdout.strip())
+        commit = (commit + ("+uncommitted changes" if dirty else "")) or None
+    except (OSError, subprocess.SubprocessError):
+        commit = None
+    args = json.loads(json.dumps(trainer.args.to_dict(), default=str))
+    return {"VERSIONS": versions, "DEVICE": device, "GIT_COMMIT": commit, "DATA": data, "TRAINER_ARGS": args}
+
+
+def write_run_config(output_dir: str, record: dict) -> None:
+    if not is_main_process():
+        return
+    os.makedirs(output_dir, exist_ok=True)
+    with open(os.path.join(output_dir, "run_config.json"), "w") as f:
+        json.dump(record, f, indent=2, default=str)
+
+
+def write_model_card(lora_dir: str, k: dict, steps: int, primed_only: bool = False) -> None:
+    """A short README.md beside the adapter: what it was trained from, on what, and how to load it."""
+    training = (f"Format priming only (SFT on `{k['FORMAT_SFT_DATASET']}`, {k['FORMAT_SFT_EPOCHS']} epochs), before GRPO."
+                if primed_only else
+                f"Trained with GRPO (TRL's GRPOTrainer through Unsloth) for {steps} steps on `{k['DATASET_NAME']}`"
+                + (f", after format priming on `{k['FORMAT_SFT_DATASET']}`" if k["FORMAT_SFT"] else "") + ",")
+    card = f"""---
+base_model: {k['MODEL_NAME']}
+library_name: peft
+tags: [grpo, lora, math, reasoning]
+---
+# LoRA adapter: GRPO math reasoning on {k['MODEL_NAME']}
+
+{training}
+GRPO rewards {', '.join(k['REWARD_FUNCS'])} (weights {', '.join(map(str, k['REWARD_WEIGHTS']))}).
+Loss `{k['LOSS_TYPE']}`, beta {k['BETA']}, learning rate {k['LEARNING_RATE']}, LoRA rank {k['LORA_RANK']}.
+The prompts use the trainer's system prompt and chat template (saved with the tokenizer here).
+`run_config.json` and `metrics.jsonl` one folder up hold every setting and every step.
+
+```python
+from peft import PeftModel
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+base = AutoModelForCausalLM.from_pretrained("{k['MODEL_NAME']}")
+model = PeftModel.from_pretrained(base, "{lora_dir}")
+tokenizer = AutoTokenizer.from_pretrained("{lora_dir}")
+```
+"""
+    with open(os.path.join(lora_dir, "README.md"), "w", encoding="utf-8") as f:
+        f.write(card)

@@ -1,0 +1,128 @@
+"""The run's folder, before and after training: which checkpoint to resume from (and the refusal to mix two
+runs in one folder), and the save at the end (the adapter, the curves, the final record). Rank 0 alone
+writes; the other ranks of a torchrun run follow it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+
+from grpo import record
+from grpo.checks import BadInput
+from grpo.checksums import adapter_checksum
+from grpo.device import gather, is_main_process
+
+CHECKPOINT = "checkpoint-"  # transformers' checkpoint folders: checkpoint-<step>
+
+
+def start(k: dict) -> str | None:
+    """Before anything heavy: quiet the other ranks and judge the output folder. Returns the checkpoint to
+    resume from, or None for a new run."""
+    if not is_main_process():  # torchrun / accelerate launch: every line once, from rank 0 (errors still show)
+        sys.stdout = open(os.devnull, "w")
+    return resume_checkpoint(k)
+
+
+def finish(k: dict, run: dict, trainer, controls, started: float, argv: list[str]) -> str | None:
+    """Step 7: save the adapter and tokenizer (never a diverged one), the curves and the final record; say
+    how the run ended and, after a signal, how to resume it. Returns None, or the message to exit with when
+    the run diverged (nothing was saved)."""
+    from grpo import plot_rewards
+
+    step = trainer.state.global_step
+    model = trainer.model
+    found = run["FOUND"]
+    if controls.alarm.stopped:
+        print(f"stopped early at step {step} of {k['MAX_STEPS']}: training collapsed (see the warning above)")
+    if controls.guard.tripped:  # never save a diverged adapter; say where the last good one is
+        found.update(WALL_TIME_S=round(time.time() - started, 1), STEPS_DONE=step, STOPPED_BY="non-finite")
+        record.write_run_config(k["OUTPUT_DIR"], run)
+        found_checkpoints = checkpoints_in(k["OUTPUT_DIR"])
+        last_good = (found_checkpoints[-1] if found_checkpoints else found.get("PRIMED_ADAPTER")
+                     or f"the base model {k['MODEL_NAME']} (nothing was trained yet)")
+        return controls.guard.message(last_good)
+    checksums = gather(adapter_checksum(model))  # one per rank: equal when the gradients were all-reduced
+    if not is_main_process():
+        return None
+    lora_dir = os.path.join(k["OUTPUT_DIR"], "lora")
+    model.save_pretrained(lora_dir, selected_adapters=["default"])  # not the frozen "ref" copy of lora_primed
+    trainer.processing_class.save_pretrained(lora_dir)
+    record.write_model_card(lora_dir, k, step)
+    metrics_path = os.path.join(k["OUTPUT_DIR"], "metrics.jsonl")
+    plot_path = plot_rewards.plot(metrics_path)
+    rows = plot_rewards.read_metrics(metrics_path)
+    wall = time.time() - started
+    split = record.time_split(found, trainer, wall)
+    found.update(WALL_TIME_S=round(wall, 1), TIME_SPLIT_S=split, STEPS_DONE=step,
+                 STOPPED_BY=controls.stop.signal_name or ("collapse" if controls.alarm.stopped else None),
+                 FINAL_METRICS=next((r for r in reversed(rows) if "reward" in r), None),
+                 ADAPTER_CHECKSUM={**found["ADAPTER_CHECKSUM"], "end_by_rank": checksums})
+    if len(set(checksums)) > 1:
+        print(f"WARNING: the ranks ended with different adapter weights {checksums}: gradients were not synchronised")
+    record.write_run_config(k["OUTPUT_DIR"], run)
+    print(f"saved: adapter {lora_dir}, metrics {metrics_path}, curves {plot_path} ({wall:.0f} s: "
+          + ", ".join(f"{name} {s:.0f} s" for name, s in split.items()) + ")")
+    if controls.stop.signal_name:
+        again = " ".join([a for a in argv if not a.startswith("--resume=")] + ["--resume=auto"])
+        print(f"stopped by {controls.stop.signal_name} at step {step}; checkpoint-{step} saved. Resume with:\n"
+              f"  python train_grpo.py {again}")
+    return None
+
+
+def checkpoints_in(folder: str) -> list[str]:
+    """The checkpoint-N folders in `folder`, oldest step first."""
+    if not os.path.isdir(folder):
+        return []
+    found = [n for n in os.listdir(folder) if n.startswith(CHECKPOINT) and n[len(CHECKPOINT):].isdigit()]
+    return [os.path.join(folder, n) for n in sorted(found, key=checkpoint_step)]
+
+
+def checkpoint_step(path: str) -> int:
+    return int(os.path.basename(os.path.normpath(path))[len(CHECKPOINT):])
+
+
+def was_smoke_run(folder: str) -> bool:
+    """Whether the run in `folder` was a smoke run, by its run_config.json (no record: not known to be)."""
+    try:
+        with open(os.path.join(folder, "run_config.json")) as f:
+            return json.load(f).get("SMOKE") is True
+    except (OSError, ValueError):
+        return False
+
+
+def resume_checkpoint(k: dict) -> str | None:
+    """The checkpoint to resume from (RESUME: "" = none, "auto" = the latest in OUTPUT_DIR, or a path).
+
+    A new run never mixes silently with an earlier one in the same OUTPUT_DIR: it is refused, except
+    that a smoke run starts over by itself in the folder of an earlier smoke run."""
+    out = k["OUTPUT_DIR"]
+    found = checkpoints_in(out)
+    if k["RESUME"] == "auto":
+        if not found:
+            raise BadInput(f"--resume=auto: no checkpoint-N folder in {out} to resume from")
+        return found[-1]
+    if k["RESUME"]:
+        if not os.path.isfile(os.path.join(k["RESUME"], "trainer_state.json")):
+            raise BadInput(f"RESUME={k['RESUME']}: not a checkpoint folder (no trainer_state.json)")
+        return k["RESUME"]
+    if not is_main_process():  # under torchrun rank 0 alone judges (and tidies) the folder; the others follow it
+        return None
+    earlier = [os.path.basename(p) for p in found] + [n for n in ("metrics.jsonl",) if os.path.exists(os.path.join(out, n))]
+    if earlier and k["SMOKE"] and was_smoke_run(out):  # never wipe a real run, even from --smoke
+        import shutil
+
+        for name in [os.path.basename(p) for p in found] + ["completions", "lora", "lora_primed", "format_sft", "runs"]:
+            shutil.rmtree(os.path.join(out, name), ignore_errors=True)
+        for name in ("metrics.jsonl", "run_config.json", "reward_curves.png"):
+            if os.path.exists(os.path.join(out, name)):
+                os.remove(os.path.join(out, name))
+        print(f"smoke: starting over in {out} (removed the previous smoke run)")
+    elif earlier:
+        raise BadInput(
+            f"{out} already holds another run ({', '.join(earlier[:4])}). Continue it with --resume=auto, "
+            f"or start a new one with --output_dir=NEW_FOLDER (or delete {out})"
+        )
+    return None
