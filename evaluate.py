@@ -401,13 +401,14 @@ def expected_time(model, tokenizer, texts: list[str], k: dict, batch: int, n_mod
             "step, measured); calls whose samples all stop early take less")
 
 
-def generate_hf(model, tokenizer, texts: list[str], k: dict, label: str, batch: int) -> list[dict]:
+def generate_hf(model, tokenizer, texts: list[str], k: dict, label: str, batch: int | None = None) -> list[dict]:
     """Batched sampling with transformers, N_SAMPLES per prompt (each prompt read once, each token drawn
-    among the likeliest: grpo/sampling.py), `batch` prompts per call, with a progress bar."""
+    among the likeliest: grpo/sampling.py), `batch` prompts per call (BATCH_SIZE when not given), with a
+    progress bar."""
     from grpo.sampling import sample_texts, top_draw_kwargs
 
     sampling = top_draw_kwargs(k["TEMPERATURE"], k["TOP_P"]) if k["TEMPERATURE"] > 0 else dict(do_sample=False)
-    return sample_texts(model, tokenizer, texts, k["N_SAMPLES"], batch, f"generating ({label})", k["SEED"],
+    return sample_texts(model, tokenizer, texts, k["N_SAMPLES"], batch or k["BATCH_SIZE"], f"generating ({label})", k["SEED"],
                         max_new_tokens=k["MAX_NEW_TOKENS"], eos_token_id=tokenizer.eos_token_id, **sampling)
 
 
@@ -553,8 +554,6 @@ def main(argv: list[str]) -> dict:
         sys.exit(f"evaluate.py: no problems in {k['PROBLEM_SET']}")
     print(f"eval: {source}, {k['N_SAMPLES']} samples each of up to {k['MAX_NEW_TOKENS']} tokens, base {base_name}, "
           f"adapter {k['ADAPTER']}")
-
-    import torch
 
     from grpo.model import vllm_unusable
 

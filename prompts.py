@@ -190,7 +190,23 @@ def load_problems(name: str, config: str | None = None, split: str = "train"):
     check_columns(dataset.column_names, name)
     if len(dataset) == 0:
         raise DatasetFormatError(f"{name}: no rows")
+    check_filled(dataset, name)
     return dataset
+
+
+def check_filled(dataset, name: str) -> None:
+    """Refuse a dataset with a row whose problem or answer is null or blank, naming the first such row
+    (its line, for a JSONL file): training on it would teach nothing, silently."""
+    jsonl_lines = None
+    if name.endswith(".jsonl") and os.path.isfile(name):
+        with open(name, encoding="utf-8", errors="replace") as f:
+            jsonl_lines = [number for number, line in enumerate(f, start=1) if line.strip()]
+    for column in REQUIRED_COLUMNS:
+        for i, value in enumerate(dataset[column]):
+            if value is None or not str(value).strip():
+                where = f"line {jsonl_lines[i]}" if jsonl_lines else f"row {i}"
+                raise DatasetFormatError(f"{name}, {where}: '{column}' is {'null' if value is None else 'empty'}; "
+                                         "every row needs a problem and its answer: fix or remove that row")
 
 
 def load_local_file(name: str, expected: str):

@@ -118,12 +118,12 @@ def main(argv: list[str]) -> str | None:
     policy, tokenizer, found = model.load(k)  # found: whether vLLM generates, the weights' checksum
     dataset, max_prompt_length = data.build_dataset(k, train_rows, tokenizer)
     eval_dataset = data.build_eval_dataset(k, heldout_rows, tokenizer, max_prompt_length)
+    budget = trainer.completion_budget(k, max_prompt_length)  # completion tokens: what the longest prompt leaves
     found.update(MAX_PROMPT_LENGTH=max_prompt_length, RESUMED_FROM=resume_from)
     # 4. format priming: SFT on worked solutions, on the same LoRA (or the adapter an earlier run primed)
     primed, primed_found = priming.prime(k, policy, tokenizer, worked, resume_from, found["MODEL_SHA256"])
     found.update(primed_found)
     # (optional) keep the prompts the primed model sometimes solves
-    budget = trainer.completion_budget(k, max_prompt_length)
     dataset, filter_found = difficulty.filter_prompts(k, policy, tokenizer, dataset, rewards.answer_is_right, budget,
                                                       found["MODEL_SHA256"])
     found.update(filter_found)

@@ -5,13 +5,17 @@ functions that need them).
 
     overrides.py     the knob block's --name=value parsing and --help
     presets.py       --smoke and --preset=NAME: whole sets of knob values
-    checks.py        knob checks that fail in seconds, before anything loads; BadInput
+    checks.py        checks that fail in seconds, before anything loads (knobs, the machine); BadInput
     data.py          step 1: the problems, the held-out slice, the conversations
-    model.py         steps 2-3: the model through Unsloth, with LoRA
+    model.py         steps 2-3: the model through Unsloth, with LoRA; whether vLLM generates
     priming.py       step 4: format priming (SFT on worked solutions), cached for reuse
     difficulty.py    optional, after step 4: keep the prompts the primed model sometimes solves
-    trainer.py       step 5-6: GRPOConfig, the GRPOTrainer and its callbacks, training
-    run_files.py     step 7 and around: resume, run_config.json (the manifest), the model card, saving
+    trainer.py       steps 5-6: GRPOConfig, the GRPOTrainer and its Controls (callbacks), training
+    record.py        run_config.json: the knobs, and apart from them what the run found (FOUND); step timers
+    run_dir.py       the run's folder: resume or refuse, and step 7, the save at the end
+    device.py        processes (torchrun), rank 0, gathering across ranks, the training precision
+    cache.py         cache entries named by the hash of what decides them
+    checksums.py     the base weights' and the adapter's checksums
     callbacks.py     metrics.jsonl, the collapse alarm, the non-finite guard, a clean stop on a signal
     answers.py       the answer judge shared by the rewards and evaluate.py
     sampling.py      several completions per prompt, each prompt read once (evaluate.py, the filter)

@@ -47,6 +47,12 @@ def check_knobs(k: dict, reward_module) -> None:
             raise BadInput(f"{name} must be positive, got {k[name]}")
     if not 0 <= k["WARMUP_RATIO"] < 1:
         raise BadInput(f"WARMUP_RATIO must be in [0, 1), got {k['WARMUP_RATIO']}")
+    if k["TEMPERATURE"] <= 0:
+        raise BadInput(f"TEMPERATURE must be > 0 (GRPO samples its completions), got {k['TEMPERATURE']}")
+    if not 0 < k["TOP_P"] <= 1:
+        raise BadInput(f"TOP_P must be in (0, 1] (1 = off), got {k['TOP_P']}")
+    if not 0 <= k["MIN_P"] < 1:
+        raise BadInput(f"MIN_P must be in [0, 1) (0 = off), got {k['MIN_P']}")
     if k["LEARNING_RATE"] < 0:
         raise BadInput(f"LEARNING_RATE must be >= 0, got {k['LEARNING_RATE']}")
     if k["LOSS_TYPE"] not in LOSS_TYPES:

@@ -15,7 +15,11 @@ def load_problems(k: dict):
         raw = prompts.load_problems(k["DATASET_NAME"], k["DATASET_CONFIG"], k["DATASET_SPLIT"])
     except (prompts.DatasetFormatError, FileNotFoundError) as e:
         raise BadInput(str(e)) from e
-    train, heldout = prompts.split_holdout(raw, k["HOLDOUT_SIZE"], k["SEED"])
+    try:
+        train, heldout = prompts.split_holdout(raw, k["HOLDOUT_SIZE"], k["SEED"])
+    except prompts.DatasetFormatError as e:
+        raise BadInput(f"HOLDOUT_SIZE={k['HOLDOUT_SIZE']} with {k['DATASET_NAME']}: {e}; "
+                       f"lower it (--holdout_size=N, 0 = no held-out slice)") from e
     print(f"data: {len(raw)} rows from {k['DATASET_NAME']}, {len(heldout)} held out for evaluate.py")
     return train, heldout
 

@@ -123,7 +123,11 @@ def format_sft(k: dict, model, tokenizer, examples, metrics_path: str, bf16: boo
     from trl import SFTConfig, SFTTrainer
 
     limit = min(k["FORMAT_SFT_MAX_TOKENS"] or k["MAX_SEQ_LENGTH"] // 2, k["MAX_SEQ_LENGTH"])
-    examples = prompts.filter_sft_by_length(examples, tokenizer, limit, k["FORMAT_SFT_MAX_EXAMPLES"])
+    try:
+        examples = prompts.filter_sft_by_length(examples, tokenizer, limit, k["FORMAT_SFT_MAX_EXAMPLES"])
+    except prompts.DatasetFormatError as e:
+        raise BadInput(f"MAX_SEQ_LENGTH={k['MAX_SEQ_LENGTH']}, FORMAT_SFT_MAX_TOKENS={k['FORMAT_SFT_MAX_TOKENS']}: {e} "
+                       f"of {k['FORMAT_SFT_DATASET']}; raise them, or --format_sft=false") from e
     print(f"format priming: {len(examples)} worked examples x {k['FORMAT_SFT_EPOCHS']} epochs, lr {k['FORMAT_SFT_LEARNING_RATE']}")
     config = SFTConfig(
         output_dir=os.path.join(k["OUTPUT_DIR"], "format_sft"),

@@ -24,7 +24,8 @@ def completion_budget(k: dict, max_prompt_length: int) -> int:
     room = k["MAX_SEQ_LENGTH"] - max_prompt_length
     max_completion = min(k["MAX_COMPLETION_LENGTH"], room) if k["MAX_COMPLETION_LENGTH"] else room
     if max_completion < 1:
-        raise BadInput(f"prompts of {max_prompt_length} tokens leave no room in MAX_SEQ_LENGTH={k['MAX_SEQ_LENGTH']}")
+        raise BadInput(f"prompts of {max_prompt_length} tokens leave no room in MAX_SEQ_LENGTH={k['MAX_SEQ_LENGTH']}: "
+                       "raise --max_seq_length, or lower --prompt_length_percentile")
     return max_completion
 
 
@@ -124,7 +125,14 @@ def with_outcome_judge(trainer_class, judge, gate: bool, only_right: bool):
     are gathered the same way and gate_groups flattens the groups that carry no outcome signal; logs
     gate/all_right and gate/all_wrong, the shares of groups gated, each step.
     only_right (REINFORCE_RIGHT_ONLY): after TRL computes this process's advantages, right_only keeps
-    only the right completions' positive ones; logs right_only/zeroed."""
+    only the right completions' positive ones; logs right_only/zeroed.
+
+    The hook-order contract (TRL's private methods; Unsloth's compiled trainer keeps it): within one call of
+    _generate_and_score_completions, TRL calls _calculate_rewards once, before it turns the rewards into
+    advantages, and returns those as output["advantages"]. So the gate must act inside _calculate_rewards
+    (after the rewards exist, before the advantages), and right-only after _generate_and_score_completions
+    returns, reading the verdicts _calculate_rewards left in self._right during the same call.
+    tests/test_gpu_path.py fails if TRL or Unsloth stops calling them in that order (docs/gpu_path.md)."""
 
     if not callable(getattr(trainer_class, "_calculate_rewards", None)):  # the one hook the judge needs
         raise BadInput("OUTCOME_GATE and REINFORCE_RIGHT_ONLY need GRPOTrainer._calculate_rewards, which this TRL/Unsloth "

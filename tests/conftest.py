@@ -24,6 +24,18 @@ def run_script(workdir, name, *args, env=None, check=True, stdin=None, timeout=6
 SLOWEST_FIRST = ("test_learning.py", "test_smollm2.py", "test_long_runs.py", "test_gpu_check.py")
 
 
+# Files whose tests share a run of a script (a training run, a dry run): every test in them is `slow`. The
+# fast tier, python -m pytest -q -m "not slow", is the rest (tests of one function, or of a script that
+# stops in seconds); tests elsewhere that train carry @pytest.mark.slow themselves.
+SLOW_FILES = ("test_learning.py", "test_smollm2.py", "test_long_runs.py", "test_gpu_check.py", "test_pipeline.py",
+              "test_priming.py", "test_difficulty.py", "test_distributed.py", "test_export.py")
+
+
 def pytest_collection_modifyitems(config, items):
+    import pytest
+
     rank = {name: i for i, name in enumerate(SLOWEST_FIRST)}
     items.sort(key=lambda item: rank.get(item.path.name, len(SLOWEST_FIRST)))
+    for item in items:
+        if item.path.name in SLOW_FILES:
+            item.add_marker(pytest.mark.slow)

@@ -182,15 +182,22 @@ def test_rewards_never_print(capsys):
     assert capsys.readouterr() == ("", "")
 
 
-def test_reward_docstrings_have_an_example_and_a_table():
+def test_each_reward_docstring_has_an_example_that_runs_and_a_table():
+    import doctest
+
     for fn in rewards.REWARD_FUNCS:
-        assert ">>> " in fn.__doc__ and "| " in fn.__doc__, fn.__name__
+        examples = doctest.DocTestFinder().find(fn, fn.__name__, globs=vars(rewards))
+        assert sum(len(t.examples) for t in examples) > 0 and "| " in fn.__doc__, fn.__name__
+        for test in examples:
+            assert doctest.DocTestRunner().run(test).failed == 0, fn.__name__
 
 
-def test_reward_order_and_names():
-    assert [f.__name__ for f in rewards.REWARD_FUNCS] == [
-        "match_format_exactly", "match_format_approximately", "check_answer", "check_numbers"
-    ]
+def test_the_trainers_rewards_are_rewards_py_s_in_order_each_with_a_weight():
+    import train_grpo
+
+    assert tuple(f.__name__ for f in rewards.REWARD_FUNCS) == train_grpo.REWARD_FUNCS
+    assert len(train_grpo.REWARD_WEIGHTS) == len(train_grpo.REWARD_FUNCS)
+    assert all(getattr(rewards, name) is f for name, f in zip(train_grpo.REWARD_FUNCS, rewards.REWARD_FUNCS))
 
 
 @pytest.mark.parametrize("module", [rewards, answers], ids=["rewards", "answers"])

@@ -1,0 +1,43 @@
+"""A bad knob or data file ends in one line that names it and the fix, with no traceback, and before the
+model loads wherever the check needs no model (the data and sampling cases take seconds)."""
+
+import time
+
+import pytest
+from conftest import run_script
+
+ROWS = {
+    "two.jsonl": '{"prompt": "1+1?", "solution": "2"}\n{"prompt": "2+3?", "solution": "5"}\n',
+    "null.jsonl": '{"prompt": "1+1?", "solution": "2"}\n{"prompt": "2+2?", "solution": null}\n',
+    "blank.jsonl": '{"prompt": "1+1?", "solution": "2"}\n\n{"prompt": "  ", "solution": "5"}\n',
+}
+
+
+def refused(tmp_path, *args) -> str:
+    for name, text in ROWS.items():
+        (tmp_path / name).write_text(text)
+    started = time.time()
+    result = run_script(tmp_path, "train_grpo.py", "--smoke", *args, check=False, timeout=300)
+    assert result.returncode != 0 and "Traceback" not in result.stderr, result.stderr[-3000:]
+    errors = [line for line in result.stderr.splitlines() if line.startswith("train_grpo.py: error:")]
+    assert len(errors) == 1, result.stderr[-3000:]
+    return errors[0], time.time() - started
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--temperature=-1"], "TEMPERATURE must be > 0"),
+    (["--top_p=0"], "TOP_P must be in (0, 1]"),
+    (["--min_p=1.5"], "MIN_P must be in [0, 1)"),
+    (["--dataset_name=two.jsonl"], "HOLDOUT_SIZE=50 with two.jsonl: holdout of 50 rows leaves nothing to train on"),
+    (["--dataset_name=null.jsonl", "--holdout_size=0"], "null.jsonl, line 2: 'solution' is null"),
+    (["--dataset_name=blank.jsonl", "--holdout_size=0"], "blank.jsonl, line 3: 'prompt' is empty"),
+])
+def test_bad_sampling_knobs_and_data_files_are_one_line_in_seconds(tmp_path, args, message):
+    line, seconds = refused(tmp_path, *args)
+    assert message in line and seconds < 30, (line, seconds)  # the model never loads: seconds, on any CPU
+
+
+@pytest.mark.slow
+def test_a_sequence_length_no_prompt_fits_is_one_line_naming_the_knob(tmp_path):
+    line, _ = refused(tmp_path, "--max_seq_length=10")
+    assert "leave no room in MAX_SEQ_LENGTH=10: raise --max_seq_length" in line
