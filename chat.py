@@ -71,10 +71,15 @@ def main(argv: list[str]) -> None:
     adapter = os.path.join(k["RUN_DIR"], "lora")
     device = "cuda" if torch.cuda.is_available() else "cpu"
     tokenizer = prompts.load_tokenizer(adapter)
-    base = AutoModelForCausalLM.from_pretrained(run["MODEL_NAME"], dtype=torch.bfloat16 if device == "cuda" else torch.float32)
+    base = AutoModelForCausalLM.from_pretrained(
+        run["MODEL_NAME"], dtype=torch.bfloat16 if device == "cuda" else torch.float32
+    )
     model = PeftModel.from_pretrained(base.to(device), adapter).eval()
-    sampling = (dict(do_sample=True, temperature=k["TEMPERATURE"], top_p=k["TOP_P"]) if k["TEMPERATURE"] > 0
-                else dict(do_sample=False))
+    sampling = (
+        dict(do_sample=True, temperature=k["TEMPERATURE"], top_p=k["TOP_P"])
+        if k["TEMPERATURE"] > 0
+        else dict(do_sample=False)
+    )
 
     def answer(question: str) -> str:
         conversation = prompts.make_conversation({"prompt": question, "solution": ""})["prompt"]
@@ -82,8 +87,10 @@ def main(argv: list[str]) -> None:
         ids = tokenizer(text, return_tensors="pt", add_special_tokens=False).to(device)
         torch.manual_seed(k["SEED"])
         with torch.no_grad():
-            out = model.generate(**ids, max_new_tokens=k["MAX_NEW_TOKENS"], pad_token_id=tokenizer.pad_token_id, **sampling)
-        return tokenizer.decode(out[0, ids["input_ids"].shape[1]:], skip_special_tokens=True)
+            out = model.generate(
+                **ids, max_new_tokens=k["MAX_NEW_TOKENS"], pad_token_id=tokenizer.pad_token_id, **sampling
+            )
+        return tokenizer.decode(out[0, ids["input_ids"].shape[1] :], skip_special_tokens=True)
 
     for question in asked:
         with model.disable_adapter():

@@ -15,23 +15,23 @@ side by side) and eval_accuracy.png (accuracy and format rate).
 """
 
 import json
-import math
 import os
-import random
 import re
 import sys
 import time
+
+from grpo.stats import bootstrap_ci, paired_bootstrap_ci, pass_at_ks, per_problem, problem_means
 
 # -----------------------------------------------------------------------------------------------
 RUN_DIR = "outputs"  # a train_grpo.py output folder: run_config.json and lora/
 ADAPTER = ""  # LoRA adapter folder; "" = RUN_DIR/lora
 BASE_MODEL = ""  # base model; "" = the run's MODEL_NAME
-PROBLEM_SET = "heldout"  # heldout (the run's seeded held-out slice) | gsm8k | math500 | aime2024 | aime2025 | bundled | a .jsonl/.parquet path
+PROBLEM_SET = "heldout"  # heldout (the run's held-out rows) | gsm8k | math500 | aime2024 | aime2025 | bundled | a file
 N_PROBLEMS = 200  # problems to score, from the start of the set (0 = all)
 N_SAMPLES = 4  # samples per problem; accuracy is pass@1 averaged over them
 TEMPERATURE = 0.7  # sampling temperature (0 = greedy)
 TOP_P = 0.95  # nucleus sampling
-MAX_NEW_TOKENS = 0  # completion token limit (0 = the run's own max_completion_length); a sample that reaches it counts as truncated
+MAX_NEW_TOKENS = 0  # completion token limit (0 = the run's max_completion_length); reaching it counts as truncated
 BATCH_SIZE = 16  # most prompts per generate call (standard generation); KV_CACHE_GIB may lower it
 KV_CACHE_GIB = 6.0  # bound on one generate call's KV cache: Qwen3-4B's 8 GB of bf16 weights + 6 fit a 24 GB card
 SEED = 3407  # sampling seed, the same for both models
@@ -40,7 +40,9 @@ BOOTSTRAP_RESAMPLES = 2000  # resamples of the problems for each 95% interval
 EVAL_DIR = ""  # where results go; "" = RUN_DIR
 # -----------------------------------------------------------------------------------------------
 
-_SMOKE_PRESET = dict(RUN_DIR=os.path.join("outputs", "smoke"), N_PROBLEMS=50, N_SAMPLES=4, MAX_NEW_TOKENS=64, BATCH_SIZE=50)
+_SMOKE_PRESET = dict(
+    RUN_DIR=os.path.join("outputs", "smoke"), N_PROBLEMS=50, N_SAMPLES=4, MAX_NEW_TOKENS=64, BATCH_SIZE=50
+)
 _HUB_SETS = {  # name: (Hub id, config, split, problem column, answer column), as on each dataset card
     "gsm8k": ("openai/gsm8k", "main", "test", "question", "answer"),
     "math500": ("HuggingFaceH4/MATH-500", None, "test", "problem", "answer"),
@@ -126,7 +128,10 @@ def load_problem_set(k: dict, run: dict) -> tuple[list[dict], str]:
         answer = gsm8k_answer if name == "gsm8k" else str
         rows, source = [{"prompt": r[q], "solution": answer(r[a])} for r in data], f"{hub} {split}"
     elif name == "bundled":
-        rows, source = prompts.read_jsonl(prompts.BUNDLED_PROBLEMS), "bundled problems (includes rows the smoke run trains on)"
+        rows, source = (
+            prompts.read_jsonl(prompts.BUNDLED_PROBLEMS),
+            "bundled problems (includes rows the smoke run trains on)",
+        )
     else:
         rows, source = prompts.load_problems(name).to_list(), name
     if k["N_PROBLEMS"]:
@@ -204,55 +209,10 @@ def score_samples(samples: list[dict], golds: list[str]) -> list[dict]:
         s["correct"] = s["extracted"] is not None and answers_match(s["extracted"], gold)
         s["lenient_extracted"] = lenient_answer(s["text"])
         s["lenient_correct"] = s["correct"] or (
-            s["lenient_extracted"] is not None and answers_match(s["lenient_extracted"], gold))
+            s["lenient_extracted"] is not None and answers_match(s["lenient_extracted"], gold)
+        )
         s["exact_format"] = is_exact_format(s["text"])
     return samples
-
-
-# --- statistics: problems are the unit, samples of one problem are correlated ----------------------
-def per_problem(samples: list[dict], key: str = "correct") -> list[list[bool]]:
-    """The samples' `key` grouped by problem, in problem order."""
-    groups: dict[int, list[bool]] = {}
-    for s in samples:
-        groups.setdefault(s["problem"], []).append(bool(s[key]))
-    return [groups[i] for i in sorted(groups)]
-
-
-def pass_at_k(n: int, c: int, k: int) -> float:
-    """Unbiased pass@k from n samples with c correct: 1 - C(n-c, k) / C(n, k).
-
-    >>> pass_at_k(4, 1, 1), pass_at_k(4, 1, 2), pass_at_k(4, 0, 4), pass_at_k(4, 1, 4)
-    (0.25, 0.5, 0.0, 1.0)
-    """
-    if n - c < k:
-        return 1.0
-    return 1.0 - math.comb(n - c, k) / math.comb(n, k)
-
-
-def pass_at_ks(groups: list[list[bool]]) -> dict[str, float]:
-    """pass@k for k = 1 .. the samples per problem, averaged over problems."""
-    n = min((len(g) for g in groups), default=0)
-    return {str(k): sum(pass_at_k(len(g), sum(g), k) for g in groups) / len(groups) for k in range(1, n + 1)}
-
-
-def _percentile_interval(values: list[float]) -> list[float]:
-    values = sorted(values)
-    last = len(values) - 1
-    return [values[round(0.025 * last)], values[round(0.975 * last)]]
-
-
-def bootstrap_ci(scores: list[float], resamples: int, seed: int) -> list[float]:
-    """95% percentile interval of the mean of per-problem scores, resampling problems."""
-    if not scores:
-        return [0.0, 0.0]
-    rng, n = random.Random(seed), len(scores)
-    means = [sum(scores[i] for i in rng.choices(range(n), k=n)) / n for _ in range(resamples)]
-    return _percentile_interval(means)
-
-
-def paired_bootstrap_ci(base: list[float], trained: list[float], resamples: int, seed: int) -> list[float]:
-    """95% interval of mean(trained - base): the same resampled problems for both models."""
-    return bootstrap_ci([t - b for b, t in zip(base, trained)], resamples, seed)
 
 
 def summarize(samples: list[dict], resamples: int = 0, seed: int = 0) -> dict:
@@ -266,14 +226,14 @@ def summarize(samples: list[dict], resamples: int = 0, seed: int = 0) -> dict:
         "n_samples": len(samples),
     }
     if resamples:
-        for key, name in (("correct", "accuracy"), ("lenient_correct", "accuracy_lenient"), ("exact_format", "format_rate")):
+        for key, name in (
+            ("correct", "accuracy"),
+            ("lenient_correct", "accuracy_lenient"),
+            ("exact_format", "format_rate"),
+        ):
             out[f"{name}_ci95"] = bootstrap_ci(problem_means(samples, key), resamples, seed)
         out["pass_at_k"] = pass_at_ks(per_problem(samples))
     return out
-
-
-def problem_means(samples: list[dict], key: str = "correct") -> list[float]:
-    return [sum(g) / len(g) for g in per_problem(samples, key)]
 
 
 def compare(base_samples: list[dict], trained_samples: list[dict], resamples: int, seed: int) -> dict:
@@ -286,13 +246,21 @@ def compare(base_samples: list[dict], trained_samples: list[dict], resamples: in
     barely moved)."""
     base, trained = summarize(base_samples), summarize(trained_samples)
     change = {m: trained[m] - base[m] for m in _METRICS}
-    for key, name in (("correct", "accuracy"), ("lenient_correct", "accuracy_lenient"), ("exact_format", "format_rate")):
-        change[f"{name}_ci95"] = paired_bootstrap_ci(problem_means(base_samples, key),
-                                                    problem_means(trained_samples, key), resamples, seed)
+    for key, name in (
+        ("correct", "accuracy"),
+        ("lenient_correct", "accuracy_lenient"),
+        ("exact_format", "format_rate"),
+    ):
+        change[f"{name}_ci95"] = paired_bootstrap_ci(
+            problem_means(base_samples, key), problem_means(trained_samples, key), resamples, seed
+        )
     pairs = [(b, t) for b, t in zip(base_samples, trained_samples) if b["problem"] == t["problem"]]
-    change["flips"] = {"right_to_wrong": sum(b["correct"] and not t["correct"] for b, t in pairs),
-                       "wrong_to_right": sum(t["correct"] and not b["correct"] for b, t in pairs),
-                       "same_text": sum(b.get("text") == t.get("text") for b, t in pairs), "paired": len(pairs)}
+    change["flips"] = {
+        "right_to_wrong": sum(b["correct"] and not t["correct"] for b, t in pairs),
+        "wrong_to_right": sum(t["correct"] and not b["correct"] for b, t in pairs),
+        "same_text": sum(b.get("text") == t.get("text") for b, t in pairs),
+        "paired": len(pairs),
+    }
     return change
 
 
@@ -302,8 +270,11 @@ def flips_line(results: dict) -> str:
     for key, start in (("change", "base"), ("change_from_primed", "primed")):
         f = results.get(key, {}).get("flips")
         if f:
-            lines.append(f"{start} -> trained, sample for sample (same sampling seed): {f['wrong_to_right']} wrong turned right, "
-                         f"{f['right_to_wrong']} right turned wrong, {f['same_text']} of {f['paired']} the same text.")
+            lines.append(
+                f"{start} -> trained, sample for sample (same sampling seed): {f['wrong_to_right']} wrong turned "
+                "right, "
+                f"{f['right_to_wrong']} right turned wrong, {f['same_text']} of {f['paired']} the same text."
+            )
     return "\n".join(lines)
 
 
@@ -324,8 +295,10 @@ def table(results: dict) -> str:
     changes = [("change", "base", "change")]  # (results key, the model it starts from, column title)
     if "change_from_primed" in results:
         changes.append(("change_from_primed", "primed", "GRPO change (trained - primed)"))
-    lines = ["| metric | " + " | ".join(labels) + " | " + " | ".join(title for *_, title in changes) + " |",
-             "| --- |" + " ---: |" * (len(labels) + len(changes))]
+    lines = [
+        "| metric | " + " | ".join(labels) + " | " + " | ".join(title for *_, title in changes) + " |",
+        "| --- |" + " ---: |" * (len(labels) + len(changes)),
+    ]
     trained = results["trained"]
     for m in _METRICS:
         cells = [_cell(results[label], m) for label in labels]
@@ -333,7 +306,7 @@ def table(results: dict) -> str:
             ci = results.get(key, {}).get(f"{m}_ci95")
             cells.append(f"{trained[m] - results[start][m]:+.3f}" + (f" [{ci[0]:+.3f}, {ci[1]:+.3f}]" if ci else ""))
         lines.append(f"| {m} | " + " | ".join(cells) + " |")
-    for k in (results["base"].get("pass_at_k") or {}):
+    for k in results["base"].get("pass_at_k") or {}:
         cells = [f"{results[label]['pass_at_k'][k]:.3f}" for label in labels]
         cells += [f"{trained['pass_at_k'][k] - results[start]['pass_at_k'][k]:+.3f}" for _, start, _ in changes]
         lines.append(f"| pass@{k} | " + " | ".join(cells) + " |")
@@ -345,7 +318,9 @@ def chat_prompts(rows: list[dict], tokenizer) -> list[str]:
     import prompts
 
     return [
-        tokenizer.apply_chat_template(prompts.make_conversation(r)["prompt"], add_generation_prompt=True, tokenize=False)
+        tokenizer.apply_chat_template(
+            prompts.make_conversation(r)["prompt"], add_generation_prompt=True, tokenize=False
+        )
         for r in rows
     ]
 
@@ -368,7 +343,8 @@ def prompts_per_call(k: dict, config, dtype_bytes: int, longest_prompt: int) -> 
 
     >>> from types import SimpleNamespace as C
     >>> qwen3_4b = C(num_hidden_layers=36, num_key_value_heads=8, head_dim=128)
-    >>> prompts_per_call({"BATCH_SIZE": 16, "N_SAMPLES": 4, "MAX_NEW_TOKENS": 1848, "KV_CACHE_GIB": 6.0}, qwen3_4b, 2, 200)
+    >>> knobs = {"BATCH_SIZE": 16, "N_SAMPLES": 4, "MAX_NEW_TOKENS": 1848, "KV_CACHE_GIB": 6.0}
+    >>> prompts_per_call(knobs, qwen3_4b, 2, 200)
     5
     """
     per_prompt = k["N_SAMPLES"] * (longest_prompt + k["MAX_NEW_TOKENS"]) * kv_bytes_per_token(config, dtype_bytes)
@@ -389,16 +365,24 @@ def expected_time(model, tokenizer, texts: list[str], k: dict, batch: int, n_mod
     try:
         with torch.no_grad():
             started = time.time()
-            model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=probe_tokens, min_new_tokens=probe_tokens,
-                           do_sample=False, pad_token_id=tokenizer.pad_token_id)
+            model.generate(
+                input_ids=ids,
+                attention_mask=mask,
+                max_new_tokens=probe_tokens,
+                min_new_tokens=probe_tokens,
+                do_sample=False,
+                pad_token_id=tokenizer.pad_token_id,
+            )
             step = (time.time() - started) / probe_tokens
     finally:
         tokenizer.padding_side = side
     calls = -(-len(texts) // batch)
     total = n_models * calls * k["MAX_NEW_TOKENS"] * step
-    return (f"expected: up to {total / 60:.1f} min for {n_models} models ({calls} calls of {batch} prompts x "
-            f"{k['N_SAMPLES']} samples each, up to {k['MAX_NEW_TOKENS']} tokens at {step * 1000:.0f} ms a decode "
-            "step, measured); calls whose samples all stop early take less")
+    return (
+        f"expected: up to {total / 60:.1f} min for {n_models} models ({calls} calls of {batch} prompts x "
+        f"{k['N_SAMPLES']} samples each, up to {k['MAX_NEW_TOKENS']} tokens at {step * 1000:.0f} ms a decode "
+        "step, measured); calls whose samples all stop early take less"
+    )
 
 
 def generate_hf(model, tokenizer, texts: list[str], k: dict, label: str, batch: int | None = None) -> list[dict]:
@@ -408,8 +392,18 @@ def generate_hf(model, tokenizer, texts: list[str], k: dict, label: str, batch: 
     from grpo.sampling import sample_texts, top_draw_kwargs
 
     sampling = top_draw_kwargs(k["TEMPERATURE"], k["TOP_P"]) if k["TEMPERATURE"] > 0 else dict(do_sample=False)
-    return sample_texts(model, tokenizer, texts, k["N_SAMPLES"], batch or k["BATCH_SIZE"], f"generating ({label})", k["SEED"],
-                        max_new_tokens=k["MAX_NEW_TOKENS"], eos_token_id=tokenizer.eos_token_id, **sampling)
+    return sample_texts(
+        model,
+        tokenizer,
+        texts,
+        k["N_SAMPLES"],
+        batch or k["BATCH_SIZE"],
+        f"generating ({label})",
+        k["SEED"],
+        max_new_tokens=k["MAX_NEW_TOKENS"],
+        eos_token_id=tokenizer.eos_token_id,
+        **sampling,
+    )
 
 
 def load_for_sampling(base_name: str, adapter: str | None, device: str, dtype):
@@ -448,8 +442,10 @@ def run_hf(k: dict, base_name: str, tokenizer, texts: list[str], primed: str | N
             longest = max(len(tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts)
             batch = prompts_per_call(k, model.config, torch.finfo(dtype).bits // 8, longest)
             if batch < k["BATCH_SIZE"]:
-                print(f"eval: {batch} prompts per call, not {k['BATCH_SIZE']}: their KV cache must fit "
-                      f"KV_CACHE_GIB={k['KV_CACHE_GIB']:g}")
+                print(
+                    f"eval: {batch} prompts per call, not {k['BATCH_SIZE']}: their KV cache must fit "
+                    f"KV_CACHE_GIB={k['KV_CACHE_GIB']:g}"
+                )
             print(expected_time(model, tokenizer, texts, k, batch, len(models)), flush=True)
         results[label] = generate_hf(model, tokenizer, texts, k, label, batch)
         del model
@@ -463,8 +459,13 @@ def run_vllm(k: dict, base_name: str, texts: list[str], lora_rank: int, primed: 
     from vllm.lora.request import LoRARequest
 
     llm = LLM(model=base_name, enable_lora=True, max_lora_rank=max(lora_rank, 8), seed=k["SEED"])
-    params = SamplingParams(n=k["N_SAMPLES"], temperature=k["TEMPERATURE"], top_p=k["TOP_P"],
-                            max_tokens=k["MAX_NEW_TOKENS"], seed=k["SEED"])
+    params = SamplingParams(
+        n=k["N_SAMPLES"],
+        temperature=k["TEMPERATURE"],
+        top_p=k["TOP_P"],
+        max_tokens=k["MAX_NEW_TOKENS"],
+        seed=k["SEED"],
+    )
     models = [("base", None)]
     if primed:
         models.append(("primed", LoRARequest("primed", 2, os.path.abspath(primed))))
@@ -474,7 +475,8 @@ def run_vllm(k: dict, base_name: str, texts: list[str], lora_rank: int, primed: 
         outputs = llm.generate(texts, params, lora_request=lora)
         results[label] = [
             {"problem": i, "text": o.text, "n_tokens": len(o.token_ids), "truncated": o.finish_reason == "length"}
-            for i, out in enumerate(outputs) for o in out.outputs
+            for i, out in enumerate(outputs)
+            for o in out.outputs
         ]
     return results
 
@@ -492,20 +494,48 @@ _HOW_TO_READ = (
 
 # --- reports ---------------------------------------------------------------------------------------
 def write_report(path: str, results: dict, rows: list[dict], samples: dict, n_show: int) -> None:
-    lines = ["# Evaluation: base vs trained\n", f"{results['problems']}\n", table(results), "", flips_line(results), "",
-             "Settings: " + ", ".join(f"{key}={value}" for key, value in results["settings"].items()), "",
-             _HOW_TO_READ, ""]
+    lines = [
+        "# Evaluation: base vs trained\n",
+        f"{results['problems']}\n",
+        table(results),
+        "",
+        flips_line(results),
+        "",
+        "Settings: " + ", ".join(f"{key}={value}" for key, value in results["settings"].items()),
+        "",
+        _HOW_TO_READ,
+        "",
+    ]
     for i, row in enumerate(rows[:n_show]):
         base = next(s for s in samples["base"] if s["problem"] == i)
         trained = next(s for s in samples["trained"] if s["problem"] == i)
-        lines += [f"## Problem {i + 1}", "", row["prompt"], "", f"Gold answer: `{row['solution']}`", "",
-                  "| | base | trained |", "| --- | --- | --- |",
-                  f"| answer in the solution block (strict) | `{base['extracted']}` | `{trained['extracted']}` |",
-                  f"| correct (strict) | {base['correct']} | {trained['correct']} |",
-                  f"| answer found anywhere (lenient) | `{base['lenient_extracted']}` | `{trained['lenient_extracted']}` |",
-                  f"| correct (lenient) | {base['lenient_correct']} | {trained['lenient_correct']} |", "",
-                  "Base completion:", "", "```", base["text"], "```", "",
-                  "Trained completion:", "", "```", trained["text"], "```", ""]
+        lines += [
+            f"## Problem {i + 1}",
+            "",
+            row["prompt"],
+            "",
+            f"Gold answer: `{row['solution']}`",
+            "",
+            "| | base | trained |",
+            "| --- | --- | --- |",
+            f"| answer in the solution block (strict) | `{base['extracted']}` | `{trained['extracted']}` |",
+            f"| correct (strict) | {base['correct']} | {trained['correct']} |",
+            f"| answer found anywhere (lenient) | `{base['lenient_extracted']}` | `{trained['lenient_extracted']}` |",
+            f"| correct (lenient) | {base['lenient_correct']} | {trained['lenient_correct']} |",
+            "",
+            "Base completion:",
+            "",
+            "```",
+            base["text"],
+            "```",
+            "",
+            "Trained completion:",
+            "",
+            "```",
+            trained["text"],
+            "```",
+            "",
+        ]
     with open(path, "w", encoding="utf-8") as f:
         f.write("\n".join(lines))
 
@@ -526,10 +556,13 @@ def write_chart(path: str, results: dict) -> None:
         offset, color = (i - (len(labels) - 1) / 2) * width, colors[label]
         stats = results[label]
         values = [stats[n] for n in names]
-        errors = [[max(0.0, v - stats.get(f"{n}_ci95", [v, v])[0]) for n, v in zip(names, values)],
-                  [max(0.0, stats.get(f"{n}_ci95", [v, v])[1] - v) for n, v in zip(names, values)]]
-        bars = ax.bar([i + offset for i in range(len(names))], values, width, yerr=errors, capsize=3,
-                      label=label, color=color)
+        errors = [
+            [max(0.0, v - stats.get(f"{n}_ci95", [v, v])[0]) for n, v in zip(names, values)],
+            [max(0.0, stats.get(f"{n}_ci95", [v, v])[1] - v) for n, v in zip(names, values)],
+        ]
+        bars = ax.bar(
+            [i + offset for i in range(len(names))], values, width, yerr=errors, capsize=3, label=label, color=color
+        )
         ax.bar_label(bars, fmt="%.2f", fontsize=8, padding=2)
     ax.set_xticks(range(len(names)), ["accuracy (strict)", "accuracy (lenient)", "exact format rate"])
     ax.set_ylim(0, 1.15)
@@ -552,8 +585,10 @@ def main(argv: list[str]) -> dict:
     rows, source = load_problem_set(k, run)
     if not rows:
         sys.exit(f"evaluate.py: no problems in {k['PROBLEM_SET']}")
-    print(f"eval: {source}, {k['N_SAMPLES']} samples each of up to {k['MAX_NEW_TOKENS']} tokens, base {base_name}, "
-          f"adapter {k['ADAPTER']}")
+    print(
+        f"eval: {source}, {k['N_SAMPLES']} samples each of up to {k['MAX_NEW_TOKENS']} tokens, base {base_name}, "
+        f"adapter {k['ADAPTER']}"
+    )
 
     from grpo.model import vllm_unusable
 
@@ -568,15 +603,23 @@ def main(argv: list[str]) -> dict:
     primed = primed_adapter(k, run)  # format priming kept apart: base, primed, trained
     if primed:
         print(f"eval: also the primed adapter {primed}, to separate what GRPO added from what priming taught")
-    samples = (run_vllm(k, base_name, texts, run["LORA_RANK"], primed) if use_vllm
-               else run_hf(k, base_name, tokenizer, texts, primed))
+    samples = (
+        run_vllm(k, base_name, texts, run["LORA_RANK"], primed)
+        if use_vllm
+        else run_hf(k, base_name, tokenizer, texts, primed)
+    )
     golds = [str(r["solution"]) for r in rows]
     settings = {key: k[key] for key in ("N_SAMPLES", "TEMPERATURE", "TOP_P", "MAX_NEW_TOKENS", "SEED")}
     settings["engine"] = "vllm" if use_vllm else "transformers"
     if not use_vllm and k["TEMPERATURE"] > 0:  # how each token was drawn: results are comparable only within one
         settings["sampler"] = "TopDraw (grpo/sampling.py)"
-    results = {"problem_set": k["PROBLEM_SET"], "problems": source, "base_model": base_name, "adapter": k["ADAPTER"],
-               "settings": settings}
+    results = {
+        "problem_set": k["PROBLEM_SET"],
+        "problems": source,
+        "base_model": base_name,
+        "adapter": k["ADAPTER"],
+        "settings": settings,
+    }
     resamples, seed = k["BOOTSTRAP_RESAMPLES"], k["SEED"]
     settings["interval"] = f"95% percentile bootstrap over problems, {resamples} resamples (paired for the change)"
     for label in samples:
@@ -596,7 +639,10 @@ def main(argv: list[str]) -> dict:
     write_chart(os.path.join(k["EVAL_DIR"], "eval_accuracy.png"), results)
     print(table(results))
     print(flips_line(results))
-    print(f"wrote eval_results.json, eval_samples.jsonl, eval_report.md, eval_accuracy.png in {k['EVAL_DIR']} ({time.time() - start:.0f} s)")
+    print(
+        f"wrote eval_results.json, eval_samples.jsonl, eval_report.md, eval_accuracy.png in {k['EVAL_DIR']} "
+        f"({time.time() - start:.0f} s)"
+    )
     return results
 
 

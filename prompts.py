@@ -102,7 +102,8 @@ def check_columns(column_names, source: str, required=REQUIRED_COLUMNS, meaning:
 
 
 # --- format priming: worked solutions rewritten into the format (the recipe's SFT step) -----------
-WORKED_PROBLEM, WORKED_SOLUTION, WORKED_ANSWER = "problem", "generated_solution", "expected_answer"  # as in OpenMathReasoning
+# the worked examples' columns, as in OpenMathReasoning
+WORKED_PROBLEM, WORKED_SOLUTION, WORKED_ANSWER = "problem", "generated_solution", "expected_answer"
 WORKED_COLUMNS = (WORKED_PROBLEM, WORKED_SOLUTION, WORKED_ANSWER)
 BUNDLED_WORKED_EXAMPLES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "worked_examples.jsonl")
 
@@ -110,8 +111,8 @@ BUNDLED_WORKED_EXAMPLES = os.path.join(os.path.dirname(os.path.abspath(__file__)
 def is_numeric_answer(text) -> bool:
     """The recipe keeps only rows whose expected answer is a number.
 
-    >>> is_numeric_answer("1,024"), is_numeric_answer("-3.5"), is_numeric_answer("\\frac{1}{2}"), is_numeric_answer("nan")
-    (True, True, False, False)
+    >>> [is_numeric_answer(a) for a in ("1,024", "-3.5", "\\frac{1}{2}", "nan")]
+    [True, True, False, False]
     """
     try:
         return math.isfinite(float(str(text).replace(",", "").strip()))
@@ -135,7 +136,9 @@ def to_sft_example(row: dict) -> dict:
     """One priming example in TRL's conversational prompt-completion form: the GRPO prompt, and the
     assistant's reply in the format. The chat template renders the reply after the opening marker,
     exactly where a GRPO completion starts, and the loss falls on the reply only."""
-    conversation = make_conversation({PROBLEM_COLUMN: row[WORKED_PROBLEM], ANSWER_COLUMN: row[WORKED_ANSWER]})["prompt"]
+    conversation = make_conversation({PROBLEM_COLUMN: row[WORKED_PROBLEM], ANSWER_COLUMN: row[WORKED_ANSWER]})[
+        "prompt"
+    ]
     reply = REASONING_START + worked_completion(row[WORKED_SOLUTION], row[WORKED_ANSWER])
     return {"prompt": conversation, "completion": [{"role": "assistant", "content": reply}]}
 
@@ -149,8 +152,12 @@ def load_worked_examples(name: str, split: str = "cot"):
         data = load_local_file(name, f"each line should be a JSON object with {', '.join(map(repr, WORKED_COLUMNS))}")
     else:
         data = load_dataset(name, split=split)
-    check_columns(data.column_names, name, WORKED_COLUMNS,
-                  "'problem', 'generated_solution' (the worked solution) and 'expected_answer'")
+    check_columns(
+        data.column_names,
+        name,
+        WORKED_COLUMNS,
+        "'problem', 'generated_solution' (the worked solution) and 'expected_answer'",
+    )
     data = data.filter(lambda row: is_numeric_answer(row[WORKED_ANSWER]))
     if len(data) == 0:
         raise DatasetFormatError(f"{name}: no row has a numeric expected_answer")
@@ -160,8 +167,11 @@ def load_worked_examples(name: str, split: str = "cot"):
 def filter_sft_by_length(examples, tokenizer, max_tokens: int, max_examples: int = 0):
     """Keep examples whose prompt + reply fit in max_tokens (the recipe: MAX_SEQ_LENGTH / 2), then the
     first max_examples of them (0 = all)."""
+
     def length(example):
-        ids = tokenizer.apply_chat_template(example["prompt"] + example["completion"], tokenize=True, return_dict=False)
+        ids = tokenizer.apply_chat_template(
+            example["prompt"] + example["completion"], tokenize=True, return_dict=False
+        )
         return len(ids)
 
     keep = [i for i, example in enumerate(examples) if length(example) <= max_tokens]
@@ -184,7 +194,9 @@ def load_problems(name: str, config: str | None = None, split: str = "train"):
     from datasets import load_dataset
 
     if is_local_path(name):
-        dataset = load_local_file(name, f"each line should be a JSON object with '{PROBLEM_COLUMN}' and '{ANSWER_COLUMN}'")
+        dataset = load_local_file(
+            name, f"each line should be a JSON object with '{PROBLEM_COLUMN}' and '{ANSWER_COLUMN}'"
+        )
     else:
         dataset = load_dataset(name, config, split=split)
     check_columns(dataset.column_names, name)
@@ -205,8 +217,10 @@ def check_filled(dataset, name: str) -> None:
         for i, value in enumerate(dataset[column]):
             if value is None or not str(value).strip():
                 where = f"line {jsonl_lines[i]}" if jsonl_lines else f"row {i}"
-                raise DatasetFormatError(f"{name}, {where}: '{column}' is {'null' if value is None else 'empty'}; "
-                                         "every row needs a problem and its answer: fix or remove that row")
+                raise DatasetFormatError(
+                    f"{name}, {where}: '{column}' is {'null' if value is None else 'empty'}; "
+                    "every row needs a problem and its answer: fix or remove that row"
+                )
 
 
 def load_local_file(name: str, expected: str):
@@ -220,11 +234,18 @@ def load_local_file(name: str, expected: str):
         raise DatasetFormatError(f"{name}: the file is empty; {expected}")
     if name.endswith(".jsonl"):
         check_jsonl(name)
+    import datasets
+
     kind = "parquet" if name.endswith(".parquet") else "json"
+    shown = datasets.is_progress_bar_enabled()
+    datasets.disable_progress_bars()  # a local file loads in a blink: its bar would only crowd an error line
     try:
         return load_dataset(kind, data_files=name, split="train")
     except Exception as e:  # a malformed file: name it, without the library's traceback
         raise DatasetFormatError(f"{name}: could not be read as {kind}: {type(e).__name__}: {e}") from None
+    finally:
+        if shown:
+            datasets.enable_progress_bars()
 
 
 def check_jsonl(path: str) -> None:
@@ -238,7 +259,9 @@ def check_jsonl(path: str) -> None:
             try:
                 row = json.loads(line)
             except json.JSONDecodeError as e:
-                raise DatasetFormatError(f"{path}, line {number}: not valid JSON ({e.msg} at column {e.colno})") from None
+                raise DatasetFormatError(
+                    f"{path}, line {number}: not valid JSON ({e.msg} at column {e.colno})"
+                ) from None
             if not isinstance(row, dict):
                 raise DatasetFormatError(f"{path}, line {number}: expected a JSON object, got {type(row).__name__}")
             rows += 1

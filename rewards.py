@@ -316,7 +316,8 @@ def answer_is_right(completions, answer=(), **kwargs) -> list[bool]:
     one by `answers_match`. No partial credit, no format: the outcome gate (OUTCOME_GATE) uses it to tell
     groups that are all right or all wrong, whatever the shaped rewards say. Never raises.
 
-    >>> answer_is_right(["w<end_working_out><SOLUTION>1,000</SOLUTION>", "<SOLUTION>999</SOLUTION>", "no block"], ["1000"] * 3)
+    >>> completions = ["w<end_working_out><SOLUTION>1,000</SOLUTION>", "<SOLUTION>999</SOLUTION>", "no block"]
+    >>> answer_is_right(completions, ["1000"] * 3)
     [True, False, False]
 
     | solution block | gold   | right | why                                 |

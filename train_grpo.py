@@ -26,7 +26,7 @@ MAX_SEQ_LENGTH = 2048  # prompt + completion tokens
 LOAD_IN_4BIT = False  # True: QLoRA (4-bit base weights); the recipe trains 16-bit LoRA
 FAST_INFERENCE = True  # generate with vLLM when it is installed and a GPU is present
 GPU_MEMORY_UTILIZATION = 0.7  # share of GPU memory vLLM may take (fast inference only)
-VLLM_MODE = "colocate"  # colocate: Unsloth's vLLM inside each training process; server: TRL's `trl vllm-serve` on other GPUs
+VLLM_MODE = "colocate"  # colocate: Unsloth's vLLM in each training process; server: `trl vllm-serve` elsewhere
 VLLM_SERVER_URL = "http://localhost:8000"  # where `trl vllm-serve` listens (VLLM_MODE=server only)
 # LoRA
 LORA_RANK = 32  # adapter rank; ~66M trainable parameters on Qwen3-4B
@@ -40,11 +40,11 @@ HOLDOUT_SIZE = 500  # rows held out by a seeded split for evaluate.py; never tra
 PROMPT_LENGTH_PERCENTILE = 90.0  # drop prompts longer than this percentile of tokenized length
 # format priming: a short SFT on worked solutions rewritten into the format, before GRPO (the recipe's step)
 FORMAT_SFT = True  # prime the format first; without it a base model's rewards can sit at zero for ~100 steps
-FORMAT_SFT_DATASET = "unsloth/OpenMathReasoning-mini"  # Hub id (split cot) or local .jsonl/.parquet: problem, generated_solution, expected_answer
+FORMAT_SFT_DATASET = "unsloth/OpenMathReasoning-mini"  # Hub id (split cot) or a local file of worked solutions
 FORMAT_SFT_EPOCHS = 2  # passes over the priming examples
 FORMAT_SFT_LEARNING_RATE = 2e-4  # learning rate of the priming SFT (batch 1, 5 warm-up steps)
 FORMAT_SFT_MAX_EXAMPLES = 0  # use at most this many examples (0 = every numeric-answer row that fits)
-FORMAT_SFT_MAX_TOKENS = 0  # keep examples of at most this many tokens, prompt included (0 = MAX_SEQ_LENGTH / 2, the recipe's cut)
+FORMAT_SFT_MAX_TOKENS = 0  # longest example kept, prompt included, in tokens (0 = MAX_SEQ_LENGTH / 2, the recipe's)
 REUSE_PRIMING = True  # load the primed adapter of an earlier run with the same model, examples and priming knobs
 PRIMING_CACHE = "outputs/primed"  # where primed adapters are kept for reuse, one folder per key
 # GRPO
@@ -67,15 +67,15 @@ RESUME = ""  # "" = a new run; "auto" = the latest checkpoint-N in OUTPUT_DIR; o
 SEED = 3407  # seeds LoRA init, sampling, the data order and the held-out split
 # GRPO algorithm: set explicitly, since the library defaults have changed between versions
 LOSS_TYPE = "dapo"  # how token losses are averaged: dapo | grpo | bnpo | dr_grpo | cispo | sapo | vespo
-BETA = 0.0  # KL penalty to the reference, the model as GRPO starts (primed, with FORMAT_SFT); 0 = none, no reference pass
+BETA = 0.0  # KL penalty to the model as GRPO starts (primed, with FORMAT_SFT); 0 = none, no reference pass
 EPSILON = 0.2  # lower clip range of the policy ratio, 1 - EPSILON
 EPSILON_HIGH = 0.2  # upper clip range, 1 + EPSILON_HIGH; DAPO's clip-higher uses 0.28
 SCALE_REWARDS = "group"  # divide advantages by the std of: group | batch | none (Dr. GRPO's choice)
 MASK_TRUNCATED_COMPLETIONS = False  # leave completions that hit the length limit out of the loss
-OUTCOME_GATE = False  # zero the advantages of groups whose answers are all right or all wrong (rewards.answer_is_right)
-REINFORCE_RIGHT_ONLY = False  # zero every advantage but right answers' positive ones: raise right answers, push nothing down
+OUTCOME_GATE = False  # zero the advantages of groups whose answers are all right or all wrong (answer_is_right)
+REINFORCE_RIGHT_ONLY = False  # keep only right answers' positive advantages: raise right answers, push nothing down
 # difficulty filter: after priming, keep only the prompts the model sometimes solves
-DIFFICULTY_FILTER = False  # sample DIFFICULTY_SAMPLES completions per training prompt and keep those with a pass rate in the band
+DIFFICULTY_FILTER = False  # sample each training prompt DIFFICULTY_SAMPLES times; keep those passing within the band
 DIFFICULTY_SAMPLES = 8  # completions per prompt for its pass rate (GRPO's sampling settings)
 DIFFICULTY_BAND = (0.1, 0.9)  # keep prompts whose pass rate is in [low, high]
 DIFFICULTY_PROMPTS = 0  # sample only this many training prompts (a seeded draw; the rest are not trained on); 0 = all
@@ -87,7 +87,7 @@ EVAL_SIZE = 16  # held-out prompts per evaluation (x NUM_GENERATIONS completions
 COLLAPSE_PATIENCE = 10  # warn after this many consecutive steps without a learning signal (0 = off)
 STOP_ON_COLLAPSE = False  # on that warning, save the adapter and metrics and stop with exit 0
 # rewards
-REWARD_FUNCS = ("match_format_exactly", "match_format_approximately", "check_answer", "check_numbers")  # rewards.py names
+REWARD_FUNCS = ("match_format_exactly", "match_format_approximately", "check_answer", "check_numbers")  # in rewards.py
 REWARD_WEIGHTS = (1.0, 1.0, 1.0, 1.0)  # weight of each reward in the total, same order
 # output
 OUTPUT_DIR = "outputs"  # checkpoints, metrics.jsonl, reward_curves.png, lora/ (adapter + tokenizer)
@@ -101,7 +101,9 @@ def resolve_knobs(argv: list[str]) -> dict:
     Exits with a message naming the knob on any bad value, before anything heavy is imported."""
     from grpo.overrides import resolve
 
-    return resolve(globals(), argv, presets.SMOKE, "train_grpo.py", lambda k: checks.check_knobs(k, rewards), presets.PRESETS)
+    return resolve(
+        globals(), argv, presets.SMOKE, "train_grpo.py", lambda k: checks.check_knobs(k, rewards), presets.PRESETS
+    )
 
 
 def main(argv: list[str]) -> str | None:
@@ -124,15 +126,30 @@ def main(argv: list[str]) -> str | None:
     primed, primed_found = priming.prime(k, policy, tokenizer, worked, resume_from, found["MODEL_SHA256"])
     found.update(primed_found)
     # (optional) keep the prompts the primed model sometimes solves
-    dataset, filter_found = difficulty.filter_prompts(k, policy, tokenizer, dataset, rewards.answer_is_right, budget,
-                                                      found["MODEL_SHA256"])
+    dataset, filter_found = difficulty.filter_prompts(
+        k, policy, tokenizer, dataset, rewards.answer_is_right, budget, found["MODEL_SHA256"]
+    )
     found.update(filter_found)
     # 5. the GRPO trainer with the rewards, and the run's record
     reward_funcs = [getattr(rewards, name) for name in k["REWARD_FUNCS"]]
-    grpo_trainer, controls = trainer.build(k, policy, tokenizer, reward_funcs, rewards.answer_is_right, dataset,
-                                           eval_dataset, max_prompt_length, primed, found["FAST_INFERENCE_USED"])
-    data_found = {"rows": len(train_rows) + len(heldout_rows), "held_out": len(heldout_rows),
-                  "trained_on": len(dataset), "fingerprint": getattr(train_rows, "_fingerprint", None)}
+    grpo_trainer, controls = trainer.build(
+        k,
+        policy,
+        tokenizer,
+        reward_funcs,
+        rewards.answer_is_right,
+        dataset,
+        eval_dataset,
+        max_prompt_length,
+        primed,
+        found["FAST_INFERENCE_USED"],
+    )
+    data_found = {
+        "rows": len(train_rows) + len(heldout_rows),
+        "held_out": len(heldout_rows),
+        "trained_on": len(dataset),
+        "fingerprint": getattr(train_rows, "_fingerprint", None),
+    }
     run = record.start(k, found, grpo_trainer, controls.algorithm, data_found)
     # 6. train (Ctrl-C or SIGTERM: finish the step, save a checkpoint; NaN or inf: stop, save nothing)
     trainer.train(grpo_trainer, controls, resume_from)

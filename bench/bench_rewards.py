@@ -49,7 +49,8 @@ def plain_set(rng):
         elif kind == 2:
             text = f"{body}{SOLUTION_START}{guess}"  # malformed: no end marker, no close
         else:
-            text = f"{body}{REASONING_END}{SOLUTION_START}{guess}{SOLUTION_END} and more {SOLUTION_START}{guess}{SOLUTION_END}"
+            block = f"{SOLUTION_START}{guess}{SOLUTION_END}"
+            text = f"{body}{REASONING_END}{block} and more {block}"
         completions.append(text)
         golds.append(str(gold))
     return completions, golds
@@ -124,9 +125,13 @@ def main() -> None:
     rng = random.Random(SEED)
     plain, latex, hard = plain_set(rng), latex_set(rng), math_verify_set(rng)
     # start every math-verify worker (and sympy's lazy imports) outside the timing
-    answers._prefetch_math_verify([(f"x = {i}", f"\\frac{{{i}}}{{3}}\\pi") for i in range(4 * answers.MATH_VERIFY_WORKERS)])
-    print(f"## Completions per second on distinct 2 KB completions ({N} per set, {N // 4} for math-verify; "
-          f"best of {REPEATS}; {answers.MATH_VERIFY_WORKERS} math-verify workers)\n")
+    answers._prefetch_math_verify(
+        [(f"x = {i}", f"\\frac{{{i}}}{{3}}\\pi") for i in range(4 * answers.MATH_VERIFY_WORKERS)]
+    )
+    print(
+        f"## Completions per second on distinct 2 KB completions ({N} per set, {N // 4} for math-verify; "
+        f"best of {REPEATS}; {answers.MATH_VERIFY_WORKERS} math-verify workers)\n"
+    )
     print("| reward | set | completions/s | target |")
     print("| --- | --- | ---: | ---: |")
     rows = [(fn, "plain numbers (formatted + malformed)", plain) for fn in rewards.REWARD_FUNCS]

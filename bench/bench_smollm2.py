@@ -2,7 +2,7 @@
 several seeds and a learning-rate-0 control, each primed, GRPO-trained and evaluated on the held-out
 problems. Prints one table; copy it into BENCHMARKS.md.
 
-    python bench/bench_smollm2.py --jobs=2             # seeds 3407 and 2, the control and the ablations (~2 hours on 2 cores)
+    python bench/bench_smollm2.py --jobs=2             # seeds 3407 and 2, the control and the ablations (hours)
     python bench/bench_smollm2.py --seeds=3407 --ablations= --max_steps=12
 
 The claim it checks: held-out accuracy in the solution block rises from the primed model to the
@@ -21,7 +21,10 @@ import time
 
 SEEDS = (3407, 2)  # seeds of the learning runs
 CONTROL_SEED = 3407  # the learning-rate-0 control runs with this seed
-ABLATIONS = ("gate-off:--outcome_gate=false", "filter-off:--difficulty_filter=false")  # name:--knob=value ..., each on CONTROL_SEED
+ABLATIONS = (
+    "gate-off:--outcome_gate=false",
+    "filter-off:--difficulty_filter=false",
+)  # name:--knob=value ..., each on CONTROL_SEED
 MAX_STEPS = 0  # GRPO steps per run (0 = the preset's)
 N_SAMPLES = 4  # evaluation samples per held-out problem (each run's 100), at the run's own completion length
 WINDOW = 10  # steps averaged at each end of a run for check_answer
@@ -68,9 +71,18 @@ def one(k, name, seed, extra=()):
     if train_s is None:
         print(f"{name}: priming, filter, GRPO, evaluation (seed {seed}) in {folder}", flush=True)
         steps = [f"--max_steps={k['MAX_STEPS']}"] if k["MAX_STEPS"] else []
-        train_s = run("train_grpo.py", "--preset=smollm2", f"--seed={seed}", *steps, f"--output_dir={folder}", *extra,
-                      threads=threads)
-        eval_s = run("evaluate.py", f"--run_dir={folder}", f"--n_samples={k['N_SAMPLES']}", "--n_problems=0", threads=threads)
+        train_s = run(
+            "train_grpo.py",
+            "--preset=smollm2",
+            f"--seed={seed}",
+            *steps,
+            f"--output_dir={folder}",
+            *extra,
+            threads=threads,
+        )
+        eval_s = run(
+            "evaluate.py", f"--run_dir={folder}", f"--n_samples={k['N_SAMPLES']}", "--n_problems=0", threads=threads
+        )
         print(f"{name}: done, {train_s:.0f} s of training, {eval_s:.0f} s of evaluation", flush=True)
     else:
         print(f"{name}: reusing the finished run in {folder}", flush=True)
@@ -126,9 +138,18 @@ def summarize(k, name, seed, folder, train_s):
     w = min(k["WINDOW"], len(answer))
     results = json.load(open(os.path.join(folder, "eval_results.json")))
     wrong_pushed, no_right_signal = reinforced_wrong(folder)
-    return {"name": name, "seed": seed, "train_s": train_s, "steps": len(answer), "check_answer": by_step,
-            "pushed_up_but_wrong": wrong_pushed, "groups_without_a_right_answer_but_a_signal": no_right_signal,
-            "check_answer_first": sum(answer[:w]) / w, "check_answer_last": sum(answer[-w:]) / w, **results}
+    return {
+        "name": name,
+        "seed": seed,
+        "train_s": train_s,
+        "steps": len(answer),
+        "check_answer": by_step,
+        "pushed_up_but_wrong": wrong_pushed,
+        "groups_without_a_right_answer_but_a_signal": no_right_signal,
+        "check_answer_first": sum(answer[:w]) / w,
+        "check_answer_last": sum(answer[-w:]) / w,
+        **results,
+    }
 
 
 def add_control_differences(k, results):
@@ -143,7 +164,7 @@ def add_control_differences(k, results):
 def per_problem_change(folder):
     """Each held-out problem's accuracy change (trained minus primed, over its samples) from a run's
     eval_samples.jsonl, in problem order."""
-    from evaluate import problem_means
+    from grpo.stats import problem_means
 
     samples = [json.loads(line) for line in open(os.path.join(folder, "eval_samples.jsonl"))]
     primed, trained = (problem_means([s for s in samples if s["model"] == m]) for m in ("primed", "trained"))
@@ -159,7 +180,7 @@ def pooled_change(folders, resamples=4000, seed=0):
     [each run's change])."""
     import random
 
-    from evaluate import _percentile_interval
+    from grpo.stats import _percentile_interval
 
     changes = [per_problem_change(f) for f in folders]
     means = [sum(c) / len(c) for c in changes]
@@ -175,10 +196,13 @@ def fmt(result, label, metric):
 
 
 def table(results):
-    lines = ["| run | steps | train s | check_answer first -> last | minus control's, first -> last | accuracy primed "
-             "| accuracy trained | GRPO change [95% CI] | lenient primed | lenient trained | format trained "
-             "| pushed up but wrong | groups with no right answer but a signal | held-out samples wrong -> right / right -> wrong |",
-             "| --- | ---: | ---: | --- | --- | --- | --- | --- | --- | --- | ---: | ---: | ---: | --- |"]
+    lines = [
+        "| run | steps | train s | check_answer first -> last | minus control's, first -> last | accuracy primed "
+        "| accuracy trained | GRPO change [95% CI] | lenient primed | lenient trained | format trained "
+        "| pushed up but wrong | groups with no right answer but a signal | held-out samples wrong -> right / right "
+        "-> wrong |",
+        "| --- | ---: | ---: | --- | --- | --- | --- | --- | --- | --- | ---: | ---: | ---: | --- |",
+    ]
     for r in results:
         change = r.get("change_from_primed", {})
         lo, hi = change.get("accuracy_ci95", (float("nan"), float("nan")))
@@ -186,13 +210,16 @@ def table(results):
         versus = "" if math.isnan(first) else f"{first:+.2f} -> {last:+.2f}"
         flips = change.get("flips")  # absent from evaluations made before evaluate.py counted them
         flipped = f"{flips['wrong_to_right']} / {flips['right_to_wrong']}" if flips else ""
-        lines.append(f"| {r['name']} | {r['steps']} | {r['train_s']:.0f} | {r['check_answer_first']:+.2f} -> {r['check_answer_last']:+.2f} "
-                     f"| {versus} "
-                     f"| {fmt(r, 'primed', 'accuracy')} | {fmt(r, 'trained', 'accuracy')} "
-                     f"| {change.get('accuracy', float('nan')):+.3f} [{lo:+.3f}, {hi:+.3f}] "
-                     f"| {r['primed']['accuracy_lenient']:.3f} | {r['trained']['accuracy_lenient']:.3f} "
-                     f"| {r['trained']['format_rate']:.2f} | {r['pushed_up_but_wrong']:.2f} "
-                     f"| {r['groups_without_a_right_answer_but_a_signal']:.2f} | {flipped} |")
+        lines.append(
+            f"| {r['name']} | {r['steps']} | {r['train_s']:.0f} | {r['check_answer_first']:+.2f} -> "
+            f"{r['check_answer_last']:+.2f} "
+            f"| {versus} "
+            f"| {fmt(r, 'primed', 'accuracy')} | {fmt(r, 'trained', 'accuracy')} "
+            f"| {change.get('accuracy', float('nan')):+.3f} [{lo:+.3f}, {hi:+.3f}] "
+            f"| {r['primed']['accuracy_lenient']:.3f} | {r['trained']['accuracy_lenient']:.3f} "
+            f"| {r['trained']['format_rate']:.2f} | {r['pushed_up_but_wrong']:.2f} "
+            f"| {r['groups_without_a_right_answer_but_a_signal']:.2f} | {flipped} |"
+        )
     return "\n".join(lines)
 
 
@@ -211,24 +238,49 @@ def plot(results, path, window):
         by_step = r["check_answer"]
         steps = sorted(by_step)
         control = r["name"] == "control"
-        curves.plot(steps, smooth([by_step[s] for s in steps], window), color="gray" if control else None,
-                    linestyle="--" if control else "-",
-                    label=f"control, lr 0 (seed {r['seed']})" if control else r["name"])
-    curves.set(xlabel="GRPO step", ylabel=f"check_answer, mean of the last {window} steps",
-               title="check_answer during GRPO (the control has lr 0)")
+        curves.plot(
+            steps,
+            smooth([by_step[s] for s in steps], window),
+            color="gray" if control else None,
+            linestyle="--" if control else "-",
+            label=f"control, lr 0 (seed {r['seed']})" if control else r["name"],
+        )
+    curves.set(
+        xlabel="GRPO step",
+        ylabel=f"check_answer, mean of the last {window} steps",
+        title="check_answer during GRPO (the control has lr 0)",
+    )
     curves.legend()
     learning = [r for r in results if r["name"] != "control"]
     for i, label in enumerate(("primed", "trained")):
         xs = [j + (i - 0.5) * 0.35 for j in range(len(learning))]
         values = [r[label]["accuracy"] for r in learning]
-        errors = [[v - r[label]["accuracy_ci95"][0] for v, r in zip(values, learning)],
-                  [r[label]["accuracy_ci95"][1] - v for v, r in zip(values, learning)]]
-        bars.bar(xs, values, width=0.35, yerr=errors, capsize=4, label=label,
-                 color="tab:green" if label == "primed" else "tab:blue")
-    bars.set_xticks(range(len(learning)), [f"{r['name']}\nchange {c['accuracy']:+.3f}\n[{c['accuracy_ci95'][0]:+.3f}, {c['accuracy_ci95'][1]:+.3f}]"
-                                           for r in learning for c in [r["change_from_primed"]]])
-    bars.set(ylim=(0, 1), ylabel="held-out accuracy (solution block)",
-             title="held-out accuracy (95% intervals); below: GRPO's change [paired]")
+        errors = [
+            [v - r[label]["accuracy_ci95"][0] for v, r in zip(values, learning)],
+            [r[label]["accuracy_ci95"][1] - v for v, r in zip(values, learning)],
+        ]
+        bars.bar(
+            xs,
+            values,
+            width=0.35,
+            yerr=errors,
+            capsize=4,
+            label=label,
+            color="tab:green" if label == "primed" else "tab:blue",
+        )
+    bars.set_xticks(
+        range(len(learning)),
+        [
+            f"{r['name']}\nchange {c['accuracy']:+.3f}\n[{c['accuracy_ci95'][0]:+.3f}, {c['accuracy_ci95'][1]:+.3f}]"
+            for r in learning
+            for c in [r["change_from_primed"]]
+        ],
+    )
+    bars.set(
+        ylim=(0, 1),
+        ylabel="held-out accuracy (solution block)",
+        title="held-out accuracy (95% intervals); below: GRPO's change [paired]",
+    )
     bars.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -262,8 +314,10 @@ def main(argv):
     seeds = [r for r in results if r["name"].startswith("seed")]
     if len(seeds) > 1:
         mean, (lo, hi), each = pooled_change([os.path.join(k["OUT"], r["name"]) for r in seeds])
-        print(f"\nGRPO's change over the {len(seeds)} seeds: {mean:+.3f} [{lo:+.3f}, {hi:+.3f}] (problems resampled, "
-              f"seeds fixed); the seeds' own changes {', '.join(f'{c:+.3f}' for c in each)}")
+        print(
+            f"\nGRPO's change over the {len(seeds)} seeds: {mean:+.3f} [{lo:+.3f}, {hi:+.3f}] (problems resampled, "
+            f"seeds fixed); the seeds' own changes {', '.join(f'{c:+.3f}' for c in each)}"
+        )
     print(f"\nplot: {os.path.join(k['OUT'], 'bench_smollm2.png')}")
     with open(os.path.join(k["OUT"], "bench_results.json"), "w") as f:
         json.dump(results, f, indent=2, default=str)

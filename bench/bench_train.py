@@ -64,7 +64,14 @@ def check_knobs(k: dict) -> None:
     unknown = [r for r in k["ROWS"] if r not in ("unsloth-lora", "trl-lora", "unsloth-qlora", "trl-qlora")]
     if unknown:
         raise ValueError(f"ROWS names {unknown}; known: unsloth-lora, trl-lora, unsloth-qlora, trl-qlora")
-    for name in ("NUM_GENERATIONS", "PROMPTS_PER_STEP", "PROMPT_LENGTH", "COMPLETION_LENGTH", "MEASURE_STEPS", "LORA_RANK"):
+    for name in (
+        "NUM_GENERATIONS",
+        "PROMPTS_PER_STEP",
+        "PROMPT_LENGTH",
+        "COMPLETION_LENGTH",
+        "MEASURE_STEPS",
+        "LORA_RANK",
+    ):
         if k[name] < 1:
             raise ValueError(f"{name} must be positive, got {k[name]}")
     if k["NUM_GENERATIONS"] < 2:
@@ -98,8 +105,19 @@ def build_tokenizer(vocab_size: int):
 def build_model_folder(k: dict, folder: str) -> str:
     """Save the random-weight model of the configured shape (bf16) and its tokenizer into folder, once."""
     marker = os.path.join(folder, "bench_shape.json")
-    shape = {n: k[n] for n in ("HIDDEN_SIZE", "INTERMEDIATE_SIZE", "NUM_LAYERS", "NUM_HEADS", "NUM_KV_HEADS",
-                               "HEAD_DIM", "VOCAB_SIZE", "SEED")}
+    shape = {
+        n: k[n]
+        for n in (
+            "HIDDEN_SIZE",
+            "INTERMEDIATE_SIZE",
+            "NUM_LAYERS",
+            "NUM_HEADS",
+            "NUM_KV_HEADS",
+            "HEAD_DIM",
+            "VOCAB_SIZE",
+            "SEED",
+        )
+    }
     if os.path.exists(marker) and json.load(open(marker)) == shape:
         return folder
     import torch
@@ -107,12 +125,21 @@ def build_model_folder(k: dict, folder: str) -> str:
 
     torch.manual_seed(k["SEED"])
     tokenizer = build_tokenizer(k["VOCAB_SIZE"])
-    config = Qwen3Config(vocab_size=k["VOCAB_SIZE"], hidden_size=k["HIDDEN_SIZE"], intermediate_size=k["INTERMEDIATE_SIZE"],
-                         num_hidden_layers=k["NUM_LAYERS"], num_attention_heads=k["NUM_HEADS"],
-                         num_key_value_heads=k["NUM_KV_HEADS"], head_dim=k["HEAD_DIM"], tie_word_embeddings=True,
-                         max_position_embeddings=4 * (k["PROMPT_LENGTH"] + k["COMPLETION_LENGTH"]),
-                         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, bos_token_id=None,
-                         dtype="bfloat16")
+    config = Qwen3Config(
+        vocab_size=k["VOCAB_SIZE"],
+        hidden_size=k["HIDDEN_SIZE"],
+        intermediate_size=k["INTERMEDIATE_SIZE"],
+        num_hidden_layers=k["NUM_LAYERS"],
+        num_attention_heads=k["NUM_HEADS"],
+        num_key_value_heads=k["NUM_KV_HEADS"],
+        head_dim=k["HEAD_DIM"],
+        tie_word_embeddings=True,
+        max_position_embeddings=4 * (k["PROMPT_LENGTH"] + k["COMPLETION_LENGTH"]),
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=None,
+        dtype="bfloat16",
+    )
     device = "cuda" if torch.cuda.is_available() else "cpu"
     previous = torch.get_default_dtype()
     torch.set_default_dtype(torch.bfloat16)  # built in bf16 directly: no float32 copy at twice the memory
@@ -146,7 +173,9 @@ class _TorchLogProbs:
     with the logits materialised. A CPU row checks the code and the table, not speed."""
 
     @staticmethod
-    def apply(hidden, weight, bias, targets, temperature, chunk_size, softcap=None, logit_scale=1.0, outputs=("entropy",)):
+    def apply(
+        hidden, weight, bias, targets, temperature, chunk_size, softcap=None, logit_scale=1.0, outputs=("entropy",)
+    ):
         import torch
 
         z = hidden @ weight.t() + (bias if bias is not None else 0)
@@ -195,27 +224,64 @@ def run_row(k: dict, row: str, folder: str) -> dict:
     if path == "unsloth":
         from unsloth import FastLanguageModel
 
-        model, tokenizer = FastLanguageModel.from_pretrained(model_name=folder, max_seq_length=max_seq, load_in_4bit=four_bit,
-                                                             fast_inference=False, max_lora_rank=k["LORA_RANK"])
-        model = FastLanguageModel.get_peft_model(model, r=k["LORA_RANK"], lora_alpha=k["LORA_ALPHA"], target_modules=targets,
-                                                 use_gradient_checkpointing="unsloth", random_state=k["SEED"])
+        model, tokenizer = FastLanguageModel.from_pretrained(
+            model_name=folder,
+            max_seq_length=max_seq,
+            load_in_4bit=four_bit,
+            fast_inference=False,
+            max_lora_rank=k["LORA_RANK"],
+        )
+        model = FastLanguageModel.get_peft_model(
+            model,
+            r=k["LORA_RANK"],
+            lora_alpha=k["LORA_ALPHA"],
+            target_modules=targets,
+            use_gradient_checkpointing="unsloth",
+            random_state=k["SEED"],
+        )
     else:
         from peft import LoraConfig
         from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
 
-        quant = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.bfloat16,
-                                   bnb_4bit_use_double_quant=True) if four_bit else None
-        model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.bfloat16 if cuda else torch.float32,
-                                                     quantization_config=quant, device_map="cuda" if cuda else None)
+        quant = (
+            BitsAndBytesConfig(
+                load_in_4bit=True,
+                bnb_4bit_quant_type="nf4",
+                bnb_4bit_compute_dtype=torch.bfloat16,
+                bnb_4bit_use_double_quant=True,
+            )
+            if four_bit
+            else None
+        )
+        model = AutoModelForCausalLM.from_pretrained(
+            folder,
+            dtype=torch.bfloat16 if cuda else torch.float32,
+            quantization_config=quant,
+            device_map="cuda" if cuda else None,
+        )
         tokenizer = AutoTokenizer.from_pretrained(folder)
-        peft_config = LoraConfig(r=k["LORA_RANK"], lora_alpha=k["LORA_ALPHA"], target_modules=targets, task_type="CAUSAL_LM")
+        peft_config = LoraConfig(
+            r=k["LORA_RANK"], lora_alpha=k["LORA_ALPHA"], target_modules=targets, task_type="CAUSAL_LM"
+        )
     steps = k["WARMUP_STEPS"] + k["MEASURE_STEPS"]
     batch = k["PROMPTS_PER_STEP"] * k["NUM_GENERATIONS"]
-    config = GRPOConfig(output_dir=tempfile.mkdtemp(prefix="bench_train_"), max_steps=steps, learning_rate=5e-6,
-                        per_device_train_batch_size=batch, num_generations=k["NUM_GENERATIONS"],
-                        max_completion_length=k["COMPLETION_LENGTH"], temperature=1.0, optim=k["OPTIM"] if cuda else "adamw_torch",
-                        bf16=cuda and torch.cuda.is_bf16_supported(), logging_steps=1, save_strategy="no", report_to="none",
-                        gradient_checkpointing=True, seed=k["SEED"], use_vllm=False)
+    config = GRPOConfig(
+        output_dir=tempfile.mkdtemp(prefix="bench_train_"),
+        max_steps=steps,
+        learning_rate=5e-6,
+        per_device_train_batch_size=batch,
+        num_generations=k["NUM_GENERATIONS"],
+        max_completion_length=k["COMPLETION_LENGTH"],
+        temperature=1.0,
+        optim=k["OPTIM"] if cuda else "adamw_torch",
+        bf16=cuda and torch.cuda.is_bf16_supported(),
+        logging_steps=1,
+        save_strategy="no",
+        report_to="none",
+        gradient_checkpointing=True,
+        seed=k["SEED"],
+        use_vllm=False,
+    )
     step_times = []
 
     from transformers import TrainerCallback
@@ -229,22 +295,41 @@ def run_row(k: dict, row: str, folder: str) -> dict:
         def on_step_end(self, args, state, control, **kwargs):
             step_times.append(time.perf_counter() - self.t0)
 
-    trainer = GRPOTrainer(model=model, processing_class=tokenizer, args=config, peft_config=peft_config,
-                          reward_funcs=[rewards.match_format_approximately, rewards.check_numbers],
-                          train_dataset=prompts_dataset(k, steps * k["PROMPTS_PER_STEP"] * 4), callbacks=[Clock()])
+    trainer = GRPOTrainer(
+        model=model,
+        processing_class=tokenizer,
+        args=config,
+        peft_config=peft_config,
+        reward_funcs=[rewards.match_format_approximately, rewards.check_numbers],
+        train_dataset=prompts_dataset(k, steps * k["PROMPTS_PER_STEP"] * 4),
+        callbacks=[Clock()],
+    )
     trainer.train()
     generate = timings.get("generate") or timings.get("generate_batch") or []
     measured = slice(k["WARMUP_STEPS"], steps)
     step_s = sum(step_times[measured]) / k["MEASURE_STEPS"]
     gen_s = sum(generate[measured]) / k["MEASURE_STEPS"] if len(generate) >= steps else float("nan")
-    lengths = [r["completions/mean_length"] for r in trainer.state.log_history if "completions/mean_length" in r][measured]
+    lengths = [r["completions/mean_length"] for r in trainer.state.log_history if "completions/mean_length" in r][
+        measured
+    ]
     completion_tokens = batch * sum(lengths) / len(lengths)
-    weights = sum(p.numel() * p.element_size() for p in model.parameters())  # bytes read per decode step (4-bit: packed)
-    result = {"row": row, "step_s": step_s, "generate_s": gen_s, "completion_tokens_per_step": completion_tokens,
-              "generation_tok_s": completion_tokens / gen_s if gen_s == gen_s else float("nan"),
-              "train_tok_s": batch * (k["PROMPT_LENGTH"] + completion_tokens) / (step_s - gen_s) if gen_s == gen_s else float("nan"),
-              "peak_gpu_gib": torch.cuda.max_memory_allocated() / 2**30 if cuda else None,
-              "weight_bytes": weights, "batch": batch, "device": torch.cuda.get_device_name(0) if cuda else "cpu"}
+    weights = sum(
+        p.numel() * p.element_size() for p in model.parameters()
+    )  # bytes read per decode step (4-bit: packed)
+    result = {
+        "row": row,
+        "step_s": step_s,
+        "generate_s": gen_s,
+        "completion_tokens_per_step": completion_tokens,
+        "generation_tok_s": completion_tokens / gen_s if gen_s == gen_s else float("nan"),
+        "train_tok_s": batch * (k["PROMPT_LENGTH"] + completion_tokens) / (step_s - gen_s)
+        if gen_s == gen_s
+        else float("nan"),
+        "peak_gpu_gib": torch.cuda.max_memory_allocated() / 2**30 if cuda else None,
+        "weight_bytes": weights,
+        "batch": batch,
+        "device": torch.cuda.get_device_name(0) if cuda else "cpu",
+    }
     return result
 
 
@@ -257,8 +342,10 @@ def bandwidth_gbs(k: dict, device: str) -> tuple[float, str]:
     return 0.0, "unknown card: pass --bandwidth_gbs"
 
 
-HEADER = ("| row | s/step | generation tok/s | training tok/s | peak GPU GiB | decode bound share |\n"
-          "| --- | ---: | ---: | ---: | ---: | ---: |")
+HEADER = (
+    "| row | s/step | generation tok/s | training tok/s | peak GPU GiB | decode bound share |\n"
+    "| --- | ---: | ---: | ---: | ---: | ---: |"
+)
 
 
 def row_line(k: dict, r: dict) -> str:
@@ -272,7 +359,9 @@ def row_line(k: dict, r: dict) -> str:
             bound = r["batch"] * gbs * 1e9 / r["weight_bytes"]  # tokens/s if decode only streamed the weights
             share = f"{r['generation_tok_s'] / bound:.0%}"
     peak = f"{r['peak_gpu_gib']:.1f}" if r["peak_gpu_gib"] is not None else "-"
-    return f"| {r['row']} | {r['step_s']:.3f} | {r['generation_tok_s']:.0f} | {r['train_tok_s']:.0f} | {peak} | {share} |"
+    return (
+        f"| {r['row']} | {r['step_s']:.3f} | {r['generation_tok_s']:.0f} | {r['train_tok_s']:.0f} | {peak} | {share} |"
+    )
 
 
 def summary(k: dict, results: list[dict]) -> str:
@@ -282,17 +371,24 @@ def summary(k: dict, results: list[dict]) -> str:
     for precision in ("lora", "qlora"):
         a, b = done.get(f"unsloth-{precision}"), done.get(f"trl-{precision}")
         if a and b:
-            lines.append(f"{precision}: plain TRL's s/step / Unsloth's = {b['step_s'] / a['step_s']:.2f}x"
-                         + (f"; peak memory Unsloth / TRL = {a['peak_gpu_gib'] / b['peak_gpu_gib']:.2f}"
-                            if a["peak_gpu_gib"] else ""))
+            lines.append(
+                f"{precision}: plain TRL's s/step / Unsloth's = {b['step_s'] / a['step_s']:.2f}x"
+                + (
+                    f"; peak memory Unsloth / TRL = {a['peak_gpu_gib'] / b['peak_gpu_gib']:.2f}"
+                    if a["peak_gpu_gib"]
+                    else ""
+                )
+            )
     gpu = next((r["device"] for r in done.values() if r["device"] != "cpu"), None)
     if gpu:
         gbs, source = bandwidth_gbs(k, gpu)
         if gbs:
             lines.append(f"Decode bound: batch x bandwidth / weight bytes, bandwidth {gbs:g} GB/s ({source}).")
     elif done:
-        lines.append("CPU: a check of the code and of this table, not a speed figure; the plain-TRL rows run TRL's "
-                     "Triton log-prob kernel as a torch stand-in.")
+        lines.append(
+            "CPU: a check of the code and of this table, not a speed figure; the plain-TRL rows run TRL's "
+            "Triton log-prob kernel as a torch stand-in."
+        )
     return "\n".join(lines)
 
 
@@ -308,9 +404,15 @@ def main(argv: list[str]) -> None:
 
     cuda = torch.cuda.is_available()
     if not k["SMOKE"] and not cuda:
-        sys.exit("bench_train.py: no CUDA GPU found. On a CPU, run the same code at a tiny shape:  python bench/bench_train.py --smoke")
+        sys.exit(
+            "bench_train.py: no CUDA GPU found. On a CPU, run the same code at a tiny shape:  python "
+            "bench/bench_train.py --smoke"
+        )
     folder = os.path.join("outputs", "bench-model-smoke" if k["SMOKE"] else "bench-model")
-    print(f"model: Qwen3 shape {k['NUM_LAYERS']} layers x {k['HIDDEN_SIZE']} wide, vocab {k['VOCAB_SIZE']}, random weights -> {folder}")
+    print(
+        f"model: Qwen3 shape {k['NUM_LAYERS']} layers x {k['HIDDEN_SIZE']} wide, vocab {k['VOCAB_SIZE']}, random "
+        f"weights -> {folder}"
+    )
     build_model_folder(k, folder)
     results = []
     print(HEADER, flush=True)
@@ -320,11 +422,18 @@ def main(argv: list[str]) -> None:
             print(row_line(k, results[-1]), flush=True)
             continue
         out = tempfile.mktemp(suffix=".json")
-        print(f"row {row}: {k['WARMUP_STEPS']} warm-up + {k['MEASURE_STEPS']} timed steps, "
-              f"{k['PROMPTS_PER_STEP']} x {k['NUM_GENERATIONS']} completions of {k['COMPLETION_LENGTH']} tokens", flush=True)
+        print(
+            f"row {row}: {k['WARMUP_STEPS']} warm-up + {k['MEASURE_STEPS']} timed steps, "
+            f"{k['PROMPTS_PER_STEP']} x {k['NUM_GENERATIONS']} completions of {k['COMPLETION_LENGTH']} tokens",
+            flush=True,
+        )
         started = time.time()
-        proc = subprocess.run([sys.executable, os.path.abspath(__file__), *argv], env={**os.environ, _ROW_ENV: f"{row}|{folder}|{out}"},
-                              capture_output=True, text=True)
+        proc = subprocess.run(
+            [sys.executable, os.path.abspath(__file__), *argv],
+            env={**os.environ, _ROW_ENV: f"{row}|{folder}|{out}"},
+            capture_output=True,
+            text=True,
+        )
         if proc.returncode != 0 or not os.path.exists(out):
             tail = (proc.stdout + proc.stderr).strip().splitlines()[-1:] or ["no output"]
             results.append({"row": row, "skipped": f"failed ({tail[0][:120]})"})

@@ -41,7 +41,7 @@ _Z = 1.959964  # the 95% interval's half-width in standard errors
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from evaluate import bootstrap_ci, per_problem  # noqa: E402
+from grpo.stats import bootstrap_ci, per_problem  # noqa: E402
 
 _NORMAL = NormalDist()
 
@@ -110,7 +110,9 @@ def read_samples(folder: str) -> list[dict]:
 
 def draws_of(folder: str) -> list[str]:
     """The run's own evaluation, then each eval_s*/ scored again."""
-    again = sorted(d for d in glob.glob(os.path.join(folder, "eval_s*")) if os.path.exists(os.path.join(d, "eval_samples.jsonl")))
+    again = sorted(
+        d for d in glob.glob(os.path.join(folder, "eval_s*")) if os.path.exists(os.path.join(d, "eval_samples.jsonl"))
+    )
     return [folder, *again]
 
 
@@ -130,27 +132,42 @@ def row(folder: str, k: dict) -> dict:
     pairs = pool(draws)
     pooled = noise_parts(pairs)
     se = standard_error(pooled, k["N_PROBLEMS"], k["N_SAMPLES"])
-    return {"run": folder, "changes": changes, "parts": pooled, "se": se, "pooled": pooled_draws(pairs),
-            "draw_sd": standard_error(pooled, k["N_PROBLEMS"], k["N_SAMPLES"], draw_only=True),
-            "observed_draw_sd": math.sqrt(variance(changes)) if len(changes) > 1 else None,
-            "chance": chance_shown(k["EFFECT"], se), "smallest": smallest_shown(se, k["POWER"]),
-            "samples_needed": samples_needed(pooled, k["EFFECT"], k["N_PROBLEMS"], k["POWER"]),
-            "problems_needed": problems_needed(pooled, k["EFFECT"], k["N_SAMPLES"], k["POWER"])}
+    return {
+        "run": folder,
+        "changes": changes,
+        "parts": pooled,
+        "se": se,
+        "pooled": pooled_draws(pairs),
+        "draw_sd": standard_error(pooled, k["N_PROBLEMS"], k["N_SAMPLES"], draw_only=True),
+        "observed_draw_sd": math.sqrt(variance(changes)) if len(changes) > 1 else None,
+        "chance": chance_shown(k["EFFECT"], se),
+        "smallest": smallest_shown(se, k["POWER"]),
+        "samples_needed": samples_needed(pooled, k["EFFECT"], k["N_PROBLEMS"], k["POWER"]),
+        "problems_needed": problems_needed(pooled, k["EFFECT"], k["N_SAMPLES"], k["POWER"]),
+    }
 
 
 def table(rows: list[dict], k: dict) -> str:
     size = f"{k['N_PROBLEMS']} x {k['N_SAMPLES']}"
     shown = f"{k['POWER']:.0%}"
-    lines = [f"| run | change, each draw | all draws pooled [95% CI] | draws' spread, observed / predicted at {size} | problems' spread (sd) | pair spread (sd) | "
-             f"standard error at {size} | chance of an interval above 0 at a true {k['EFFECT']:+.3f} | smallest gain shown {shown} of the time | "
-             f"samples a problem for {k['EFFECT']:+.3f} at {k['N_PROBLEMS']} problems | problems for it at {k['N_SAMPLES']} samples |",
-             "| --- | --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    lines = [
+        f"| run | change, each draw | all draws pooled [95% CI] | draws' spread, observed / predicted at {size} | "
+        "problems' spread (sd) | pair spread (sd) | "
+        f"standard error at {size} | chance of an interval above 0 at a true {k['EFFECT']:+.3f} | smallest gain shown "
+        f"{shown} of the time | "
+        f"samples a problem for {k['EFFECT']:+.3f} at {k['N_PROBLEMS']} problems | problems for it at "
+        f"{k['N_SAMPLES']} samples |",
+        "| --- | --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
     for r in rows:
         observed = f"{r['observed_draw_sd']:.3f}" if r["observed_draw_sd"] is not None else "-"
         mean, (lo, hi) = r["pooled"]
-        lines.append(f"| {r['run']} | {', '.join(f'{c:+.3f}' for c in r['changes'])} | {mean:+.3f} [{lo:+.3f}, {hi:+.3f}] | {observed} / {r['draw_sd']:.3f} | "
-                     f"{math.sqrt(r['parts']['between']):.3f} | {math.sqrt(r['parts']['within']):.3f} | {r['se']:.3f} | "
-                     f"{r['chance']:.2f} | {r['smallest']:+.3f} | {r['samples_needed']} | {r['problems_needed']} |")
+        lines.append(
+            f"| {r['run']} | {', '.join(f'{c:+.3f}' for c in r['changes'])} | {mean:+.3f} [{lo:+.3f}, {hi:+.3f}] | "
+            f"{observed} / {r['draw_sd']:.3f} | "
+            f"{math.sqrt(r['parts']['between']):.3f} | {math.sqrt(r['parts']['within']):.3f} | {r['se']:.3f} | "
+            f"{r['chance']:.2f} | {r['smallest']:+.3f} | {r['samples_needed']} | {r['problems_needed']} |"
+        )
     return "\n".join(lines)
 
 
@@ -178,12 +195,14 @@ def main(argv: list[str]) -> None:
     between = sum(r["parts"]["between"] for r in rows) / len(rows)
     mean = {"within": within, "between": between}
     se = standard_error(mean, k["N_PROBLEMS"], k["N_SAMPLES"])
-    print(f"\nThe runs' variances averaged: standard error {se:.3f} at {k['N_PROBLEMS']} x {k['N_SAMPLES']} "
-          f"(the draw alone {standard_error(mean, k['N_PROBLEMS'], k['N_SAMPLES'], draw_only=True):.3f}); "
-          f"a true {k['EFFECT']:+.3f} shows an interval above 0 with chance {chance_shown(k['EFFECT'], se):.2f}, "
-          f"three runs in a row {chance_shown(k['EFFECT'], se) ** 3:.3f}; the smallest gain shown "
-          f"{k['POWER']:.0%} of the time is {smallest_shown(se, k['POWER']):+.3f}, and three runs in a row "
-          f"{smallest_shown(se, k['POWER'] ** (1 / 3)):+.3f} each.")
+    print(
+        f"\nThe runs' variances averaged: standard error {se:.3f} at {k['N_PROBLEMS']} x {k['N_SAMPLES']} "
+        f"(the draw alone {standard_error(mean, k['N_PROBLEMS'], k['N_SAMPLES'], draw_only=True):.3f}); "
+        f"a true {k['EFFECT']:+.3f} shows an interval above 0 with chance {chance_shown(k['EFFECT'], se):.2f}, "
+        f"three runs in a row {chance_shown(k['EFFECT'], se) ** 3:.3f}; the smallest gain shown "
+        f"{k['POWER']:.0%} of the time is {smallest_shown(se, k['POWER']):+.3f}, and three runs in a row "
+        f"{smallest_shown(se, k['POWER'] ** (1 / 3)):+.3f} each."
+    )
 
 
 if __name__ == "__main__":

@@ -30,7 +30,7 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the project root
 sys.path.insert(0, ROOT)
 
-OUT = os.environ.get("OUT") or os.path.join("outputs", "gpu-check")  # gpu_check.md and the logs (the device tool's $OUT)
+OUT = os.environ.get("OUT") or os.path.join("outputs", "gpu-check")  # gpu_check.md and the logs (a lent box's $OUT)
 WORK_DIR = os.path.join("outputs", "gpu-check-work")  # run folders and the benchmark's model (not brought back)
 BUNDLE = ""  # a site-packages tarball to unpack first (an offline box); "" = the packages are installed
 DRY_RUN = False  # True: every part at its CPU size, on a machine without a GPU
@@ -130,13 +130,16 @@ def part(name: str, args: list[str], timeout: int, k: dict, env: dict) -> dict:
 
 def environment(env: dict) -> dict:
     """Versions and the device, read by the same Python the parts run under."""
-    code = ("import json, importlib.metadata as m, torch\n"
-            "v = {}\n"
-            "for d in ('torch', 'transformers', 'trl', 'unsloth', 'peft', 'accelerate', 'datasets', 'bitsandbytes', 'vllm'):\n"
-            "    try: v[d] = m.version(d)\n"
-            "    except m.PackageNotFoundError: pass\n"
-            "card = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None\n"
-            "print(json.dumps({'versions': v, 'card': card, 'cuda': torch.version.cuda}))\n")
+    code = (
+        "import json, importlib.metadata as m, torch\n"
+        "v = {}\n"
+        "for d in ('torch', 'transformers', 'trl', 'unsloth', 'peft', 'accelerate', 'datasets', 'bitsandbytes', "
+        "'vllm'):\n"
+        "    try: v[d] = m.version(d)\n"
+        "    except m.PackageNotFoundError: pass\n"
+        "card = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None\n"
+        "print(json.dumps({'versions': v, 'card': card, 'cuda': torch.version.cuda}))\n"
+    )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
     if proc.returncode != 0:
         return {"versions": {}, "card": None, "error": proc.stderr.strip().splitlines()[-1:]}
@@ -145,30 +148,51 @@ def environment(env: dict) -> dict:
 
 def report(k: dict, info: dict, parts: list[dict]) -> str:
     smoke_dir = os.path.join(k["WORK_DIR"], "smoke")
-    lines = [f"# GPU check, {datetime.date.today().isoformat()}{' (CPU dry run)' if k['DRY_RUN'] else ''}", "",
-             f"Machine: {info.get('card') or platform.processor() or platform.machine()} "
-             f"(CUDA {info.get('cuda')}), Python {platform.python_version()}; "
-             + ", ".join(f"{d} {v}" for d, v in info.get("versions", {}).items()), "",
-             "| part | status | wall time |", "| --- | --- | ---: |"]
+    lines = [
+        f"# GPU check, {datetime.date.today().isoformat()}{' (CPU dry run)' if k['DRY_RUN'] else ''}",
+        "",
+        f"Machine: {info.get('card') or platform.processor() or platform.machine()} "
+        f"(CUDA {info.get('cuda')}), Python {platform.python_version()}; "
+        + ", ".join(f"{d} {v}" for d, v in info.get("versions", {}).items()),
+        "",
+        "| part | status | wall time |",
+        "| --- | --- | ---: |",
+    ]
     lines += [f"| {p['part']} | {p['status']} | {p['seconds']} s |" for p in parts]
     try:
         config = json.load(open(os.path.join(smoke_dir, "run_config.json")))["FOUND"]
         final = config.get("FINAL_METRICS") or {}
-        lines += ["", f"Smoke run: {config['STEPS_DONE']} steps, {config['DTYPE']}, optim "
-                  f"{config['TRAINER_ARGS'].get('optim')}, {config['WALL_TIME_S']} s, final total reward "
-                  f"{final.get('reward')}, model sha256 {config.get('MODEL_SHA256')}"]
+        lines += [
+            "",
+            f"Smoke run: {config['STEPS_DONE']} steps, {config['DTYPE']}, optim "
+            f"{config['TRAINER_ARGS'].get('optim')}, {config['WALL_TIME_S']} s, final total reward "
+            f"{final.get('reward')}, model sha256 {config.get('MODEL_SHA256')}",
+        ]
     except (OSError, ValueError, KeyError):
         lines += ["", "Smoke run: no run_config.json (see smoke.log)"]
-    bench_log = open(os.path.join(k["OUT"], "bench_train.log")).read() if os.path.exists(os.path.join(k["OUT"], "bench_train.log")) else ""
-    table = [line for line in bench_log.splitlines()
-             if line.startswith("|") or "s/step /" in line or line.startswith(("CPU:", "Decode bound:"))]
+    bench_log = (
+        open(os.path.join(k["OUT"], "bench_train.log")).read()
+        if os.path.exists(os.path.join(k["OUT"], "bench_train.log"))
+        else ""
+    )
+    table = [
+        line
+        for line in bench_log.splitlines()
+        if line.startswith("|") or "s/step /" in line or line.startswith(("CPU:", "Decode bound:"))
+    ]
     if table:
         lines += ["", "Training benchmark (`bench/bench_train.py`):", ""] + table
     try:
         results = json.load(open(os.path.join(smoke_dir, "eval_results.json")))
-        lines += ["", "Evaluation (`evaluate.py --smoke`): " + ", ".join(
-            f"{label} accuracy {results[label]['accuracy']:.3f} format {results[label]['format_rate']:.3f}"
-            for label in ("base", "primed", "trained") if label in results)]
+        lines += [
+            "",
+            "Evaluation (`evaluate.py --smoke`): "
+            + ", ".join(
+                f"{label} accuracy {results[label]['accuracy']:.3f} format {results[label]['format_rate']:.3f}"
+                for label in ("base", "primed", "trained")
+                if label in results
+            ),
+        ]
     except (OSError, ValueError, KeyError):
         lines += ["", "Evaluation: no eval_results.json (see evaluate.log)"]
     return "\n".join(lines) + "\n"
@@ -184,17 +208,33 @@ def main(argv: list[str]) -> None:
         env["PYTHONPATH"] = os.pathsep.join(p for p in (site, ROOT, env.get("PYTHONPATH")) if p)
     info = environment(env)
     if not info.get("card") and not k["DRY_RUN"]:
-        sys.exit(f"gpu_check.py: no CUDA GPU found ({info.get('error') or 'torch sees none'}). "
-                 "On a CPU:  python bench/gpu_check.py --dry_run=true")
+        sys.exit(
+            f"gpu_check.py: no CUDA GPU found ({info.get('error') or 'torch sees none'}). "
+            "On a CPU:  python bench/gpu_check.py --dry_run=true"
+        )
     smoke_dir = os.path.join(k["WORK_DIR"], "smoke")
     cpu = k["DRY_RUN"]
     plan = [
-        ("smoke", ["train_grpo.py", "--smoke", f"--output_dir={smoke_dir}", *(["--max_steps=2"] if cpu else [])],
-         k["SMOKE_TIMEOUT_S"]),
-        ("bench_train", [os.path.join("bench", "bench_train.py"), *(["--smoke"] if cpu else [])], k["BENCH_TIMEOUT_S"]),
-        ("evaluate", ["evaluate.py", "--smoke", f"--run_dir={smoke_dir}",
-                      *(["--n_problems=2", "--n_samples=1"] if cpu else [f"--n_problems={k['EVAL_PROBLEMS']}"])],
-         k["EVAL_TIMEOUT_S"]),
+        (
+            "smoke",
+            ["train_grpo.py", "--smoke", f"--output_dir={smoke_dir}", *(["--max_steps=2"] if cpu else [])],
+            k["SMOKE_TIMEOUT_S"],
+        ),
+        (
+            "bench_train",
+            [os.path.join("bench", "bench_train.py"), *(["--smoke"] if cpu else [])],
+            k["BENCH_TIMEOUT_S"],
+        ),
+        (
+            "evaluate",
+            [
+                "evaluate.py",
+                "--smoke",
+                f"--run_dir={smoke_dir}",
+                *(["--n_problems=2", "--n_samples=1"] if cpu else [f"--n_problems={k['EVAL_PROBLEMS']}"]),
+            ],
+            k["EVAL_TIMEOUT_S"],
+        ),
     ]
     parts = []
     for sig in (signal.SIGTERM, signal.SIGINT):

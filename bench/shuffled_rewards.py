@@ -40,4 +40,4 @@ def shuffled_rewards(seed: int = 0) -> types.SimpleNamespace:
 
 if __name__ == "__main__":
     train_grpo.rewards = shuffled_rewards()
-    train_grpo.main(sys.argv[1:])
+    sys.exit(train_grpo.main(sys.argv[1:]))

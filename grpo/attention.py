@@ -5,15 +5,11 @@ batched `generate` of left-padded prompts, and every GRPO forward pass on padded
 transformers' `sdpa` attention copies each key/value head once per query head that reads it, in
 every layer at every step, because on CUDA PyTorch's SDPA with a mask would otherwise fall back to
 its slow kernel. On a CPU, SDPA's own `enable_gqa=True` reads the shared heads in place and gives the
-same numbers. Sampling 16 prompts x 4 completions of up to 64 tokens from primed SmolLM2 on a 2-core
-Zen 3 (the same tokens either way) took 43-45 s with it against 54-60 s without through the Unsloth
-model the difficulty filter samples from, and 50-53 s against 55-57 s through evaluate.py's PEFT
-model (BENCHMARKS.md, "Sampling without copying the shared attention heads").
+same numbers, in less time: the same tokens come out either way (BENCHMARKS.md has the timing).
 
 grpo/sampling.py samples within `gqa_on_cpu(model)`, which switches a model on the CPU from `sdpa` to
 this attention and back; anything else (a GPU, no mask, no shared heads, another attention) runs
-transformers' `sdpa` unchanged. GRPO's own steps keep `sdpa`: with this attention, three preset
-steps took 71-78 s against 60-72 s without, not faster.
+transformers' `sdpa` unchanged. GRPO's own steps keep `sdpa`: with this attention they were no faster.
 """
 
 from __future__ import annotations

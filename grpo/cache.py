@@ -12,7 +12,9 @@ def cache_file(folder: str, key: dict, suffix: str = "") -> str:
     """Where the cache entry for `key` lives in `folder`: named by a hash of the key as JSON."""
     import hashlib
 
-    return os.path.join(folder, hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16] + suffix)
+    return os.path.join(
+        folder, hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16] + suffix
+    )
 
 
 def same_key(stored, key: dict) -> bool:

@@ -1,10 +1,11 @@
-"""What the trainer reports while it runs: the metrics file, the collapse alarm, a clean stop on a signal.
+"""What the trainer reports and guards while it runs: the metrics file (GRPO's and the priming SFT's), the
+collapse alarm, a clean stop on a signal, the checkpoint tidy-up and the non-finite guard.
 
 `metrics.jsonl` gets one row per training step and, with EVAL_STEPS, one row per held-out
 evaluation whose keys start with `eval_` (`eval_reward`, `eval_rewards/<name>/mean`, ...).
 
-Both are transformers TrainerCallbacks built by small factories, so importing this module loads
-nothing heavy. `grpo/trainer.py` hands them to GRPOTrainer.
+All six are transformers TrainerCallbacks built by small factories (make_*), so importing this module
+loads nothing heavy. `grpo/trainer.py` hands five to GRPOTrainer, `grpo/priming.py` the SFT one to SFTTrainer.
 
 A GRPO run can die quietly: once every completion in every group earns the same reward (say, all
 run to the length limit without a marker), every advantage is zero and nothing moves the policy
@@ -55,9 +56,16 @@ def eval_row(logs: dict, step: int, reward_names: list[str]) -> dict:
     >>> eval_row({"eval_reward": 0.5, "eval_rewards/a/mean": 0.5, "eval_loss": 0.0}, 10, ["a"])
     {'step': 10, 'eval_rewards/a/mean': 0.5, 'eval_reward': 0.5, 'eval_loss': 0.0}
     """
-    return {"step": step, **{f"eval_{key}": value for key, value in
-                             metrics_row({k[5:]: v for k, v in logs.items() if k.startswith("eval_")}, step, reward_names).items()
-                             if key != "step"}}
+    return {
+        "step": step,
+        **{
+            f"eval_{key}": value
+            for key, value in metrics_row(
+                {k[5:]: v for k, v in logs.items() if k.startswith("eval_")}, step, reward_names
+            ).items()
+            if key != "step"
+        },
+    }
 
 
 def collapse_signal(logs: dict) -> str | None:
@@ -165,8 +173,12 @@ def make_sft_metrics_callback(path: str):
 
         def on_log(self, args, state, control, logs=None, **kwargs):
             if logs and "loss" in logs and state.is_world_process_zero:
-                row = {"phase": "sft", "sft_step": state.global_step, "loss": logs["loss"],
-                       "learning_rate": logs.get("learning_rate")}
+                row = {
+                    "phase": "sft",
+                    "sft_step": state.global_step,
+                    "loss": logs["loss"],
+                    "learning_rate": logs.get("learning_rate"),
+                }
                 with open(path, "a") as f:
                     f.write(json.dumps(row) + "\n")
 
@@ -196,8 +208,11 @@ def make_signal_stop_callback():
             if self.signal_name is not None:  # the second one: stop now
                 os._exit(130)
             self.signal_name = signal.Signals(signum).name
-            print(f"\n{self.signal_name} received: finishing this step, then saving a checkpoint and the adapter "
-                  f"(press Ctrl-C again to quit at once, without saving)", flush=True)
+            print(
+                f"\n{self.signal_name} received: finishing this step, then saving a checkpoint and the adapter "
+                f"(press Ctrl-C again to quit at once, without saving)",
+                flush=True,
+            )
 
         def on_step_end(self, args, state, control, **kwargs):
             if _on_any_rank(self.signal_name is not None):  # every rank stops after the same step
@@ -241,8 +256,11 @@ def make_collapse_callback(patience: int, stop: bool):
             if warning is None:
                 return
             if state.is_world_process_zero:
-                suffix = (" STOP_ON_COLLAPSE is set: saving and stopping now." if stop
-                          else " (--stop_on_collapse=true saves and stops instead of going on.)")
+                suffix = (
+                    " STOP_ON_COLLAPSE is set: saving and stopping now."
+                    if stop
+                    else " (--stop_on_collapse=true saves and stops instead of going on.)"
+                )
                 print("\n" + warning + suffix, flush=True)  # on its own line, past the progress bar
             if stop:
                 self.stopped = True
@@ -264,14 +282,18 @@ def make_checkpoint_tidy_callback(adapter: str = "ref"):
     class CheckpointTidy(TrainerCallback):
         def on_save(self, args, state, control, **kwargs):
             if state.is_world_process_zero:
-                shutil.rmtree(os.path.join(args.output_dir, f"checkpoint-{state.global_step}", adapter), ignore_errors=True)
+                shutil.rmtree(
+                    os.path.join(args.output_dir, f"checkpoint-{state.global_step}", adapter), ignore_errors=True
+                )
 
     return CheckpointTidy()
 
 
-NONFINITE_ADVICE = ("Usual remedies: a lower LEARNING_RATE (try a tenth), gradient clipping kept on "
-                    "(transformers' max_grad_norm, 1.0 by default), a KL term to the reference (--beta=0.04), "
-                    "and float32 rather than bf16/fp16 where the values overflow")
+NONFINITE_ADVICE = (
+    "Usual remedies: a lower LEARNING_RATE (try a tenth), gradient clipping kept on "
+    "(transformers' max_grad_norm, 1.0 by default), a KL term to the reference (--beta=0.04), "
+    "and float32 rather than bf16/fp16 where the values overflow"
+)
 
 
 def first_nonfinite(logs: dict) -> str | None:
@@ -334,7 +356,9 @@ def make_nonfinite_guard_callback():
         def on_step_end(self, args, state, control, model=None, **kwargs):
             bad = first_nonfinite_weight(model) if model is not None else None
             if _on_any_rank(bad is not None):  # every rank stops after the same step
-                self.trip(f"adapter weight {bad}" if bad else "an adapter weight on another process", state.global_step)
+                self.trip(
+                    f"adapter weight {bad}" if bad else "an adapter weight on another process", state.global_step
+                )
             return self._stop(control) if self.tripped else control
 
         def on_log(self, args, state, control, logs=None, **kwargs):
@@ -345,8 +369,10 @@ def make_nonfinite_guard_callback():
 
         def message(self, last_good: str) -> str:
             what, step = self.tripped
-            return (f"\ntrain_grpo.py: error: training stopped at GRPO step {step}: a non-finite value ({what}). "
-                    f"The adapter diverged, so it was not saved; the last good one is {last_good}. "
-                    f"{NONFINITE_ADVICE}.")
+            return (
+                f"\ntrain_grpo.py: error: training stopped at GRPO step {step}: a non-finite value ({what}). "
+                f"The adapter diverged, so it was not saved; the last good one is {last_good}. "
+                f"{NONFINITE_ADVICE}."
+            )
 
     return NonFiniteGuard()

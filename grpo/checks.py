@@ -27,7 +27,10 @@ def check_knobs(k: dict, reward_module) -> None:
     """Cheap consistency checks, so a bad combination fails before the model loads."""
     unknown = [n for n in k["REWARD_FUNCS"] if not callable(getattr(reward_module, n, None))]
     if unknown:
-        raise BadInput(f"REWARD_FUNCS names {unknown}, not in rewards.py; known: {[f.__name__ for f in reward_module.REWARD_FUNCS]}")
+        raise BadInput(
+            f"REWARD_FUNCS names {unknown}, not in rewards.py; known: "
+            f"{[f.__name__ for f in reward_module.REWARD_FUNCS]}"
+        )
     if len(k["REWARD_WEIGHTS"]) != len(k["REWARD_FUNCS"]):
         raise BadInput(f"REWARD_WEIGHTS has {len(k['REWARD_WEIGHTS'])} values for {len(k['REWARD_FUNCS'])} rewards")
     if k["NUM_GENERATIONS"] < 2:
@@ -64,9 +67,14 @@ def check_knobs(k: dict, reward_module) -> None:
     if k["EPSILON"] <= 0:
         raise BadInput(f"EPSILON must be > 0, got {k['EPSILON']}")
     if k["EPSILON_HIGH"] < k["EPSILON"]:
-        raise BadInput(f"EPSILON_HIGH ({k['EPSILON_HIGH']}) must be >= EPSILON ({k['EPSILON']}): clip-higher widens the upper range")
+        raise BadInput(
+            f"EPSILON_HIGH ({k['EPSILON_HIGH']}) must be >= EPSILON ({k['EPSILON']}): clip-higher widens the upper "
+            "range"
+        )
     if k["EVAL_STEPS"] < 0 or k["EVAL_SIZE"] < 1:
-        raise BadInput(f"EVAL_STEPS must be >= 0 (0 = off) and EVAL_SIZE >= 1, got {k['EVAL_STEPS']} and {k['EVAL_SIZE']}")
+        raise BadInput(
+            f"EVAL_STEPS must be >= 0 (0 = off) and EVAL_SIZE >= 1, got {k['EVAL_STEPS']} and {k['EVAL_SIZE']}"
+        )
     if k["EVAL_STEPS"] and k["EVAL_SIZE"] > k["HOLDOUT_SIZE"]:
         raise BadInput(f"EVAL_SIZE={k['EVAL_SIZE']} is more than the {k['HOLDOUT_SIZE']} held-out rows (HOLDOUT_SIZE)")
     if k["EVAL_STEPS"] and (k["EVAL_SIZE"] * k["NUM_GENERATIONS"]) % k["PER_DEVICE_TRAIN_BATCH_SIZE"]:
@@ -80,18 +88,32 @@ def check_knobs(k: dict, reward_module) -> None:
         if tracker not in TRACKERS:
             raise BadInput(f"REPORT_TO names {tracker!r}; known: none, {', '.join(sorted(TRACKERS))}")
         if importlib.util.find_spec(TRACKERS[tracker]) is None:
-            raise BadInput(f"REPORT_TO={tracker} but the {TRACKERS[tracker]} package is not installed: "
-                             f"pip install {TRACKERS[tracker]}   (or --report_to=none)")
-    if k["FORMAT_SFT_EPOCHS"] < 1 or k["FORMAT_SFT_LEARNING_RATE"] < 0 or min(k["FORMAT_SFT_MAX_EXAMPLES"], k["FORMAT_SFT_MAX_TOKENS"]) < 0:
-        raise BadInput("FORMAT_SFT_EPOCHS must be >= 1, FORMAT_SFT_LEARNING_RATE >= 0, "
-                         "FORMAT_SFT_MAX_EXAMPLES and FORMAT_SFT_MAX_TOKENS >= 0")
-    if k["FORMAT_SFT"] and prompts.is_local_path(k["FORMAT_SFT_DATASET"]) and not os.path.exists(k["FORMAT_SFT_DATASET"]):
+            raise BadInput(
+                f"REPORT_TO={tracker} but the {TRACKERS[tracker]} package is not installed: "
+                f"pip install {TRACKERS[tracker]}   (or --report_to=none)"
+            )
+    if (
+        k["FORMAT_SFT_EPOCHS"] < 1
+        or k["FORMAT_SFT_LEARNING_RATE"] < 0
+        or min(k["FORMAT_SFT_MAX_EXAMPLES"], k["FORMAT_SFT_MAX_TOKENS"]) < 0
+    ):
+        raise BadInput(
+            "FORMAT_SFT_EPOCHS must be >= 1, FORMAT_SFT_LEARNING_RATE >= 0, "
+            "FORMAT_SFT_MAX_EXAMPLES and FORMAT_SFT_MAX_TOKENS >= 0"
+        )
+    if (
+        k["FORMAT_SFT"]
+        and prompts.is_local_path(k["FORMAT_SFT_DATASET"])
+        and not os.path.exists(k["FORMAT_SFT_DATASET"])
+    ):
         raise BadInput(f"FORMAT_SFT_DATASET: no such file {k['FORMAT_SFT_DATASET']}")
     if k["VLLM_MODE"] not in ("colocate", "server"):
         raise BadInput(f"VLLM_MODE {k['VLLM_MODE']!r} is not one of colocate, server")
     band = tuple(k["DIFFICULTY_BAND"])
     if len(band) != 2 or not 0 <= band[0] <= band[1] <= 1:
-        raise BadInput(f"DIFFICULTY_BAND must be two pass rates low,high with 0 <= low <= high <= 1, got {k['DIFFICULTY_BAND']}")
+        raise BadInput(
+            f"DIFFICULTY_BAND must be two pass rates low,high with 0 <= low <= high <= 1, got {k['DIFFICULTY_BAND']}"
+        )
     if k["DIFFICULTY_SAMPLES"] < 1:
         raise BadInput(f"DIFFICULTY_SAMPLES must be positive, got {k['DIFFICULTY_SAMPLES']}")
     if k["DIFFICULTY_PROMPTS"] < 0:
@@ -99,7 +121,10 @@ def check_knobs(k: dict, reward_module) -> None:
     if k["COLLAPSE_PATIENCE"] < 0:
         raise BadInput(f"COLLAPSE_PATIENCE must be >= 0 (0 = off), got {k['COLLAPSE_PATIENCE']}")
     if k["SMOKE"] and not os.path.isdir(k["MODEL_NAME"]):
-        raise BadInput(f"--smoke: no tiny model in {k['MODEL_NAME']}; build one with  python cpu_models/tiny_model.py {k['MODEL_NAME']}")
+        raise BadInput(
+            f"--smoke: no tiny model in {k['MODEL_NAME']}; build one with  python cpu_models/tiny_model.py "
+            f"{k['MODEL_NAME']}"
+        )
     if prompts.is_local_path(k["DATASET_NAME"]) and not os.path.exists(k["DATASET_NAME"]):
         raise BadInput(f"DATASET_NAME: no such file {k['DATASET_NAME']}")
 
@@ -142,9 +167,16 @@ def check_target_modules(k: dict) -> None:
     except Exception as e:  # offline without a cached config, a custom architecture, ...
         print(f"note: LORA_TARGET_MODULES not checked before loading ({type(e).__name__}: {e})")
         return
-    linear = sorted({name.rsplit(".", 1)[-1] for name, module in skeleton.named_modules()
-                     if isinstance(module, torch.nn.Linear) and name.rsplit(".", 1)[-1] != "lm_head"})
+    linear = sorted(
+        {
+            name.rsplit(".", 1)[-1]
+            for name, module in skeleton.named_modules()
+            if isinstance(module, torch.nn.Linear) and name.rsplit(".", 1)[-1] != "lm_head"
+        }
+    )
     missing = [m for m in k["LORA_TARGET_MODULES"] if m not in linear]
     if missing:
-        raise BadInput(f"LORA_TARGET_MODULES names {missing}, which {k['MODEL_NAME']} does not have; "
-                         f"its linear layers are: {','.join(linear)}")
+        raise BadInput(
+            f"LORA_TARGET_MODULES names {missing}, which {k['MODEL_NAME']} does not have; "
+            f"its linear layers are: {','.join(linear)}"
+        )

@@ -93,9 +93,20 @@ def sample_hf(k: dict, model, tokenizer, texts: list[str], max_completion: int) 
     """The same with transformers `generate`, BATCH_PROMPTS prompts per call, with a progress bar."""
     from grpo.sampling import sample_texts
 
-    done = sample_texts(model, tokenizer, texts, k["DIFFICULTY_SAMPLES"], BATCH_PROMPTS, "difficulty: sampling", k["SEED"],
-                        do_sample=True, temperature=k["TEMPERATURE"], top_p=k["TOP_P"], min_p=k["MIN_P"] or None,
-                        max_new_tokens=max_completion)  # stops where GRPO stops: sample_texts' default
+    done = sample_texts(
+        model,
+        tokenizer,
+        texts,
+        k["DIFFICULTY_SAMPLES"],
+        BATCH_PROMPTS,
+        "difficulty: sampling",
+        k["SEED"],
+        do_sample=True,
+        temperature=k["TEMPERATURE"],
+        top_p=k["TOP_P"],
+        min_p=k["MIN_P"] or None,
+        max_new_tokens=max_completion,
+    )  # stops where GRPO stops: sample_texts' default
     return [s["text"] for s in done], sum(s["n_tokens"] for s in done)
 
 
@@ -120,7 +131,10 @@ def filter_prompts(k: dict, model, tokenizer, dataset, judge, max_completion: in
     if rates is not None:
         print(f"difficulty: reused the pass rates in {path} (same model, adapter, prompts and sampling)")
     else:
-        print(f"difficulty: {len(dataset)} prompts x {k['DIFFICULTY_SAMPLES']} completions of up to {max_completion} tokens")
+        print(
+            f"difficulty: {len(dataset)} prompts x {k['DIFFICULTY_SAMPLES']} completions of up to {max_completion} "
+            "tokens"
+        )
         rates, mean_tokens = pass_rates(k, model, tokenizer, dataset, judge, max_completion)
         if is_main_process():
             os.makedirs(k["DIFFICULTY_CACHE"], exist_ok=True)
@@ -128,14 +142,29 @@ def filter_prompts(k: dict, model, tokenizer, dataset, judge, max_completion: in
                 json.dump({"key": key, "rates": rates, "mean_completion_tokens": mean_tokens}, f)
     keep = select(rates, k["DIFFICULTY_BAND"])
     counts = histogram(rates, k["DIFFICULTY_SAMPLES"])
-    print(f"difficulty: pass rates {', '.join(f'{b}: {n}' for b, n in counts.items())}; kept {len(keep)} of "
-          f"{len(rates)} prompts in [{k['DIFFICULTY_BAND'][0]:g}, {k['DIFFICULTY_BAND'][1]:g}]")
+    print(
+        f"difficulty: pass rates {', '.join(f'{b}: {n}' for b, n in counts.items())}; kept {len(keep)} of "
+        f"{len(rates)} prompts in [{k['DIFFICULTY_BAND'][0]:g}, {k['DIFFICULTY_BAND'][1]:g}]"
+    )
     if is_main_process():
         os.makedirs(k["OUTPUT_DIR"], exist_ok=True)
         with open(os.path.join(k["OUTPUT_DIR"], "difficulty.json"), "w") as f:
-            json.dump({"band": list(k["DIFFICULTY_BAND"]), "kept": len(keep), "of": len(rates), "histogram": counts,
-                       "samples": k["DIFFICULTY_SAMPLES"], "mean_completion_tokens": mean_tokens, "cache": path}, f, indent=1)
+            json.dump(
+                {
+                    "band": list(k["DIFFICULTY_BAND"]),
+                    "kept": len(keep),
+                    "of": len(rates),
+                    "histogram": counts,
+                    "samples": k["DIFFICULTY_SAMPLES"],
+                    "mean_completion_tokens": mean_tokens,
+                    "cache": path,
+                },
+                f,
+                indent=1,
+            )
     if not keep:
-        raise BadInput(f"DIFFICULTY_FILTER kept none of the {len(rates)} prompts (pass rates {counts}); "
-                       f"widen DIFFICULTY_BAND or prime more")
+        raise BadInput(
+            f"DIFFICULTY_FILTER kept none of the {len(rates)} prompts (pass rates {counts}); "
+            f"widen DIFFICULTY_BAND or prime more"
+        )
     return dataset.select(keep), {"DIFFICULTY_KEPT": len(keep)}

@@ -76,7 +76,9 @@ def resolve(namespace: dict, argv: list[str], smoke_preset: dict, script: str, c
     if "--help" in argv or "-h" in argv:
         print(help_text(namespace, script, smoke_preset, presets))
         sys.exit(0)
-    chosen = ["smoke" for a in argv if a == "--smoke"] + [a.split("=", 1)[1] for a in argv if a.startswith("--preset=")]
+    chosen = ["smoke" for a in argv if a == "--smoke"] + [
+        a.split("=", 1)[1] for a in argv if a.startswith("--preset=")
+    ]
     try:
         if len(set(chosen)) > 1:
             raise OverrideError(f"one preset at a time, got {', '.join(sorted(set(chosen)))}")
@@ -117,13 +119,21 @@ def help_text(namespace: dict, script: str, smoke_preset: dict, presets: dict | 
         with open(path, encoding="utf-8") as f:
             comments = knob_comments(f.read())
     doc = (namespace.get("__doc__") or "").strip().splitlines()
-    lines = [doc[0] if doc else script, "",
-             f"usage: python {script} [--smoke{' | --preset=NAME' if len(presets or {}) > 1 else ''}] [--name=value ...]", "",
-             "Every knob is an UPPER_CASE constant at the top of the script; --lowercase_name=value overrides it.",
-             "--smoke first applies the CPU preset: " + ", ".join(f"{k.lower()}={v!r}" for k, v in smoke_preset.items()), ""]
+    lines = [
+        doc[0] if doc else script,
+        "",
+        f"usage: python {script} [--smoke{' | --preset=NAME' if len(presets or {}) > 1 else ''}] [--name=value ...]",
+        "",
+        "Every knob is an UPPER_CASE constant at the top of the script; --lowercase_name=value overrides it.",
+        "--smoke first applies the CPU preset: " + ", ".join(f"{k.lower()}={v!r}" for k, v in smoke_preset.items()),
+        "",
+    ]
     for name, preset in (presets or {}).items():
         if name != "smoke":
-            lines += [f"--preset={name} first applies: " + ", ".join(f"{k.lower()}={v!r}" for k, v in preset.items()), ""]
+            lines += [
+                f"--preset={name} first applies: " + ", ".join(f"{k.lower()}={v!r}" for k, v in preset.items()),
+                "",
+            ]
     lines.append("knobs (default, then what it does):")
     width = max(len(name) for name in knobs) + 2
     for name, value in knobs.items():
@@ -145,6 +155,8 @@ def apply_overrides(knobs: dict, args: list[str]) -> dict:
         if key not in knobs:
             close = difflib.get_close_matches(name.lower(), [k.lower() for k in knobs], n=3, cutoff=0.6)
             hint = f" (did you mean {', '.join('--' + c for c in close[:3])}?)" if close else ""
-            raise OverrideError(f"unknown knob --{name}{hint}; the knobs are the UPPER_CASE constants at the top of the script")
+            raise OverrideError(
+                f"unknown knob --{name}{hint}; the knobs are the UPPER_CASE constants at the top of the script"
+            )
         out[key] = convert(key, text, knobs[key])
     return out

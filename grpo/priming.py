@@ -5,9 +5,10 @@ format would otherwise earn nothing from the format rewards for a long time.
 The primed adapter is kept apart (OUTPUT_DIR/lora_primed) so evaluate.py can tell priming from GRPO,
 and, with REUSE_PRIMING, in PRIMING_CACHE under a key of everything that decides it: the model (for a
 local folder, with its weights' checksum; a Hub id by name), the examples file, the priming and LoRA
-knobs, the seed, the precision and the library versions. A later run with the same key loads that adapter instead of priming again, and
-says so; GRPO then starts from the same weights, and the trainer reseeds itself, so the run is the
-same as one that primed. run_config.json records which cached adapter was reused.
+knobs, the seed, the precision and the library versions. A later run with the same key loads that
+adapter instead of priming again, and says so; GRPO then starts from the same weights, and the trainer
+reseeds itself, so the run is the same as one that primed. run_config.json records which cached adapter
+was reused (FOUND.PRIMING_REUSED_FROM).
 """
 
 from __future__ import annotations
@@ -26,9 +27,22 @@ from grpo.device import is_main_process
 from grpo.record import installed_versions, timed, write_model_card
 
 # the knobs that decide what priming produces (with the model's checksum, the examples and versions)
-KEY_KNOBS = ("MODEL_NAME", "LOAD_IN_4BIT", "MAX_SEQ_LENGTH", "LORA_RANK", "LORA_ALPHA", "LORA_TARGET_MODULES",
-             "FORMAT_SFT_DATASET", "FORMAT_SFT_EPOCHS", "FORMAT_SFT_LEARNING_RATE", "FORMAT_SFT_MAX_EXAMPLES",
-             "FORMAT_SFT_MAX_TOKENS", "WEIGHT_DECAY", "OPTIM", "SEED")
+KEY_KNOBS = (
+    "MODEL_NAME",
+    "LOAD_IN_4BIT",
+    "MAX_SEQ_LENGTH",
+    "LORA_RANK",
+    "LORA_ALPHA",
+    "LORA_TARGET_MODULES",
+    "FORMAT_SFT_DATASET",
+    "FORMAT_SFT_EPOCHS",
+    "FORMAT_SFT_LEARNING_RATE",
+    "FORMAT_SFT_MAX_EXAMPLES",
+    "FORMAT_SFT_MAX_TOKENS",
+    "WEIGHT_DECAY",
+    "OPTIM",
+    "SEED",
+)
 KEY_FILE = "priming_key.json"  # written last into a cache entry: what it was primed from
 
 
@@ -49,8 +63,14 @@ def priming_key(k: dict, model_sha256: str | None, bf16: bool) -> dict:
     if prompts.is_local_path(source) and os.path.isfile(source):
         with open(source, "rb") as f:
             source = {"file": os.path.abspath(source), "sha256": hashlib.sha256(f.read()).hexdigest()}
-    return {**{n: k.get(n) for n in KEY_KNOBS}, "MODEL_SHA256": model_sha256, "FORMAT_SFT_DATASET": source,
-            "BF16": bf16, "CUDA": _cuda(), "VERSIONS": installed_versions(("torch", "transformers", "trl", "peft", "unsloth"))}
+    return {
+        **{n: k.get(n) for n in KEY_KNOBS},
+        "MODEL_SHA256": model_sha256,
+        "FORMAT_SFT_DATASET": source,
+        "BF16": bf16,
+        "CUDA": _cuda(),
+        "VERSIONS": installed_versions(("torch", "transformers", "trl", "peft", "unsloth")),
+    }
 
 
 def _cuda() -> bool:
@@ -90,11 +110,15 @@ def prime(k: dict, model, tokenizer, examples, resume_from: str | None, model_sh
     if k["REUSE_PRIMING"] and cached(entry, key):
         model.load_adapter(entry, adapter_name="default", is_trainable=True)
         if is_main_process():
-            shutil.copytree(entry, primed, dirs_exist_ok=True, ignore=shutil.ignore_patterns(KEY_FILE, "sft_metrics.jsonl"))
+            shutil.copytree(
+                entry, primed, dirs_exist_ok=True, ignore=shutil.ignore_patterns(KEY_FILE, "sft_metrics.jsonl")
+            )
             shutil.copyfile(os.path.join(entry, "sft_metrics.jsonl"), metrics_path)
             write_model_card(primed, k, 0, primed_only=True)  # the card names this run's folder
-        print(f"format priming: reused the primed adapter in {entry} (same model, examples, priming knobs "
-              f"and seed; --reuse_priming=false primes again)")
+        print(
+            f"format priming: reused the primed adapter in {entry} (same model, examples, priming knobs "
+            f"and seed; --reuse_priming=false primes again)"
+        )
         return primed, {"PRIMED_ADAPTER": primed, "PRIMING_REUSED_FROM": entry}
     format_sft(k, model, tokenizer, examples, metrics_path, bf16, primed)
     if k["REUSE_PRIMING"] and is_main_process():
@@ -126,9 +150,14 @@ def format_sft(k: dict, model, tokenizer, examples, metrics_path: str, bf16: boo
     try:
         examples = prompts.filter_sft_by_length(examples, tokenizer, limit, k["FORMAT_SFT_MAX_EXAMPLES"])
     except prompts.DatasetFormatError as e:
-        raise BadInput(f"MAX_SEQ_LENGTH={k['MAX_SEQ_LENGTH']}, FORMAT_SFT_MAX_TOKENS={k['FORMAT_SFT_MAX_TOKENS']}: {e} "
-                       f"of {k['FORMAT_SFT_DATASET']}; raise them, or --format_sft=false") from e
-    print(f"format priming: {len(examples)} worked examples x {k['FORMAT_SFT_EPOCHS']} epochs, lr {k['FORMAT_SFT_LEARNING_RATE']}")
+        raise BadInput(
+            f"MAX_SEQ_LENGTH={k['MAX_SEQ_LENGTH']}, FORMAT_SFT_MAX_TOKENS={k['FORMAT_SFT_MAX_TOKENS']}: {e} "
+            f"of {k['FORMAT_SFT_DATASET']}; raise them, or --format_sft=false"
+        ) from e
+    print(
+        f"format priming: {len(examples)} worked examples x {k['FORMAT_SFT_EPOCHS']} epochs, lr "
+        f"{k['FORMAT_SFT_LEARNING_RATE']}"
+    )
     config = SFTConfig(
         output_dir=os.path.join(k["OUTPUT_DIR"], "format_sft"),
         per_device_train_batch_size=1,
@@ -147,8 +176,13 @@ def format_sft(k: dict, model, tokenizer, examples, metrics_path: str, bf16: boo
         fp16=False,
         report_to=k["REPORT_TO"],
     )
-    trainer = SFTTrainer(model=model, processing_class=tokenizer, train_dataset=examples, args=config,
-                         callbacks=[callbacks.make_sft_metrics_callback(metrics_path)])
+    trainer = SFTTrainer(
+        model=model,
+        processing_class=tokenizer,
+        train_dataset=examples,
+        args=config,
+        callbacks=[callbacks.make_sft_metrics_callback(metrics_path)],
+    )
     trainer.train()
     if is_main_process():
         model.save_pretrained(primed)

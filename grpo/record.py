@@ -88,9 +88,18 @@ def manifest(trainer, data: dict) -> dict:
         device = {"cpu": cpu, "cpu_threads": torch.get_num_threads()}
     here = os.path.dirname(os.path.abspath(__file__))
     try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=10).stdout.strip()
-        dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
-                                    capture_output=True, text=True, timeout=10).stdout.strip())
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=10
+        ).stdout.strip()
+        dirty = bool(
+            subprocess.run(
+                ["git", "status", "--porcelain", "--untracked-files=no"],
+                cwd=here,
+                capture_output=True,
+                text=True,
+                timeout=10,
+            ).stdout.strip()
+        )
         commit = (commit + ("+uncommitted changes" if dirty else "")) or None
     except (OSError, subprocess.SubprocessError):
         commit = None
@@ -108,20 +117,23 @@ def write_run_config(output_dir: str, record: dict) -> None:
 
 def write_model_card(lora_dir: str, k: dict, steps: int, primed_only: bool = False) -> None:
     """A short README.md beside the adapter: what it was trained from, on what, and how to load it."""
-    training = (f"Format priming only (SFT on `{k['FORMAT_SFT_DATASET']}`, {k['FORMAT_SFT_EPOCHS']} epochs), before GRPO."
-                if primed_only else
-                f"Trained with GRPO (TRL's GRPOTrainer through Unsloth) for {steps} steps on `{k['DATASET_NAME']}`"
-                + (f", after format priming on `{k['FORMAT_SFT_DATASET']}`" if k["FORMAT_SFT"] else "") + ",")
+    training = (
+        f"Format priming only (SFT on `{k['FORMAT_SFT_DATASET']}`, {k['FORMAT_SFT_EPOCHS']} epochs), before GRPO."
+        if primed_only
+        else f"Trained with GRPO (TRL's GRPOTrainer through Unsloth) for {steps} steps on `{k['DATASET_NAME']}`"
+        + (f", after format priming on `{k['FORMAT_SFT_DATASET']}`" if k["FORMAT_SFT"] else "")
+        + ","
+    )
     card = f"""---
-base_model: {k['MODEL_NAME']}
+base_model: {k["MODEL_NAME"]}
 library_name: peft
 tags: [grpo, lora, math, reasoning]
 ---
-# LoRA adapter: GRPO math reasoning on {k['MODEL_NAME']}
+# LoRA adapter: GRPO math reasoning on {k["MODEL_NAME"]}
 
 {training}
-GRPO rewards {', '.join(k['REWARD_FUNCS'])} (weights {', '.join(map(str, k['REWARD_WEIGHTS']))}).
-Loss `{k['LOSS_TYPE']}`, beta {k['BETA']}, learning rate {k['LEARNING_RATE']}, LoRA rank {k['LORA_RANK']}.
+GRPO rewards {", ".join(k["REWARD_FUNCS"])} (weights {", ".join(map(str, k["REWARD_WEIGHTS"]))}).
+Loss `{k["LOSS_TYPE"]}`, beta {k["BETA"]}, learning rate {k["LEARNING_RATE"]}, LoRA rank {k["LORA_RANK"]}.
 The prompts use the trainer's system prompt and chat template (saved with the tokenizer here).
 `run_config.json` and `metrics.jsonl` one folder up hold every setting and every step.
 
@@ -129,7 +141,7 @@ The prompts use the trainer's system prompt and chat template (saved with the to
 from peft import PeftModel
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-base = AutoModelForCausalLM.from_pretrained("{k['MODEL_NAME']}")
+base = AutoModelForCausalLM.from_pretrained("{k["MODEL_NAME"]}")
 model = PeftModel.from_pretrained(base, "{lora_dir}")
 tokenizer = AutoTokenizer.from_pretrained("{lora_dir}")
 ```

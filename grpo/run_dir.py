@@ -110,11 +110,19 @@ def resume_checkpoint(k: dict) -> str | None:
         return k["RESUME"]
     if not is_main_process():  # under torchrun rank 0 alone judges (and tidies) the folder; the others follow it
         return None
-    earlier = [os.path.basename(p) for p in found] + [n for n in ("metrics.jsonl",) if os.path.exists(os.path.join(out, n))]
+    earlier = [os.path.basename(p) for p in found] + [
+        n for n in ("metrics.jsonl",) if os.path.exists(os.path.join(out, n))
+    ]
     if earlier and k["SMOKE"] and was_smoke_run(out):  # never wipe a real run, even from --smoke
         import shutil
 
-        for name in [os.path.basename(p) for p in found] + ["completions", "lora", "lora_primed", "format_sft", "runs"]:
+        for name in [os.path.basename(p) for p in found] + [
+            "completions",
+            "lora",
+            "lora_primed",
+            "format_sft",
+            "runs",
+        ]:
             shutil.rmtree(os.path.join(out, name), ignore_errors=True)
         for name in ("metrics.jsonl", "run_config.json", "reward_curves.png"):
             if os.path.exists(os.path.join(out, name)):

@@ -2,16 +2,16 @@
 
 `generate(num_return_sequences=n)` copies every prompt n times before its first forward pass, so the
 prompt is read n times. Here the prompts' KV cache is computed once per batch and copied to the n
-samples; `generate` then reads only each prompt's last token. On a 2-core CPU, with 80-token prompts
-and 4 samples, that prefill was about a quarter of the sampling time. evaluate.py and the difficulty
+samples; `generate` then reads only each prompt's last token, since on a CPU the repeated prefill is a
+large share of the sampling time. evaluate.py and the difficulty
 filter sample this way; greedy, it gives exactly what plain `generate` gives (tests/test_evaluate.py).
 
 `generate(do_sample=True)` then spends about a quarter of its time on a 49k-token vocabulary choosing
 each token: top-p sorts the whole vocabulary, and the draw makes one random number per token.
 `TopDraw` draws from the same distribution (temperature, then top-p and min-p as transformers' warpers
 keep tokens) on the 64 likeliest tokens, and looks at the whole vocabulary only for a row whose kept set
-reaches 64. evaluate.py samples through it: 32 prompts x 4 from primed SmolLM2 on the Zen 3 took 64-70 s
-against 90 s (BENCHMARKS.md, "A faster evaluation"). The difficulty filter keeps `generate`'s own draw:
+reaches 64. evaluate.py samples through it, in less time (BENCHMARKS.md). The difficulty filter keeps
+`generate`'s own draw:
 its draws decide which prompts GRPO trains on, and every recorded run was made with them.
 While it samples, a model on the CPU runs grpo/attention.py's attention, which reads shared key/value
 heads in place instead of copying them.
@@ -107,8 +107,12 @@ def generate_repeated(model, ids, mask, copies: int, **generate_kwargs):
 
     with torch.no_grad():
         cache = prefill(model, ids[:, :-1], mask[:, :-1], copies)  # all but the last token: generate reads that one
-        return model.generate(input_ids=ids.repeat_interleave(copies, 0), attention_mask=mask.repeat_interleave(copies, 0),
-                              past_key_values=cache, **generate_kwargs)
+        return model.generate(
+            input_ids=ids.repeat_interleave(copies, 0),
+            attention_mask=mask.repeat_interleave(copies, 0),
+            past_key_values=cache,
+            **generate_kwargs,
+        )
 
 
 def grpo_stop_tokens(model, tokenizer) -> list[int]:
@@ -131,8 +135,9 @@ def grpo_stop_tokens(model, tokenizer) -> list[int]:
     return [*first, *[t for t in configured if t not in first]]
 
 
-def sample_texts(model, tokenizer, texts: list[str], copies: int, batch_prompts: int, desc: str, seed: int,
-                 **generate_kwargs) -> list[dict]:
+def sample_texts(
+    model, tokenizer, texts: list[str], copies: int, batch_prompts: int, desc: str, seed: int, **generate_kwargs
+) -> list[dict]:
     """`copies` completions of each chat-formatted prompt in `texts`, `batch_prompts` prompts per
     `generate` call, with a progress bar. One dict per completion, in prompt order: the prompt's index,
     the decoded text up to where `generate` stopped (its first eos or pad), that length in tokens, and
@@ -155,16 +160,23 @@ def sample_texts(model, tokenizer, texts: list[str], copies: int, batch_prompts:
     try:
         with gqa_on_cpu(model):
             for start in tqdm(range(0, len(texts), batch_prompts), desc=desc, unit="batch"):
-                enc = tokenizer(texts[start:start + batch_prompts], return_tensors="pt", padding=True,
-                                add_special_tokens=False).to(model.device)
+                enc = tokenizer(
+                    texts[start : start + batch_prompts], return_tensors="pt", padding=True, add_special_tokens=False
+                ).to(model.device)
                 ids = enc["input_ids"]
-                out = generate_repeated(model, ids, enc["attention_mask"], copies, pad_token_id=tokenizer.pad_token_id,
-                                        **generate_kwargs)
-                for j, new in enumerate(out[:, ids.shape[1]:].tolist()):
+                out = generate_repeated(
+                    model, ids, enc["attention_mask"], copies, pad_token_id=tokenizer.pad_token_id, **generate_kwargs
+                )
+                for j, new in enumerate(out[:, ids.shape[1] :].tolist()):
                     m = next((i for i, t in enumerate(new) if t in stops), len(new))
-                    samples.append({"problem": start + j // copies,
-                                    "text": tokenizer.decode(new[:m], skip_special_tokens=True),
-                                    "n_tokens": m, "truncated": m == len(new) and m >= limit})
+                    samples.append(
+                        {
+                            "problem": start + j // copies,
+                            "text": tokenizer.decode(new[:m], skip_special_tokens=True),
+                            "n_tokens": m,
+                            "truncated": m == len(new) and m >= limit,
+                        }
+                    )
     finally:
         tokenizer.padding_side = side
         model.train(was_training)

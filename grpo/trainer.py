@@ -83,7 +83,8 @@ def gate_groups(rewards_per_func, right, num_generations: int):
     right, share all wrong).
 
     >>> import torch
-    >>> r, all_right, all_wrong = gate_groups(torch.tensor([[3.0], [0.0], [1.0], [2.0]]), torch.tensor([False, False, True, False]), 2)
+    >>> rewards, right = torch.tensor([[3.0], [0.0], [1.0], [2.0]]), torch.tensor([False, False, True, False])
+    >>> r, all_right, all_wrong = gate_groups(rewards, right, 2)
     >>> r.flatten().tolist(), all_right, all_wrong
     ([1.5, 1.5, 1.0, 2.0], 0.0, 0.5)
     """
@@ -105,7 +106,8 @@ def right_only(advantages, right):
     (advantages, share of completions with a nonzero advantage that it zeroed).
 
     >>> import torch
-    >>> a, zeroed = right_only(torch.tensor([1.2, -0.4, 0.3, -1.1, 0.0]), torch.tensor([True, True, False, False, False]))
+    >>> advantages, right = torch.tensor([1.2, -0.4, 0.3, -1.1, 0.0]), torch.tensor([True, True, False, False, False])
+    >>> a, zeroed = right_only(advantages, right)
     >>> [round(x, 2) for x in a.tolist()], zeroed
     ([1.2, 0.0, 0.0, 0.0, 0.0], 0.75)
     """
@@ -135,9 +137,11 @@ def with_outcome_judge(trainer_class, judge, gate: bool, only_right: bool):
     tests/test_gpu_path.py fails if TRL or Unsloth stops calling them in that order (docs/gpu_path.md)."""
 
     if not callable(getattr(trainer_class, "_calculate_rewards", None)):  # the one hook the judge needs
-        raise BadInput("OUTCOME_GATE and REINFORCE_RIGHT_ONLY need GRPOTrainer._calculate_rewards, which this TRL/Unsloth "
-                       "version lacks; use the pinned versions (requirements.txt) or --outcome_gate=false "
-                       "--reinforce_right_only=false")
+        raise BadInput(
+            "OUTCOME_GATE and REINFORCE_RIGHT_ONLY need GRPOTrainer._calculate_rewards, which this TRL/Unsloth "
+            "version lacks; use the pinned versions (requirements.txt) or --outcome_gate=false "
+            "--reinforce_right_only=false"
+        )
 
     class OutcomeJudgedGRPOTrainer(trainer_class):
         def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
@@ -181,8 +185,18 @@ class Controls:
     algorithm: dict
 
 
-def build(k: dict, model, tokenizer, reward_funcs: list, judge, dataset, eval_dataset, max_prompt_length: int,
-          primed: str | None, fast_inference: bool):
+def build(
+    k: dict,
+    model,
+    tokenizer,
+    reward_funcs: list,
+    judge,
+    dataset,
+    eval_dataset,
+    max_prompt_length: int,
+    primed: str | None,
+    fast_inference: bool,
+):
     """(The GRPOTrainer, with OUTCOME_GATE and REINFORCE_RIGHT_ONLY by judge, ready to train; its Controls).
     Prints the run's shape and any algorithm knob Unsloth's config rewrote."""
     from trl import GRPOConfig, GRPOTrainer
@@ -190,8 +204,9 @@ def build(k: dict, model, tokenizer, reward_funcs: list, judge, dataset, eval_da
     # fp16 GPUs (T4): Unsloth sets fp16 itself
     config = GRPOConfig(**grpo_config_kwargs(k, max_prompt_length, bf16(), fast_inference))
     judged = k["OUTCOME_GATE"] or k["REINFORCE_RIGHT_ONLY"]
-    trainer_class = (with_outcome_judge(GRPOTrainer, judge, k["OUTCOME_GATE"], k["REINFORCE_RIGHT_ONLY"])
-                     if judged else GRPOTrainer)
+    trainer_class = (
+        with_outcome_judge(GRPOTrainer, judge, k["OUTCOME_GATE"], k["REINFORCE_RIGHT_ONLY"]) if judged else GRPOTrainer
+    )
     alarm = callbacks.make_collapse_callback(k["COLLAPSE_PATIENCE"], k["STOP_ON_COLLAPSE"])
     stop = callbacks.make_signal_stop_callback()
     guard = callbacks.make_nonfinite_guard_callback()
@@ -203,8 +218,13 @@ def build(k: dict, model, tokenizer, reward_funcs: list, judge, dataset, eval_da
         args=config,
         train_dataset=dataset,
         eval_dataset=eval_dataset,
-        callbacks=[callbacks.make_metrics_callback(metrics_path, list(k["REWARD_FUNCS"])), alarm, stop,
-                   callbacks.make_checkpoint_tidy_callback("ref"), guard],  # guard last: it cancels a save
+        callbacks=[
+            callbacks.make_metrics_callback(metrics_path, list(k["REWARD_FUNCS"])),
+            alarm,
+            stop,
+            callbacks.make_checkpoint_tidy_callback("ref"),
+            guard,
+        ],  # guard last: it cancels a save
     )
     controls = Controls(alarm=alarm, stop=stop, guard=guard, algorithm=algorithm_used(trainer.args))
     if k["OUTCOME_GATE"]:
@@ -212,13 +232,20 @@ def build(k: dict, model, tokenizer, reward_funcs: list, judge, dataset, eval_da
     if k["REINFORCE_RIGHT_ONLY"]:
         print("right only: completions judged wrong get zero advantage, right ones only a positive one")
     if k["BETA"] > 0:  # TRL freezes a copy of the adapter as it is now ("ref"): the KL reference
-        print("KL reference: " + ("the primed model (a frozen copy of the primed adapter)" if primed else "the base model"))
+        print(
+            "KL reference: "
+            + ("the primed model (a frozen copy of the primed adapter)" if primed else "the base model")
+        )
     used = controls.algorithm
     for knob, value in used.items():
         if value != k[knob]:
-            print(f"note: the trainer uses {knob}={value!r}, not the requested {k[knob]!r} "
-                  "(Unsloth's GRPO config rewrote it)")
-    completions = config.per_device_train_batch_size * config.gradient_accumulation_steps * world_size()  # all processes
+            print(
+                f"note: the trainer uses {knob}={value!r}, not the requested {k[knob]!r} "
+                "(Unsloth's GRPO config rewrote it)"
+            )
+    completions = (
+        config.per_device_train_batch_size * config.gradient_accumulation_steps * world_size()
+    )  # all processes
     processes = f" over {world_size()} processes" if world_size() > 1 else ""
     print(
         f"run: {k['MAX_STEPS']} steps, {completions // k['NUM_GENERATIONS']} prompts x {k['NUM_GENERATIONS']} "
@@ -241,7 +268,8 @@ def train(trainer, controls: Controls, resume_from: str | None) -> None:
             # transformers loads the optimizer state onto args.device, which is "cpu:0" there, a place
             # torch.load does not know; storage on the CPU needs no moving at all
             torch.serialization.register_package(
-                5, lambda storage: None, lambda storage, where: storage if str(where).startswith("cpu") else None)
+                5, lambda storage: None, lambda storage, where: storage if str(where).startswith("cpu") else None
+            )
     controls.stop.install()
     try:
         trainer.train(resume_from_checkpoint=resume_from)
@@ -249,5 +277,3 @@ def train(trainer, controls: Controls, resume_from: str | None) -> None:
         if not callbacks.is_nonfinite_sampling_error(e):
             raise
         controls.guard.trip("the sampling probabilities: inf or NaN logits", trainer.state.global_step + 1)
-
-

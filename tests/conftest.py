@@ -10,6 +10,20 @@ if os.environ.get("PYTEST_XDIST_WORKER"):  # two workers share the cores (pytest
     os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = "1"  # or OpenMP's spinning threads fight
 
 
+def start_script(workdir, name, *args, env=None):
+    """`python <repo>/<name> args...` in workdir, started and not waited for (stdout and stderr together):
+    for runs side by side. finish_script waits for it."""
+    return subprocess.Popen([sys.executable, os.path.join(ROOT, name), *args], cwd=workdir, text=True,
+                            env={**os.environ, **(env or {})}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+
+
+def finish_script(process, timeout=900) -> str:
+    """Wait for a start_script process; assert exit 0 (showing the log's tail if not); return its log."""
+    out, _ = process.communicate(timeout=timeout)
+    assert process.returncode == 0, out[-6000:]
+    return out
+
+
 def run_script(workdir, name, *args, env=None, check=True, stdin=None, timeout=600):
     """`python <repo>/<name> args...` in workdir; with check, assert exit 0 and show the log's tail if not."""
     result = subprocess.run([sys.executable, os.path.join(ROOT, name), *args], cwd=workdir, capture_output=True,

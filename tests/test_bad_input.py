@@ -21,7 +21,7 @@ def refused(tmp_path, *args) -> str:
     assert result.returncode != 0 and "Traceback" not in result.stderr, result.stderr[-3000:]
     errors = [line for line in result.stderr.splitlines() if line.startswith("train_grpo.py: error:")]
     assert len(errors) == 1, result.stderr[-3000:]
-    return errors[0], time.time() - started
+    return errors[0], time.time() - started, result.stdout + result.stderr
 
 
 @pytest.mark.parametrize("args,message", [
@@ -33,11 +33,12 @@ def refused(tmp_path, *args) -> str:
     (["--dataset_name=blank.jsonl", "--holdout_size=0"], "blank.jsonl, line 3: 'prompt' is empty"),
 ])
 def test_bad_sampling_knobs_and_data_files_are_one_line_in_seconds(tmp_path, args, message):
-    line, seconds = refused(tmp_path, *args)
+    line, seconds, output = refused(tmp_path, *args)
     assert message in line and seconds < 30, (line, seconds)  # the model never loads: seconds, on any CPU
+    assert output.strip() == line  # that line alone: no progress bar, no warning
 
 
 @pytest.mark.slow
 def test_a_sequence_length_no_prompt_fits_is_one_line_naming_the_knob(tmp_path):
-    line, _ = refused(tmp_path, "--max_seq_length=10")
+    line, _, _ = refused(tmp_path, "--max_seq_length=10")
     assert "leave no room in MAX_SEQ_LENGTH=10: raise --max_seq_length" in line

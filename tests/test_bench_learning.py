@@ -36,8 +36,19 @@ def test_the_table_gives_each_cell_its_gain_over_its_control_and_the_verdict(tmp
         fake_run(out / f"b{build}-s5-control", [-4.0] * STEPS)
         fake_run(out / f"b{build}-s5", [-4.0] * 10 + [-4.0 + (1.5 if build == 1 else 0.2)] * (STEPS - 10))
         fake_run(out / f"b{build}-s5-shuffled", [-4.1] * STEPS)
-    result = subprocess.run([sys.executable, os.path.join(ROOT, "bench", "bench_learning.py"), "--builds=1,2", "--seeds=5",
-                             f"--max_steps={STEPS}", f"--out={out}"], capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [
+            sys.executable,
+            os.path.join(ROOT, "bench", "bench_learning.py"),
+            "--builds=1,2",
+            "--seeds=5",
+            f"--max_steps={STEPS}",
+            f"--out={out}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     table = result.stdout
     assert "| 1 | 5 | -3.25 | -2.50 | -4.00 | +1.50 | 0.10 | yes |" in table
@@ -48,21 +59,18 @@ def test_the_table_gives_each_cell_its_gain_over_its_control_and_the_verdict(tmp
 
 
 def test_shuffled_rewards_offer_all_that_train_grpo_reads_and_only_permute_the_scores():
-    """bench/shuffled_rewards.py stands in for rewards.py inside train_grpo.py: every `rewards.NAME` that
-    train_grpo.py reads must be there (a missing one broke the falsification runs once), and each reward
-    returns its own scores, permuted."""
-    import re
-
+    """bench/shuffled_rewards.py stands in for rewards.py inside train_grpo.py: every public name of rewards.py
+    must be there (a missing one broke the falsification runs once), the rewards each returning their own
+    scores, permuted, and everything else rewards.py's own."""
     import rewards
     from bench import shuffled_rewards
 
     fake = shuffled_rewards.shuffled_rewards(seed=1)
-    source = open(os.path.join(ROOT, "train_grpo.py")).read()
-    read = set(re.findall(r"\brewards\.([A-Za-z_]\w*)", source)) - {"py"}  # not the file's name in comments
-    assert "answer_is_right" in read  # the pattern finds what train_grpo.py reads
-    for name in read:
-        assert hasattr(fake, name), name
-    assert fake.answer_is_right is rewards.answer_is_right
+    public = {name for name in dir(rewards) if not name.startswith("_")}
+    assert public <= set(vars(fake)), public - set(vars(fake))
+    rewarded = {f.__name__ for f in rewards.REWARD_FUNCS} | {"REWARD_FUNCS"}
+    for name in public - rewarded:
+        assert getattr(fake, name) is getattr(rewards, name), name
     text = f"2 + {{n}} = {{n}}{prompts.REASONING_END}{prompts.SOLUTION_START}{{n}}{prompts.SOLUTION_END}"
     completions = [[{"content": text.format(n=n)}] for n in range(8)]
     answers = [str(n if n % 2 else n + 100) for n in range(8)]  # half right, half far off

@@ -91,8 +91,12 @@ def test_plot_rewards_draws_every_run_under_a_folder_with_eval_rows(tmp_path):
     assert result.returncode == 0, result.stderr
     for run in ("a", "b"):
         assert (tmp_path / run / "reward_curves.png").stat().st_size > 10_000
-    missing = subprocess.run([sys.executable, os.path.join(root, "grpo", "plot_rewards.py"), str(tmp_path / "a" / "nope")],
-                             capture_output=True, text=True, timeout=60)
+    missing = subprocess.run(
+        [sys.executable, os.path.join(root, "grpo", "plot_rewards.py"), str(tmp_path / "a" / "nope")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert missing.returncode != 0 and "no metrics.jsonl" in missing.stderr
 
 
@@ -114,10 +118,16 @@ def test_nonfinite_guard_stops_and_cancels_the_save_on_a_nan_weight_or_loss():
     control = guard.on_step_end(args, state, TrainerControl(should_save=True), model=model)
     assert guard.tripped == ("adapter weight bias", 3)
     assert control.should_training_stop and not control.should_save and not control.should_evaluate
-    assert "GRPO step 3" in guard.message("outputs/x/lora_primed") and "outputs/x/lora_primed" in guard.message("outputs/x/lora_primed")
+    assert "GRPO step 3" in guard.message("outputs/x/lora_primed") and "outputs/x/lora_primed" in guard.message(
+        "outputs/x/lora_primed"
+    )
 
     other = make_nonfinite_guard_callback()
-    control = other.on_log(args, state, TrainerControl(should_save=True), logs={"loss": float("nan"), "grad_norm": 1.0})
+    control = other.on_log(
+        args, state, TrainerControl(should_save=True), logs={"loss": float("nan"), "grad_norm": 1.0}
+    )
     assert other.tripped == ("loss = nan", 3) and control.should_training_stop and not control.should_save
-    control = make_nonfinite_guard_callback().on_log(args, state, TrainerControl(), logs={"loss": 0.1, "grad_norm": 2.0})
+    control = make_nonfinite_guard_callback().on_log(
+        args, state, TrainerControl(), logs={"loss": 0.1, "grad_norm": 2.0}
+    )
     assert not control.should_training_stop

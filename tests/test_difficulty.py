@@ -17,7 +17,17 @@ def test_band_and_histogram_tables():
     assert select(rates, (0.1, 0.9)) == [1, 2, 3]
     assert select(rates, (0.0, 1.0)) == [0, 1, 2, 3, 4]
     assert select(rates, (1.0, 1.0)) == [4]
-    assert histogram(rates, 8) == {"0/8": 1, "1/8": 1, "2/8": 0, "3/8": 0, "4/8": 1, "5/8": 0, "6/8": 0, "7/8": 1, "8/8": 1}
+    assert histogram(rates, 8) == {
+        "0/8": 1,
+        "1/8": 1,
+        "2/8": 0,
+        "3/8": 0,
+        "4/8": 1,
+        "5/8": 0,
+        "6/8": 0,
+        "7/8": 1,
+        "8/8": 1,
+    }
 
 
 @pytest.fixture(scope="module")
@@ -25,12 +35,24 @@ def filtered(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("difficulty")
     rows = open(f"{ROOT}/data/problems.jsonl").read().splitlines()[:40]
     (workdir / "p40.jsonl").write_text("\n".join(rows) + "\n")
-    common = ["--smoke", "--dataset_name=p40.jsonl", "--holdout_size=8", "--difficulty_filter=true",
-              "--difficulty_samples=2", "--max_steps=1"]
+    common = [
+        "--smoke",
+        "--dataset_name=p40.jsonl",
+        "--holdout_size=8",
+        "--difficulty_filter=true",
+        "--difficulty_samples=2",
+        "--max_steps=1",
+    ]
     first = run_script(workdir, "train_grpo.py", *common, "--difficulty_band=0,1", "--output_dir=outputs/all")
     second = run_script(workdir, "train_grpo.py", *common, "--output_dir=outputs/band", check=False)
-    drawn = run_script(workdir, "train_grpo.py", *common, "--difficulty_band=0,1", "--difficulty_prompts=10",
-                       "--output_dir=outputs/drawn")
+    drawn = run_script(
+        workdir,
+        "train_grpo.py",
+        *common,
+        "--difficulty_band=0,1",
+        "--difficulty_prompts=10",
+        "--output_dir=outputs/drawn",
+    )
     return workdir, first, second, drawn
 
 
@@ -98,8 +120,15 @@ def test_with_unsloths_vllm_engine_the_filter_samples_through_it(monkeypatch):
     data = {"prompt": ["p0", "p1"], "answer": ["4", "8"]}
     rates, mean_tokens = difficulty.pass_rates(k, Model(), Tokenizer(), data, rewards.answer_is_right, 64)
     assert rates == [0.5, 0.0] and mean_tokens == 3
-    assert made == {"n": 2, "temperature": 1.0, "top_p": 1.0, "min_p": 0.1, "max_tokens": 64, "seed": 7,
-                    "lora": "lora:difficulty_filter_lora"}
+    assert made == {
+        "n": 2,
+        "temperature": 1.0,
+        "top_p": 1.0,
+        "min_p": 0.1,
+        "max_tokens": 64,
+        "seed": 7,
+        "lora": "lora:difficulty_filter_lora",
+    }
 
 
 def test_the_filter_stops_where_grpo_stops_whether_priming_ran_or_was_reused():

@@ -18,9 +18,24 @@ SCRIPT = os.path.join(ROOT, "train_grpo.py")
 
 def torchrun(workdir, *args):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", SCRIPT,
-                             "--smoke", "--output_dir=outputs/ddp", *args],
-                            cwd=workdir, capture_output=True, text=True, timeout=900, env=env)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node=2",
+            SCRIPT,
+            "--smoke",
+            "--output_dir=outputs/ddp",
+            *args,
+        ],
+        cwd=workdir,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env=env,
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
     return result.stdout
 
@@ -67,8 +82,14 @@ def test_batch_check_counts_every_process(tmp_path, monkeypatch):
     4 per process x 2 processes = 8 completions, one group of 8, is accepted (one process alone would
     be refused); 6 x 2 = 12 is refused, naming the processes."""
     env = {**os.environ, "WORLD_SIZE": "2"}
-    bad = subprocess.run([sys.executable, SCRIPT, "--smoke", "--per_device_train_batch_size=6"], capture_output=True,
-                         text=True, timeout=60, cwd=tmp_path, env=env)
+    bad = subprocess.run(
+        [sys.executable, SCRIPT, "--smoke", "--per_device_train_batch_size=6"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+        env=env,
+    )
     assert bad.returncode != 0 and "x processes (2) = 12 completions per step" in bad.stderr
     import train_grpo
 
@@ -85,18 +106,33 @@ def test_slurm_script_builds_the_torchrun_command(tmp_path):
     assert subprocess.run(["bash", "-n", launcher]).returncode == 0
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
-    stubs = {"scontrol": 'echo node-a; echo node-b', "srun": 'echo "srun $*"', "torchrun": 'echo "torchrun $*"'}
+    stubs = {"scontrol": "echo node-a; echo node-b", "srun": 'echo "srun $*"', "torchrun": 'echo "torchrun $*"'}
     for name, body in stubs.items():
         path = bin_dir / name
         path.write_text(f"#!/bin/bash\n{body}\n")
         path.chmod(path.stat().st_mode | stat.S_IEXEC)
-    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "SLURM_JOB_NODELIST": "node-[a-b]",
-           "SLURM_JOB_NUM_NODES": "2", "SLURM_GPUS_ON_NODE": "4", "SLURM_JOB_ID": "77"}
-    result = subprocess.run(["bash", launcher, "--max_steps=300"], capture_output=True, text=True, env=env, cwd=tmp_path)
+    env = {
+        **os.environ,
+        "PATH": f"{bin_dir}:{os.environ['PATH']}",
+        "SLURM_JOB_NODELIST": "node-[a-b]",
+        "SLURM_JOB_NUM_NODES": "2",
+        "SLURM_GPUS_ON_NODE": "4",
+        "SLURM_JOB_ID": "77",
+    }
+    result = subprocess.run(
+        ["bash", launcher, "--max_steps=300"], capture_output=True, text=True, env=env, cwd=tmp_path
+    )
     assert result.returncode == 0, result.stderr
     line = result.stdout.strip()
-    for part in ("srun --kill-on-bad-exit=1 torchrun", "--nnodes=2", "--nproc_per_node=4", "--rdzv_id=77",
-                 "--rdzv_backend=c10d", "--rdzv_endpoint=node-a:29500", "train_grpo.py --max_steps=300"):
+    for part in (
+        "srun --kill-on-bad-exit=1 torchrun",
+        "--nnodes=2",
+        "--nproc_per_node=4",
+        "--rdzv_id=77",
+        "--rdzv_backend=c10d",
+        "--rdzv_endpoint=node-a:29500",
+        "train_grpo.py --max_steps=300",
+    ):
         assert part in line, (part, line)
 
 

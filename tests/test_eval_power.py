@@ -106,7 +106,9 @@ def test_draws_of_one_run_pool_over_the_same_problems(tmp_path):
     for folder in (tmp_path / "run", tmp_path / "run" / "eval_s1"):
         folder.mkdir(parents=True)
         (folder / "eval_samples.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    draws = [eval_power.paired_differences(eval_power.read_samples(d)) for d in eval_power.draws_of(str(tmp_path / "run"))]
+    draws = [
+        eval_power.paired_differences(eval_power.read_samples(d)) for d in eval_power.draws_of(str(tmp_path / "run"))
+    ]
     assert len(draws) == 2
     one_mean, one = eval_power.pooled_draws(eval_power.pool(draws[:1]))
     both_mean, both = eval_power.pooled_draws(eval_power.pool(draws))

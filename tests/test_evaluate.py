@@ -9,6 +9,7 @@ import sys
 import pytest
 
 import evaluate
+from grpo import stats
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the scripts run from the repo root
 
@@ -62,8 +63,14 @@ def test_compare_counts_the_samples_that_flipped_each_way():
     assert change["flips"] == {"right_to_wrong": 1, "wrong_to_right": 2, "same_text": 1, "paired": 4}
     assert change["accuracy"] == (2 - 1) / 4  # the change is the flips' balance over the samples
     line = evaluate.flips_line({"change_from_primed": change})
-    assert line == "primed -> trained, sample for sample (same sampling seed): 2 wrong turned right, 1 right turned wrong, 1 of 4 the same text."
-    assert evaluate.compare(before, before, 50, 0)["flips"] == {"right_to_wrong": 0, "wrong_to_right": 0, "same_text": 4, "paired": 4}
+    assert line == ("primed -> trained, sample for sample (same sampling seed): 2 wrong turned right, "
+                    "1 right turned wrong, 1 of 4 the same text.")
+    assert evaluate.compare(before, before, 50, 0)["flips"] == {
+        "right_to_wrong": 0,
+        "wrong_to_right": 0,
+        "same_text": 4,
+        "paired": 4,
+    }
 
 
 @pytest.mark.parametrize(
@@ -71,7 +78,11 @@ def test_compare_counts_the_samples_that_flipped_each_way():
     [
         ("w<end_working_out><SOLUTION>12</SOLUTION>", "12", "the solution block comes first"),
         ("w<end_working_out><SOLUTION>12</SOLUTION> so \\boxed{7}", "12", "a block beats a later boxed"),
-        ("so \\boxed{\\frac{1}{2}}. Check: 1 + 1 = 2", "\\frac{1}{2}", "last boxed, nested braces, before later numbers"),
+        (
+            "so \\boxed{\\frac{1}{2}}. Check: 1 + 1 = 2",
+            "\\frac{1}{2}",
+            "last boxed, nested braces, before later numbers",
+        ),
         ("\\boxed{3} first, then \\boxed{4}", "4", "the last boxed"),
         ("The answer is 45. Indeed 40 + 5 = 45 and 9", "45", "'answer is' beats the last number"),
         ("so the answer is: $x = 5$", "x = 5", "'answer is' strips the dollar signs"),
@@ -86,16 +97,27 @@ def test_lenient_extraction_order(text, expected, why):
     assert evaluate.lenient_answer(text) == expected, why
 
 
-@pytest.mark.parametrize("n,c,k,expected", [(4, 0, 1, 0.0), (4, 1, 1, 0.25), (4, 2, 1, 0.5), (4, 1, 2, 0.5),
-                                            (4, 2, 2, 1 - 1 / 6), (4, 1, 4, 1.0), (5, 2, 3, 1 - 1 / 10), (1, 1, 1, 1.0)])
+@pytest.mark.parametrize(
+    "n,c,k,expected",
+    [
+        (4, 0, 1, 0.0),
+        (4, 1, 1, 0.25),
+        (4, 2, 1, 0.5),
+        (4, 1, 2, 0.5),
+        (4, 2, 2, 1 - 1 / 6),
+        (4, 1, 4, 1.0),
+        (5, 2, 3, 1 - 1 / 10),
+        (1, 1, 1, 1.0),
+    ],
+)
 def test_pass_at_k_against_hand_computed_cases(n, c, k, expected):
     # e.g. n=4, c=2, k=2: C(2,2)/C(4,2) = 1/6 of the pairs miss both correct samples
-    assert evaluate.pass_at_k(n, c, k) == pytest.approx(expected)
+    assert stats.pass_at_k(n, c, k) == pytest.approx(expected)
 
 
 def test_pass_at_ks_averages_over_problems():
     groups = [[True, False, False, False], [False, False, False, False]]
-    assert evaluate.pass_at_ks(groups) == pytest.approx({"1": 0.125, "2": 0.25, "3": 0.375, "4": 0.5})
+    assert stats.pass_at_ks(groups) == pytest.approx({"1": 0.125, "2": 0.25, "3": 0.375, "4": 0.5})
 
 
 def test_bootstrap_interval_narrows_as_problems_grow():
@@ -105,7 +127,7 @@ def test_bootstrap_interval_narrows_as_problems_grow():
     widths = []
     for n in (25, 100, 400):
         scores = [float(rng.random() < 0.3) for _ in range(n)]
-        lo, hi = evaluate.bootstrap_ci(scores, 1000, seed=1)
+        lo, hi = stats.bootstrap_ci(scores, 1000, seed=1)
         assert lo <= sum(scores) / n <= hi
         widths.append(hi - lo)
     assert widths[0] > widths[1] > widths[2]
@@ -117,12 +139,12 @@ def test_paired_interval_of_identical_models_is_zero_and_of_a_shift_excludes_zer
 
     rng = random.Random(0)
     base = [rng.choice([0.0, 0.25, 0.5, 1.0]) for _ in range(200)]
-    assert evaluate.paired_bootstrap_ci(base, base, 500, seed=3) == [0.0, 0.0]
+    assert stats.paired_bootstrap_ci(base, base, 500, seed=3) == [0.0, 0.0]
     noisy = [b + rng.choice([-0.25, 0.0, 0.25]) for b in base]  # a change centred on 0
-    lo, hi = evaluate.paired_bootstrap_ci(base, noisy, 1000, seed=3)
+    lo, hi = stats.paired_bootstrap_ci(base, noisy, 1000, seed=3)
     assert lo < 0 < hi
     better = [min(1.0, b + 0.25) for b in base]  # every problem improves or stays at 1
-    lo, hi = evaluate.paired_bootstrap_ci(base, better, 1000, seed=3)
+    lo, hi = stats.paired_bootstrap_ci(base, better, 1000, seed=3)
     assert lo > 0
 
 
@@ -152,7 +174,14 @@ def test_heldout_set_is_the_slice_training_never_sees(tmp_path):
     assert not {r["prompt"] for r in rows} & set(train["prompt"])
 
 
-@pytest.mark.parametrize("arg,message", [("--n_samples=many", "expected an integer"), ("--bogus=1", "unknown knob"), ("--n_samples=0", "N_SAMPLES must be positive")])
+@pytest.mark.parametrize(
+    "arg,message",
+    [
+        ("--n_samples=many", "expected an integer"),
+        ("--bogus=1", "unknown knob"),
+        ("--n_samples=0", "N_SAMPLES must be positive"),
+    ],
+)
 def test_bad_overrides_fail_fast(arg, message):
     result = subprocess.run([sys.executable, "evaluate.py", arg], capture_output=True, text=True, timeout=60, cwd=ROOT)
     assert result.returncode != 0 and message in result.stderr
@@ -178,7 +207,9 @@ def test_primed_adapter_is_compared_for_the_runs_own_adapters_only(tmp_path):
 
 
 def test_missing_run_is_a_clear_error(tmp_path):
-    result = subprocess.run([sys.executable, "evaluate.py", f"--run_dir={tmp_path}"], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    result = subprocess.run(
+        [sys.executable, "evaluate.py", f"--run_dir={tmp_path}"], capture_output=True, text=True, timeout=120, cwd=ROOT
+    )
     assert result.returncode != 0 and "run_config.json" in result.stderr
 
 
@@ -202,10 +233,15 @@ def test_sampling_reads_each_prompt_once_and_matches_plain_generate():
     enc = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
     assert enc["attention_mask"].min() == 0  # some rows really are padded
     with torch.no_grad():
-        out = model.generate(input_ids=enc["input_ids"].repeat_interleave(2, 0), do_sample=False, max_new_tokens=24,
-                             attention_mask=enc["attention_mask"].repeat_interleave(2, 0),
-                             pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
-    plain = tokenizer.batch_decode(out[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
+        out = model.generate(
+            input_ids=enc["input_ids"].repeat_interleave(2, 0),
+            do_sample=False,
+            max_new_tokens=24,
+            attention_mask=enc["attention_mask"].repeat_interleave(2, 0),
+            pad_token_id=tokenizer.pad_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+        )
+    plain = tokenizer.batch_decode(out[:, enc["input_ids"].shape[1] :], skip_special_tokens=True)
     assert [s["problem"] for s in shared] == [0, 0, 1, 1, 2, 2, 3, 3, 4, 4]
     assert [s["text"].strip() for s in shared] == [p.strip() for p in plain]
 
@@ -224,16 +260,38 @@ def test_sample_texts_counts_tokens_to_the_stop_and_puts_the_model_back():
     tokenizer.padding_side = "right"
     model = AutoModelForCausalLM.from_pretrained(tiny_model.SHIPPED).train()
     texts = evaluate.chat_prompts(prompts.read_jsonl(prompts.BUNDLED_PROBLEMS)[:3], tokenizer)
-    samples = sample_texts(model, tokenizer, texts, 3, 2, "test", 0, do_sample=True, temperature=1.0, max_new_tokens=12,
-                           eos_token_id=tokenizer.eos_token_id)
+    samples = sample_texts(
+        model,
+        tokenizer,
+        texts,
+        3,
+        2,
+        "test",
+        0,
+        do_sample=True,
+        temperature=1.0,
+        max_new_tokens=12,
+        eos_token_id=tokenizer.eos_token_id,
+    )
     assert [s["problem"] for s in samples] == [0, 0, 0, 1, 1, 1, 2, 2, 2]
     for s in samples:
         assert 0 <= s["n_tokens"] <= 12 and s["truncated"] == (s["n_tokens"] == 12)
         assert s["n_tokens"] > 0 or s["text"] == ""  # no text without tokens
     assert model.training and tokenizer.padding_side == "right"
     assert model.config._attn_implementation == "sdpa"  # sampled with grpo/attention.py's, then put back
-    again = sample_texts(model, tokenizer, texts, 3, 2, "test", 0, do_sample=True, temperature=1.0, max_new_tokens=12,
-                         eos_token_id=tokenizer.eos_token_id)
+    again = sample_texts(
+        model,
+        tokenizer,
+        texts,
+        3,
+        2,
+        "test",
+        0,
+        do_sample=True,
+        temperature=1.0,
+        max_new_tokens=12,
+        eos_token_id=tokenizer.eos_token_id,
+    )
     assert again == samples  # seeded
 
 
@@ -249,7 +307,9 @@ def _warped(scores, temperature, top_p, min_p):
     return scores
 
 
-@pytest.mark.parametrize("temperature, top_p, min_p", [(0.7, 0.95, None), (1.0, 1.0, 0.1), (1.0, 0.5, 0.2), (0.3, 0.9, None)])
+@pytest.mark.parametrize(
+    "temperature, top_p, min_p", [(0.7, 0.95, None), (1.0, 1.0, 0.1), (1.0, 0.5, 0.2), (0.3, 0.9, None)]
+)
 def test_top_draw_keeps_the_tokens_transformers_warpers_keep(temperature, top_p, min_p):
     """TopDraw's kept set, on each row sorted by probability, is the set transformers' warpers leave
     finite, on random logits of every spread from flat to peaked."""
@@ -265,10 +325,14 @@ def test_top_draw_keeps_the_tokens_transformers_warpers_keep(temperature, top_p,
     theirs = torch.isfinite(_warped(scores.clone(), temperature, top_p, min_p))
     assert torch.equal(ours, theirs)
     counts = ours.sum(-1)
-    assert counts.max() > 1 and counts.min() < 300  # rows where several tokens are kept, and rows where some are dropped
+    assert (
+        counts.max() > 1 and counts.min() < 300
+    )  # rows where several tokens are kept, and rows where some are dropped
 
 
-@pytest.mark.parametrize("k", [64, 3])  # 64: every token among the likeliest; 3: kept sets reach k, drawn again over all
+@pytest.mark.parametrize(
+    "k", [64, 3]
+)  # 64: every token among the likeliest; 3: kept sets reach k, drawn again over all
 @pytest.mark.parametrize("temperature, top_p, min_p", [(0.7, 0.95, None), (1.0, 1.0, 0.1)])
 def test_top_draw_samples_what_transformers_samples(temperature, top_p, min_p, k):
     """20,000 draws from one row: each drawn token is one the warpers keep, and each token's share is
@@ -298,11 +362,15 @@ def test_evaluation_draws_are_seeded_and_float32_adapters_merge_to_the_same_mode
     import prompts
     from cpu_models import tiny_model
 
-    lora = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_model.SHIPPED),
-                          LoraConfig(r=4, target_modules=["q_proj", "down_proj"], init_lora_weights=False))
+    lora = get_peft_model(
+        AutoModelForCausalLM.from_pretrained(tiny_model.SHIPPED),
+        LoraConfig(r=4, target_modules=["q_proj", "down_proj"], init_lora_weights=False),
+    )
     lora.save_pretrained(tmp_path / "lora")
     merged = evaluate.load_for_sampling(tiny_model.SHIPPED, str(tmp_path / "lora"), "cpu", torch.float32)
-    apart = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model.SHIPPED), tmp_path / "lora").eval()
+    apart = PeftModel.from_pretrained(
+        AutoModelForCausalLM.from_pretrained(tiny_model.SHIPPED), tmp_path / "lora"
+    ).eval()
     assert not any("lora" in name for name, _ in merged.named_parameters())
     ids = torch.arange(3, 40).unsqueeze(0)
     with torch.no_grad():

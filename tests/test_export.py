@@ -69,7 +69,9 @@ def test_export_refuses_bad_input(tmp_path, args, message):
 
 
 def test_chat_prints_base_and_trained_side_by_side(smoke):
-    result = script(smoke, "chat.py", "--smoke", stdin="What is 2 + 3?\nAva has 27 stickers and buys 18 more. How many?\n")
+    result = script(
+        smoke, "chat.py", "--smoke", stdin="What is 2 + 3?\nAva has 27 stickers and buys 18 more. How many?\n"
+    )
     out = result.stdout
     assert out.count("== ") == 2 and out.count("-- base (answer in the solution block:") == 2
     assert out.count("-- trained (answer in the solution block:") == 2

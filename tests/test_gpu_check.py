@@ -18,8 +18,14 @@ SCRIPT = os.path.join(ROOT, "bench", "gpu_check.py")
 def dry_run(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("gpu-check")
     env = {**os.environ, "OUT": str(tmp / "out")}
-    result = subprocess.run([sys.executable, SCRIPT, "--dry_run=true", f"--work_dir={tmp / 'work'}"], capture_output=True,
-                            text=True, timeout=900, cwd=tmp, env=env)
+    result = subprocess.run(
+        [sys.executable, SCRIPT, "--dry_run=true", f"--work_dir={tmp / 'work'}"],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        cwd=tmp,
+        env=env,
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return tmp / "out", result.stdout
 
@@ -32,7 +38,13 @@ def test_dry_run_runs_every_part_and_writes_the_report(dry_run):
         assert f"| {part} | ok |" in report, part
         assert (out / f"{part}.log").stat().st_size > 0, part
     assert "Smoke run: 2 steps, float32" in report and "Evaluation (`evaluate.py --smoke`): base accuracy" in report
-    assert sorted(os.listdir(out)) == ["bench_train.log", "evaluate.log", "gpu_check.md", "smoke.log"]  # what comes back
+    assert sorted(os.listdir(out)) == [
+        "bench_train.log",
+        "evaluate.log",
+        "gpu_check.md",
+        "smoke.log",
+    ]  # what comes back
+    assert "expected: up to " in (out / "evaluate.log").read_text()  # evaluate.py's measured estimate, before sampling
 
 
 def test_bench_train_smoke_prints_both_paths_and_their_ratio(dry_run):
@@ -48,8 +60,14 @@ def test_bench_train_smoke_prints_both_paths_and_their_ratio(dry_run):
 
 
 def test_without_a_gpu_the_real_check_stops_and_names_the_dry_run(tmp_path):
-    result = subprocess.run([sys.executable, SCRIPT], capture_output=True, text=True, timeout=300, cwd=tmp_path,
-                            env={**os.environ, "OUT": str(tmp_path / "out")})
+    result = subprocess.run(
+        [sys.executable, SCRIPT],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+        env={**os.environ, "OUT": str(tmp_path / "out")},
+    )
     assert result.returncode != 0 and "no CUDA GPU found" in result.stderr and "--dry_run=true" in result.stderr
 
 
@@ -86,8 +104,14 @@ def test_sigterm_in_the_second_part_keeps_the_first_parts_row_and_leaves_no_proc
     import time
 
     out = tmp_path / "out"
-    proc = subprocess.Popen([sys.executable, SCRIPT, "--dry_run=true", f"--work_dir={tmp_path / 'work'}"], cwd=tmp_path,
-                            env={**os.environ, "OUT": str(out)}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, SCRIPT, "--dry_run=true", f"--work_dir={tmp_path / 'work'}"],
+        cwd=tmp_path,
+        env={**os.environ, "OUT": str(out)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     lines = []
     for line in proc.stdout:  # wait until the benchmark's row process is under way, then stop the check
         lines.append(line)
@@ -113,9 +137,21 @@ def test_sigterm_in_the_second_part_keeps_the_first_parts_row_and_leaves_no_proc
 @pytest.mark.slow
 def test_a_part_over_its_limit_is_stopped_with_all_it_started(tmp_path):
     out = tmp_path / "out"
-    result = subprocess.run([sys.executable, SCRIPT, "--dry_run=true", f"--work_dir={tmp_path / 'work'}",
-                             "--smoke_timeout_s=4", "--bench_timeout_s=6"], capture_output=True,
-                            text=True, timeout=300, cwd=tmp_path, env={**os.environ, "OUT": str(out)})
+    result = subprocess.run(
+        [
+            sys.executable,
+            SCRIPT,
+            "--dry_run=true",
+            f"--work_dir={tmp_path / 'work'}",
+            "--smoke_timeout_s=4",
+            "--bench_timeout_s=6",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+        env={**os.environ, "OUT": str(out)},
+    )
     assert result.returncode == 1, result.stdout[-3000:] + result.stderr[-3000:]
     report = (out / "gpu_check.md").read_text()
     assert "| smoke | timed out after 4 s |" in report and "| bench_train | timed out after 6 s |" in report, report

@@ -30,7 +30,9 @@ def test_trl_scores_rewards_in_calculate_rewards_before_it_computes_the_advantag
     from trl import GRPOTrainer
 
     body = inspect.getsource(GRPOTrainer._generate_and_score_completions)
-    rewards_at = body.find("rewards_per_func = self._calculate_rewards(inputs, prompts, completions, completion_ids_list)")
+    rewards_at = body.find(
+        "rewards_per_func = self._calculate_rewards(inputs, prompts, completions, completion_ids_list)"
+    )
     advantages_at = body.find("advantages = rewards - mean_grouped_rewards")
     assert 0 <= rewards_at < advantages_at, "TRL no longer computes advantages from _calculate_rewards' result"
     assert re.search(r'"advantages": advantages', body), "right-only rewrites output['advantages']"
@@ -43,18 +45,20 @@ def test_unsloths_compiled_grpo_trainer_still_calls_calculate_rewards():
     from trl import GRPOTrainer
 
     replacements = source("unsloth", "models", "rl_replacements.py")
-    anchor = re.search(r'string_to_find = "(        rewards_per_func = self\._calculate_rewards\([^"]*)"', replacements)
+    anchor = re.search(
+        r'string_to_find = "(        rewards_per_func = self\._calculate_rewards\([^"]*)"', replacements
+    )
     assert anchor, "Unsloth no longer rewrites the _calculate_rewards line: re-read unsloth/models/rl_replacements.py"
     assert anchor.group(1).strip() in inspect.getsource(GRPOTrainer._generate_and_score_completions)
-    after = replacements[anchor.end():anchor.end() + 1500]
+    after = replacements[anchor.end() : anchor.end() + 1500]
     assert "self._calculate_rewards(" in after.split("function.replace(string_to_find")[0]
 
 
 # --- fast inference (vLLM inside Unsloth) ------------------------------------------------------------------
 def test_unsloth_from_pretrained_takes_the_vllm_arguments_the_project_passes():
     loader = source("unsloth", "models", "loader.py")
-    signature = loader[loader.index("    def from_pretrained("):]
-    signature = signature[:signature.index("):")]
+    signature = loader[loader.index("    def from_pretrained(") :]
+    signature = signature[: signature.index("):")]
     for argument in model.from_pretrained_kwargs({**production(), "FAST_INFERENCE": True}):
         assert f"{argument} =" in signature or f"{argument}=" in signature, argument
     llama = source("unsloth", "models", "llama.py")
@@ -69,7 +73,9 @@ def test_unsloth_marks_a_broken_vllm_where_model_load_reads_it():
 
 
 def test_gradient_checkpointing_unsloth_is_accepted():
-    assert '"unsloth"' in source("unsloth", "models", "_utils.py") or "'unsloth'" in source("unsloth", "models", "_utils.py")
+    assert '"unsloth"' in source("unsloth", "models", "_utils.py") or "'unsloth'" in source(
+        "unsloth", "models", "_utils.py"
+    )
     assert model.peft_kwargs(production())["use_gradient_checkpointing"] == "unsloth"
 
 
@@ -90,25 +96,41 @@ def production() -> dict:
     return {**knobs_of(vars(train_grpo)), "SMOKE": False, "PRESET": ""}
 
 
-@pytest.mark.parametrize("error,why", [
-    # an ABI break Unsloth recognises at import: it disables vLLM (import_fixes.VLLM_BROKEN), and load reads that
-    ('ImportError("libcudart.so.13: cannot open shared object file: No such file or directory")',
-     "Unsloth disabled vLLM (Unsloth: Detected broken vLLM binary extension"),
-    # a failure Unsloth does not recognise: load's own import attempt catches it
-    ('RuntimeError("vllm: unsupported platform")', "vLLM does not import (RuntimeError: vllm: unsupported platform)"),
-])
+@pytest.mark.parametrize(
+    "error,why",
+    [
+        # an ABI break Unsloth recognises at import: it disables vLLM (import_fixes.VLLM_BROKEN), and load reads that
+        (
+            'ImportError("libcudart.so.13: cannot open shared object file: No such file or directory")',
+            "Unsloth disabled vLLM (Unsloth: Detected broken vLLM binary extension",
+        ),
+        # a failure Unsloth does not recognise: load's own import attempt catches it
+        (
+            'RuntimeError("vllm: unsupported platform")',
+            "vLLM does not import (RuntimeError: vllm: unsupported platform)",
+        ),
+    ],
+)
 def test_a_broken_vllm_is_refused_before_the_model_loads_not_after(tmp_path, error, why):
     """With CUDA present (faked here) and a vLLM that does not import, vllm_unusable says why, rather than
     letting from_pretrained(fast_inference=True) raise once the weights are loading."""
     (tmp_path / "vllm").mkdir()
     (tmp_path / "vllm" / "__init__.py").write_text(f"raise {error}\n")
-    code = ("import unsloth, torch\n"
-            "torch.cuda.is_available = lambda: True\n"
-            "torch.cuda.get_device_capability = lambda *a: (9, 0)\n"
-            "from grpo.model import vllm_unusable\n"
-            "print('WHY:', vllm_unusable())\n")
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=ROOT,
-                            env={**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), ROOT])})
+    code = (
+        "import unsloth, torch\n"
+        "torch.cuda.is_available = lambda: True\n"
+        "torch.cuda.get_device_capability = lambda *a: (9, 0)\n"
+        "from grpo.model import vllm_unusable\n"
+        "print('WHY:', vllm_unusable())\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), ROOT])},
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     said = next(line for line in result.stdout.splitlines() if line.startswith("WHY:"))
     assert said.startswith(f"WHY: {why}"), said
@@ -117,8 +139,14 @@ def test_a_broken_vllm_is_refused_before_the_model_loads_not_after(tmp_path, err
 def smoke_knobs(tmp_path, **changes) -> dict:
     from grpo.overrides import knobs_of
 
-    return {**knobs_of(vars(train_grpo)), **presets.SMOKE, "SMOKE": True, "PRESET": "smoke",
-            "OUTPUT_DIR": str(tmp_path / "out"), **changes}
+    return {
+        **knobs_of(vars(train_grpo)),
+        **presets.SMOKE,
+        "SMOKE": True,
+        "PRESET": "smoke",
+        "OUTPUT_DIR": str(tmp_path / "out"),
+        **changes,
+    }
 
 
 def test_model_load_falls_back_with_one_line_and_leaves_the_knobs_alone(tmp_path, monkeypatch, capsys):
@@ -127,8 +155,9 @@ def test_model_load_falls_back_with_one_line_and_leaves_the_knobs_alone(tmp_path
     before = dict(k)
     _, _, found = model.load(k)
     lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("generation:")]
-    assert lines == ["generation: vLLM does not import (ImportError: libcudart.so.13); using Hugging Face generation "
-                     "(slower)"]
+    assert lines == [
+        "generation: vLLM does not import (ImportError: libcudart.so.13); using Hugging Face generation (slower)"
+    ]
     assert found["FAST_INFERENCE_USED"] is False and k == before
 
 
@@ -139,14 +168,22 @@ def test_where_unsloth_loads_without_vllm_trl_is_not_asked_for_a_second_engine(t
 
     real = FastLanguageModel.from_pretrained
     monkeypatch.setattr(model, "vllm_unusable", lambda: None)
-    monkeypatch.setattr(FastLanguageModel, "from_pretrained", lambda **kw: real(**{
-        **{n: v for n, v in kw.items() if n != "gpu_memory_utilization"}, "fast_inference": False}))
+    monkeypatch.setattr(
+        FastLanguageModel,
+        "from_pretrained",
+        lambda **kw: real(
+            **{**{n: v for n, v in kw.items() if n != "gpu_memory_utilization"}, "fast_inference": False}
+        ),
+    )
     _, _, found = model.load(smoke_knobs(tmp_path, FAST_INFERENCE=True))
     assert "generation: Unsloth loaded the model without vLLM" in capsys.readouterr().out
     assert found["FAST_INFERENCE_USED"] is False
     from grpo import trainer
 
-    assert trainer.grpo_config_kwargs(smoke_knobs(tmp_path), 100, False, found["FAST_INFERENCE_USED"])["use_vllm"] is False
+    assert (
+        trainer.grpo_config_kwargs(smoke_knobs(tmp_path), 100, False, found["FAST_INFERENCE_USED"])["use_vllm"]
+        is False
+    )
 
 
 @pytest.mark.parametrize("fast", [True, False])

@@ -6,42 +6,34 @@ Every run is the smoke preset on the shipped tiny model, seeded, through the rea
     python evaluate.py --smoke --run_dir=...
 The measure is GRPO's gain: the mean total reward over the last WINDOW steps, learning run minus its
 control of the same seed (so the same prompts). bench/bench_learning.py checks it over 3 tiny-model
-builds x 3 seeds, and runs with shuffled rewards: at 80 steps 8 of 9 fell below the bar and one
-cleared it; the test asks it of both seeds (BENCHMARKS.md). Four runs, two at a time, one CPU
-thread each.
+builds x 3 seeds, and runs with shuffled rewards, which can clear the bar on one seed by chance: so the
+test asks it of both seeds (docs/cpu_evidence.md). Four runs, two at a time, one CPU thread each.
 """
 
 import json
-import os
-import subprocess
-import sys
 
 import pytest
+from conftest import finish_script, run_script, start_script
 
 from grpo import plot_rewards
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-STEPS = 80  # about 90 s per run on one thread of a 2-core Zen 3 CPU (BENCHMARKS.md: the bar holds at 80 steps)
+STEPS = 80  # the bar holds at 80 steps on every build and seed measured (docs/cpu_evidence.md)
 SEEDS = (3407, 13)  # 3407 is the preset's default seed; 13 was held back when the preset was chosen
 WINDOW = 30  # last steps averaged for the gain
-MIN_GAIN = 0.5  # each learning run must end at least this far above its control (BENCHMARKS.md: every cell of 3 builds x 3 seeds did)
+MIN_GAIN = 0.5  # each learning run ends at least this far above its control (3 builds x 3 seeds did)
 MAX_END_CLIPPED = 0.5  # a collapsed run ends with nearly every completion at the length limit
 
 
 def start(workdir, script, *args):
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.Popen([sys.executable, os.path.join(ROOT, script), *args], cwd=workdir, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    return start_script(workdir, script, *args, env={"OMP_NUM_THREADS": "1"})  # two runs side by side, a core each
 
 
-def finish(process, timeout=900):
-    out, _ = process.communicate(timeout=timeout)
-    assert process.returncode == 0, out[-6000:]
-    return out
+finish = finish_script
 
 
 def run(workdir, script, *args):
-    return finish(start(workdir, script, *args))
+    result = run_script(workdir, script, *args, timeout=900)
+    return result.stdout + result.stderr
 
 
 def rows_of(workdir, name):
@@ -56,9 +48,19 @@ def runs(tmp_path_factory):
     common = ["--smoke", f"--max_steps={STEPS}"]
     logs = {}
     for seed in SEEDS:
-        jobs = {f"learn{seed}": start(workdir, "train_grpo.py", *common, f"--seed={seed}", f"--output_dir=outputs/learn{seed}"),
-                f"control{seed}": start(workdir, "train_grpo.py", *common, f"--seed={seed}", "--learning_rate=0",
-                                        f"--output_dir=outputs/control{seed}")}
+        jobs = {
+            f"learn{seed}": start(
+                workdir, "train_grpo.py", *common, f"--seed={seed}", f"--output_dir=outputs/learn{seed}"
+            ),
+            f"control{seed}": start(
+                workdir,
+                "train_grpo.py",
+                *common,
+                f"--seed={seed}",
+                "--learning_rate=0",
+                f"--output_dir=outputs/control{seed}",
+            ),
+        }
         logs.update({name: finish(job) for name, job in jobs.items()})
     return workdir, logs
 
@@ -114,8 +116,14 @@ def test_control_adapter_is_the_primed_one(runs):
     from primed to trained, while priming itself changed the format rate from the base's zero."""
     workdir, _ = runs
     # the smoke preset's evaluation settings, spelled out but for the completion length: 0, the run's own (64)
-    out = run(workdir, "evaluate.py", f"--run_dir=outputs/control{SEEDS[0]}", "--n_problems=50", "--n_samples=4",
-              "--batch_size=50")
+    out = run(
+        workdir,
+        "evaluate.py",
+        f"--run_dir=outputs/control{SEEDS[0]}",
+        "--n_problems=50",
+        "--n_samples=4",
+        "--batch_size=50",
+    )
     assert "samples each of up to 64 tokens" in out
     results = json.load(open(workdir / "outputs" / f"control{SEEDS[0]}" / "eval_results.json"))
     assert results["trained"]["format_rate"] == results["primed"]["format_rate"], results
@@ -124,15 +132,22 @@ def test_control_adapter_is_the_primed_one(runs):
 
 
 # --- a run forced to collapse -------------------------------------------------------------------
-COLLAPSE = ["--smoke", "--learning_rate=0.02", "--beta=0", "--mask_truncated_completions=false", "--collapse_patience=3"]
+COLLAPSE = [
+    "--smoke",
+    "--learning_rate=0.02",
+    "--beta=0",
+    "--mask_truncated_completions=false",
+    "--collapse_patience=3",
+]
 
 
 @pytest.fixture(scope="module")
 def collapsed(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("collapse")
     warn = start(workdir, "train_grpo.py", *COLLAPSE, "--max_steps=20", "--output_dir=outputs/warn")
-    stop = start(workdir, "train_grpo.py", *COLLAPSE, "--max_steps=60", "--stop_on_collapse=true",
-                 "--output_dir=outputs/stop")
+    stop = start(
+        workdir, "train_grpo.py", *COLLAPSE, "--max_steps=60", "--stop_on_collapse=true", "--output_dir=outputs/stop"
+    )
     return workdir, finish(warn), finish(stop)
 
 

@@ -69,8 +69,14 @@ def test_run_config_is_a_manifest(resumed):
     for package in ("python", "torch", "transformers", "trl", "unsloth", "peft", "math-verify"):
         assert config["FOUND"]["VERSIONS"].get(package), package
     assert config["FOUND"]["DEVICE"].get("cpu") or config["FOUND"]["DEVICE"].get("gpu")
-    assert config["FOUND"]["DATA"]["rows"] == 430 and config["FOUND"]["DATA"]["held_out"] == 50 and config["FOUND"]["DATA"]["fingerprint"]
-    assert config["FOUND"]["TRAINER_ARGS"]["max_steps"] == 8 and config["FOUND"]["TRAINER_ARGS"]["beta"] == config["BETA"]
+    assert (
+        config["FOUND"]["DATA"]["rows"] == 430
+        and config["FOUND"]["DATA"]["held_out"] == 50
+        and config["FOUND"]["DATA"]["fingerprint"]
+    )
+    assert (
+        config["FOUND"]["TRAINER_ARGS"]["max_steps"] == 8 and config["FOUND"]["TRAINER_ARGS"]["beta"] == config["BETA"]
+    )
     assert config["FOUND"]["WALL_TIME_S"] > 0 and config["FOUND"]["FINAL_METRICS"]["step"] == 8
     assert "GIT_COMMIT" in config["FOUND"]
     card = (out / "lora" / "README.md").read_text()
@@ -80,20 +86,36 @@ def test_run_config_is_a_manifest(resumed):
 def test_a_new_run_into_an_old_runs_folder_is_refused_in_a_second(tmp_path):
     (tmp_path / "outputs" / "checkpoint-3").mkdir(parents=True)
     start = time.time()
-    result = subprocess.run([sys.executable, SCRIPT, f"--output_dir={tmp_path / 'outputs'}"], capture_output=True,
-                            text=True, timeout=60, cwd=ROOT)
+    result = subprocess.run(
+        [sys.executable, SCRIPT, f"--output_dir={tmp_path / 'outputs'}"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+    )
     assert result.returncode != 0 and "already holds another run (checkpoint-3)" in result.stderr
     assert "--resume=auto" in result.stderr and "--output_dir=NEW_FOLDER" in result.stderr
     assert time.time() - start < 20
-    result = subprocess.run([sys.executable, SCRIPT, "--resume=auto", f"--output_dir={tmp_path / 'empty'}"],
-                            capture_output=True, text=True, timeout=60, cwd=ROOT)
+    result = subprocess.run(
+        [sys.executable, SCRIPT, "--resume=auto", f"--output_dir={tmp_path / 'empty'}"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+    )
     assert result.returncode != 0 and "no checkpoint-N folder" in result.stderr
 
 
 def test_sigint_finishes_the_step_saves_and_resumes(tmp_path):
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    process = subprocess.Popen([sys.executable, SCRIPT, "--smoke", "--max_steps=500", "--output_dir=outputs/s"],
-                               cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    process = subprocess.Popen(
+        [sys.executable, SCRIPT, "--smoke", "--max_steps=500", "--output_dir=outputs/s"],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
     metrics = tmp_path / "outputs" / "s" / "metrics.jsonl"
     deadline = time.time() + 300
     while time.time() < deadline and (not metrics.exists() or len(train_steps(metrics)) < 3):
@@ -129,8 +151,13 @@ def test_smoke_never_wipes_a_real_run(tmp_path):
     real = tmp_path / "outputs" / "real"
     (real / "checkpoint-50").mkdir(parents=True)
     (real / "run_config.json").write_text(json.dumps({"SMOKE": False, "MODEL_NAME": "unsloth/Qwen3-4B-Base"}))
-    result = subprocess.run([sys.executable, SCRIPT, "--smoke", f"--output_dir={real}"], capture_output=True,
-                            text=True, timeout=60, cwd=tmp_path)
+    result = subprocess.run(
+        [sys.executable, SCRIPT, "--smoke", f"--output_dir={real}"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+    )
     assert result.returncode != 0 and "already holds another run (checkpoint-50)" in result.stderr
     assert (real / "checkpoint-50").is_dir()
 
@@ -154,8 +181,13 @@ def test_smoke_never_writes_over_a_model_folder_the_user_named(tmp_path):
 def test_a_learning_rate_that_diverges_ends_in_the_guards_message_and_saves_no_adapter(tmp_path):
     """--learning_rate=1e30: the first update makes the adapter's weights so large that the next step's
     sampling meets inf/NaN logits. The run stops with one paragraph, no traceback, exit 1, no lora/."""
-    result = subprocess.run([sys.executable, SCRIPT, "--smoke", "--learning_rate=1e30", "--max_steps=4",
-                             "--output_dir=outputs/nf"], cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    result = subprocess.run(
+        [sys.executable, SCRIPT, "--smoke", "--learning_rate=1e30", "--max_steps=4", "--output_dir=outputs/nf"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     out = tmp_path / "outputs" / "nf"
     assert result.returncode == 1, result.stdout[-2000:] + result.stderr[-2000:]
     assert "Traceback" not in result.stdout + result.stderr
@@ -168,6 +200,15 @@ def test_a_learning_rate_that_diverges_ends_in_the_guards_message_and_saves_no_a
 
 
 def test_a_missing_tiny_model_is_refused_before_anything_loads(tmp_path):
-    result = subprocess.run([sys.executable, SCRIPT, "--smoke", f"--model_name={tmp_path / 'nothing'}"], cwd=tmp_path,
-                            capture_output=True, text=True, timeout=60)
-    assert result.returncode != 0 and "no tiny model in" in result.stderr and "python cpu_models/tiny_model.py" in result.stderr
+    result = subprocess.run(
+        [sys.executable, SCRIPT, "--smoke", f"--model_name={tmp_path / 'nothing'}"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert (
+        result.returncode != 0
+        and "no tiny model in" in result.stderr
+        and "python cpu_models/tiny_model.py" in result.stderr
+    )

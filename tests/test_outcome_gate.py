@@ -94,7 +94,8 @@ def test_right_only_keeps_the_right_answers_positive_advantages_and_zeroes_the_r
     after, zeroed = right_only(before, right)
     assert (before[~right] > 0.1).any()  # shaping lifts some wrong answers above their group's mean ...
     assert (after[~right] == 0).all()  # ... and none keeps an advantage
-    assert (before[right] < -0.1).any() and (after >= 0).all()  # a right answer below its group's mean is not pushed down
+    # a right answer below its group's mean is not pushed down
+    assert (before[right] < -0.1).any() and (after >= 0).all()
     assert torch.equal(after[right & (before > 0)], before[right & (before > 0)])
     moving = before != 0
     assert zeroed == pytest.approx(((after == 0) & moving).sum().item() / moving.sum().item())

@@ -75,7 +75,9 @@ def test_unknown_knob_suggests_a_close_name():
 )
 def test_train_script_fails_fast_on_bad_overrides(arg, message):
     start = time.time()
-    result = subprocess.run([sys.executable, "train_grpo.py", arg], capture_output=True, text=True, timeout=60, cwd=ROOT)
+    result = subprocess.run(
+        [sys.executable, "train_grpo.py", arg], capture_output=True, text=True, timeout=60, cwd=ROOT
+    )
     assert result.returncode != 0
     assert message in result.stderr
     assert time.time() - start < 20, "a bad override must fail before torch or Unsloth load"
@@ -86,19 +88,49 @@ def test_train_script_fails_fast_on_bad_overrides(arg, message):
     [
         (["--eval_steps=-1"], "EVAL_STEPS must be >= 0"),
         (["--eval_steps=25", "--eval_size=501"], "EVAL_SIZE=501 is more than the 500 held-out rows"),
-        (["--smoke", "--eval_steps=5", "--eval_size=3"], "EVAL_SIZE x NUM_GENERATIONS = 24 completions must fill whole batches"),
+        (
+            ["--smoke", "--eval_steps=5", "--eval_size=3"],
+            "EVAL_SIZE x NUM_GENERATIONS = 24 completions must fill whole batches",
+        ),
     ],
 )
 def test_eval_knobs_are_checked_before_anything_loads(args, message):
-    result = subprocess.run([sys.executable, "train_grpo.py", *args], capture_output=True, text=True, timeout=60, cwd=ROOT)
+    result = subprocess.run(
+        [sys.executable, "train_grpo.py", *args], capture_output=True, text=True, timeout=60, cwd=ROOT
+    )
     assert result.returncode != 0 and message in result.stderr, result.stderr
 
 
-@pytest.mark.parametrize("module", ["train_grpo", "evaluate", "export", "chat", "rewards", "prompts", "grpo.plot_rewards",
-                                    "grpo.overrides", "grpo.callbacks", "grpo.answers", "grpo.checks", "grpo.data",
-                                    "grpo.model", "grpo.priming", "grpo.difficulty", "grpo.trainer", "grpo.run_dir", "grpo.record",
-                                    "grpo.device", "grpo.cache", "grpo.checksums", "grpo.presets",
-                                    "cpu_models.tiny_model", "cpu_models.smollm2"])
+@pytest.mark.parametrize(
+    "module",
+    [
+        "train_grpo",
+        "evaluate",
+        "export",
+        "chat",
+        "rewards",
+        "prompts",
+        "grpo.plot_rewards",
+        "grpo.overrides",
+        "grpo.callbacks",
+        "grpo.answers",
+        "grpo.checks",
+        "grpo.data",
+        "grpo.model",
+        "grpo.priming",
+        "grpo.difficulty",
+        "grpo.trainer",
+        "grpo.run_dir",
+        "grpo.record",
+        "grpo.device",
+        "grpo.cache",
+        "grpo.checksums",
+        "grpo.stats",
+        "grpo.presets",
+        "cpu_models.tiny_model",
+        "cpu_models.smollm2",
+    ],
+)
 def test_modules_import_nothing_heavy(module):
     heavy = ("torch", "unsloth", "trl", "transformers", "datasets", "math_verify", "sympy", "matplotlib")
     code = f"import sys, {module}; print([m for m in {heavy!r} if m in sys.modules])"
@@ -113,7 +145,7 @@ def test_knobs_are_one_block_of_commented_constants():
     source = open(train_grpo.__file__).read().splitlines()
     knob_lines = [i for i, line in enumerate(source) if line.split(" = ")[0] in knobs_of(vars(train_grpo))]
     assert len(knob_lines) == len(knobs_of(vars(train_grpo)))
-    block = source[min(knob_lines): max(knob_lines) + 1]
+    block = source[min(knob_lines) : max(knob_lines) + 1]
     for line in block:
         assert line.startswith("#") or " # " in line or "  # " in line, f"knob without a comment: {line}"
 
@@ -121,8 +153,13 @@ def test_knobs_are_one_block_of_commented_constants():
 def test_bad_dataset_fails_before_the_model_loads(tmp_path):
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"question": "q", "solution": "1"}\n')
-    result = subprocess.run([sys.executable, "train_grpo.py", "--smoke", f"--dataset_name={bad}"],
-                            capture_output=True, text=True, timeout=120, cwd=ROOT)
+    result = subprocess.run(
+        [sys.executable, "train_grpo.py", "--smoke", f"--dataset_name={bad}"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+    )
     assert result.returncode != 0
     assert "missing column(s) ['prompt']; found columns ['question', 'solution']" in result.stderr
     assert "Traceback" not in result.stderr and "Unsloth" not in result.stdout + result.stderr
@@ -149,7 +186,9 @@ def test_help_lists_every_knob_with_default_and_comment_and_exits_zero(script):
     module = importlib.import_module(script[:-3])
     for name in knobs_of(vars(module)):
         assert f"--{name.lower()} " in result.stdout, name
-    assert "optimizer steps" in result.stdout or "samples per problem" in result.stdout  # comments, read from the source
+    assert (
+        "optimizer steps" in result.stdout or "samples per problem" in result.stdout
+    )  # comments, read from the source
     assert "usage: python " + script in result.stdout
 
 
@@ -158,7 +197,9 @@ def test_evaluate_knobs_are_one_block_of_commented_constants():
     from grpo.overrides import knob_comments, knobs_of
 
     comments = knob_comments(open(evaluate.__file__).read())
-    assert set(knobs_of(vars(evaluate))) == set(comments), "every evaluate.py knob has a one-line comment, and only knobs are UPPER_CASE"
+    assert set(knobs_of(vars(evaluate))) == set(comments), (
+        "every evaluate.py knob has a one-line comment, and only knobs are UPPER_CASE"
+    )
 
 
 @pytest.mark.parametrize(
@@ -174,8 +215,13 @@ def test_bad_dataset_files_are_refused_naming_the_file_and_line(tmp_path, conten
     path = tmp_path / "problems.jsonl"
     path.write_text(content)
     start = time.time()
-    result = subprocess.run([sys.executable, "train_grpo.py", "--smoke", f"--dataset_name={path}"],
-                            capture_output=True, text=True, timeout=120, cwd=ROOT)
+    result = subprocess.run(
+        [sys.executable, "train_grpo.py", "--smoke", f"--dataset_name={path}"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+    )
     assert result.returncode != 0 and str(path) in result.stderr and message in result.stderr, result.stderr
     assert "Traceback" not in result.stderr and time.time() - start < 30
 
@@ -185,8 +231,13 @@ def test_parquet_with_the_wrong_columns_is_refused(tmp_path):
 
     path = tmp_path / "problems.parquet"
     pd.DataFrame({"question": ["q"], "answer": ["1"]}).to_parquet(path)
-    result = subprocess.run([sys.executable, "train_grpo.py", "--smoke", f"--dataset_name={path}"],
-                            capture_output=True, text=True, timeout=120, cwd=ROOT)
+    result = subprocess.run(
+        [sys.executable, "train_grpo.py", "--smoke", f"--dataset_name={path}"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+    )
     assert result.returncode != 0 and "missing column(s) ['prompt', 'solution']" in result.stderr
     assert "Traceback" not in result.stderr
 
@@ -197,26 +248,37 @@ def test_a_tracker_that_is_not_installed_is_refused_before_torch():
     if importlib.util.find_spec("wandb") is not None:
         pytest.skip("wandb is installed here")
     start = time.time()
-    result = subprocess.run([sys.executable, "train_grpo.py", "--report_to=wandb"], capture_output=True, text=True,
-                            timeout=60, cwd=ROOT)
+    result = subprocess.run(
+        [sys.executable, "train_grpo.py", "--report_to=wandb"], capture_output=True, text=True, timeout=60, cwd=ROOT
+    )
     assert result.returncode != 0 and "pip install wandb" in result.stderr
     assert time.time() - start < 20
 
 
 def test_target_modules_the_model_lacks_are_refused_before_the_weights_load(tmp_path):
-    result = subprocess.run([sys.executable, os.path.join(ROOT, "train_grpo.py"), "--smoke", "--lora_target_modules=q,v"],
-                            capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    result = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "train_grpo.py"), "--smoke", "--lora_target_modules=q,v"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+    )
     assert result.returncode != 0
     assert "LORA_TARGET_MODULES names ['q', 'v']" in result.stderr and "q_proj" in result.stderr
     assert "Qwen3ForCausalLM on" not in result.stdout + result.stderr  # Unsloth's loading line: never reached
 
 
-@pytest.mark.parametrize("args,message", [
-    (["--preset=nope"], "--preset=nope: no such preset; known: smoke, smollm2"),
-    (["--smoke", "--preset=smollm2"], "one preset at a time, got smoke, smollm2"),
-])
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--preset=nope"], "--preset=nope: no such preset; known: smoke, smollm2"),
+        (["--smoke", "--preset=smollm2"], "one preset at a time, got smoke, smollm2"),
+    ],
+)
 def test_presets_are_checked_before_anything_loads(args, message):
-    result = subprocess.run([sys.executable, "train_grpo.py", *args], capture_output=True, text=True, timeout=60, cwd=ROOT)
+    result = subprocess.run(
+        [sys.executable, "train_grpo.py", *args], capture_output=True, text=True, timeout=60, cwd=ROOT
+    )
     assert result.returncode != 0 and message in result.stderr
 
 

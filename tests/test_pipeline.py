@@ -115,9 +115,22 @@ def variant_run(tmp_path_factory):
     advantages, and held-out evaluation every 2 steps."""
     workdir = tmp_path_factory.mktemp("variant")
     args = [f"--{k.lower()}={v}" for k, v in ALGORITHM.items()]
-    result = subprocess.run([sys.executable, SCRIPT, "--smoke", "--max_steps=4", "--eval_steps=2", "--outcome_gate=true",
-                             "--reinforce_right_only=true", *args],
-                            cwd=workdir, capture_output=True, text=True, timeout=600)
+    result = subprocess.run(
+        [
+            sys.executable,
+            SCRIPT,
+            "--smoke",
+            "--max_steps=4",
+            "--eval_steps=2",
+            "--outcome_gate=true",
+            "--reinforce_right_only=true",
+            *args,
+        ],
+        cwd=workdir,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return workdir / "outputs" / "smoke", result.stdout
 
@@ -138,7 +151,11 @@ def test_the_outcome_gate_runs_and_logs_the_share_of_groups_it_gated(variant_run
     assert json.load(open(out / "run_config.json"))["OUTCOME_GATE"] is True
     rows = [json.loads(line) for line in open(out / "metrics.jsonl") if '"reward"' in line]
     for row in rows:
-        assert 0 <= row["gate/all_right"] and 0 <= row["gate/all_wrong"] and row["gate/all_right"] + row["gate/all_wrong"] <= 1
+        assert (
+            0 <= row["gate/all_right"]
+            and 0 <= row["gate/all_wrong"]
+            and row["gate/all_right"] + row["gate/all_wrong"] <= 1
+        )
     # the tiny model is nearly never right: its groups are mostly all wrong, and gated ones count as having no signal
     assert sum(r["gate/all_wrong"] for r in rows) / len(rows) > 0.5
     assert all(r["frac_reward_zero_std"] >= r["gate/all_right"] + r["gate/all_wrong"] - 1e-6 for r in rows)
@@ -160,7 +177,8 @@ def test_held_out_evaluation_rows_during_training(variant_run):
     assert [r["step"] for r in rows if "reward" in r] == [1, 2, 3, 4]  # training rows unchanged
     for row in evals:
         assert set(row) >= {"eval_reward", "eval_completions/mean_length"} | {
-            f"eval_rewards/{n}/mean" for n in train_grpo.REWARD_FUNCS}
+            f"eval_rewards/{n}/mean" for n in train_grpo.REWARD_FUNCS
+        }
         assert "reward" not in row  # an evaluation row never passes for a training step
         total = sum(row[f"eval_rewards/{n}/mean"] for n in train_grpo.REWARD_FUNCS)
         assert abs(total - row["eval_reward"]) < 1e-3
@@ -183,8 +201,10 @@ def test_every_loss_type_we_accept_is_implemented_by_trl_and_unsloth():
     """LOSS_TYPE is checked before torch loads, against a list; that list must match the libraries."""
     import importlib.util
 
-    sources = {name: open(importlib.util.find_spec(name).origin).read()
-               for name in ("trl.trainer.grpo_trainer", "unsloth_zoo.rl_replacements")}
+    sources = {
+        name: open(importlib.util.find_spec(name).origin).read()
+        for name in ("trl.trainer.grpo_trainer", "unsloth_zoo.rl_replacements")
+    }
     for loss in checks.LOSS_TYPES:
         for name, text in sources.items():
             assert f'"{loss}"' in text or f"'{loss}'" in text, (loss, name)
@@ -217,11 +237,15 @@ print(json.dumps({"from_pretrained": names(FastLanguageModel.from_pretrained),
 
 
 def test_unsloth_signatures_name_every_keyword_we_pass():
-    result = subprocess.run([sys.executable, "-c", LOADER_CHECK], capture_output=True, text=True, timeout=300, cwd=ROOT)
+    result = subprocess.run(
+        [sys.executable, "-c", LOADER_CHECK], capture_output=True, text=True, timeout=300, cwd=ROOT
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     accepted = json.loads(result.stdout.strip().splitlines()[-1])
     production = train_grpo.resolve_knobs([])
-    for kwargs, fn in ((model.from_pretrained_kwargs(production), "from_pretrained"),
-                       (model.peft_kwargs(production), "get_peft_model")):
+    for kwargs, fn in (
+        (model.from_pretrained_kwargs(production), "from_pretrained"),
+        (model.peft_kwargs(production), "get_peft_model"),
+    ):
         unknown = set(kwargs) - set(accepted[fn])
         assert not unknown, f"FastLanguageModel.{fn} has no parameter(s) {unknown}"

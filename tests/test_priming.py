@@ -66,16 +66,27 @@ def test_a_second_run_reuses_the_priming_and_trains_exactly_as_the_first(primed_
     line = next(line for line in log.splitlines() if line.startswith("format priming:"))
     assert line.startswith("format priming: reused the primed adapter in outputs/primed/"), line
     config = json.load(open(again / "run_config.json"))
-    assert config["FOUND"]["PRIMING_REUSED_FROM"].startswith("outputs/primed/") and config["FOUND"]["PRIMING_REUSED_FROM"] in line
+    assert (
+        config["FOUND"]["PRIMING_REUSED_FROM"].startswith("outputs/primed/")
+        and config["FOUND"]["PRIMING_REUSED_FROM"] in line
+    )
     assert json.load(open(out / "run_config.json"))["FOUND"]["PRIMING_REUSED_FROM"] is None  # the first run primed
     first = [json.loads(line) for line in open(out / "metrics.jsonl")]
     second = [json.loads(line) for line in open(again / "metrics.jsonl")]
     assert len([r for r in second if r.get("phase") == "sft"]) == 24 and second == first
-    assert (again / "lora_primed" / "adapter_model.safetensors").read_bytes() == \
-        (out / "lora_primed" / "adapter_model.safetensors").read_bytes()
+    assert (again / "lora_primed" / "adapter_model.safetensors").read_bytes() == (
+        out / "lora_primed" / "adapter_model.safetensors"
+    ).read_bytes()
 
-    fresh = script(workdir, "train_grpo.py", "--smoke", "--format_sft_max_examples=24", "--max_steps=1",
-                   "--reuse_priming=false", "--output_dir=outputs/fresh").stdout
+    fresh = script(
+        workdir,
+        "train_grpo.py",
+        "--smoke",
+        "--format_sft_max_examples=24",
+        "--max_steps=1",
+        "--reuse_priming=false",
+        "--output_dir=outputs/fresh",
+    ).stdout
     assert "format priming: 24 worked examples x 1 epochs" in fresh and "reused" not in fresh
     assert json.load(open(workdir / "outputs" / "fresh" / "run_config.json"))["FOUND"]["PRIMING_REUSED_FROM"] is None
 
@@ -84,8 +95,13 @@ def test_worked_examples_without_the_columns_are_refused_before_the_model_loads(
     bad = tmp_path / "worked.jsonl"
     bad.write_text('{"question": "q", "answer": "1"}\n')
     start = time.time()
-    result = script(tmp_path, "train_grpo.py", "--smoke", "--format_sft=true", f"--format_sft_dataset={bad}", check=False)
-    assert result.returncode != 0 and "missing column(s) ['problem', 'generated_solution', 'expected_answer']" in result.stderr
+    result = script(
+        tmp_path, "train_grpo.py", "--smoke", "--format_sft=true", f"--format_sft_dataset={bad}", check=False
+    )
+    assert (
+        result.returncode != 0
+        and "missing column(s) ['problem', 'generated_solution', 'expected_answer']" in result.stderr
+    )
     assert "Traceback" not in result.stderr and "Qwen3ForCausalLM on" not in result.stdout + result.stderr
     assert time.time() - start < 30
 
@@ -94,7 +110,12 @@ def test_worked_examples_without_the_columns_are_refused_before_the_model_loads(
     "solution,answer,expected,why",
     [
         ("2 + 2 = 4", "4", "2 + 2 = 4<end_working_out><SOLUTION>4</SOLUTION>", "working, end marker, answer block"),
-        ("<think>\nadd them\n</think>", " 4 ", "add them<end_working_out><SOLUTION>4</SOLUTION>", "think tags and spaces dropped"),
+        (
+            "<think>\nadd them\n</think>",
+            " 4 ",
+            "add them<end_working_out><SOLUTION>4</SOLUTION>",
+            "think tags and spaces dropped",
+        ),
     ],
 )
 def test_worked_completion_table(solution, answer, expected, why):
@@ -111,6 +132,6 @@ def test_bundled_worked_examples_are_in_the_format_and_never_held_out_problems()
         example = prompts.to_sft_example(row)
         reply = example["completion"][0]["content"]
         assert reply.startswith(prompts.REASONING_START)
-        body = reply[len(prompts.REASONING_START):]
+        body = reply[len(prompts.REASONING_START) :]
         assert is_exact_format(body) and judged_answer(body) == row["expected_answer"]
         assert row["expected_answer"] in row["generated_solution"]  # the working reaches the answer

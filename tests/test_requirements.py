@@ -61,7 +61,9 @@ def test_the_resolved_vllm_is_one_the_installed_trl_supports(resolved, monkeypat
     import trl.import_utils as trl_imports
 
     assert "vllm" in resolved, "requirements.txt installs no vLLM"
-    monkeypatch.setattr(trl_imports, "_is_package_available", lambda name, return_version=False: (True, resolved["vllm"]))
+    monkeypatch.setattr(
+        trl_imports, "_is_package_available", lambda name, return_version=False: (True, resolved["vllm"])
+    )
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         assert trl_imports.is_vllm_available()
@@ -80,8 +82,9 @@ def test_the_resolved_vllm_is_inside_the_range_unsloth_checked_its_patches_on(re
 
     from packaging.version import Version
 
-    source = open(os.path.join(os.path.dirname(importlib.util.find_spec("unsloth").origin), "models",
-                               "rl_replacements.py")).read()
+    source = open(
+        os.path.join(os.path.dirname(importlib.util.find_spec("unsloth").origin), "models", "rl_replacements.py")
+    ).read()
     ranges = re.findall(r"vLLM (\d+\.\d+\.\d+)-(\d+\.\d+\.\d+)", source)
     assert ranges, "Unsloth no longer states the vLLM releases its patches were checked on: re-read rl_replacements.py"
     low, high = max(Version(lo) for lo, _ in ranges), min(Version(hi) for _, hi in ranges)

@@ -160,7 +160,8 @@ def test_message_list_and_string_completions_agree():
 
 def test_one_finite_float_per_completion_with_trl_kwargs():
     completions = [done("42"), "", None, 17, [{"role": "assistant", "content": None}]]
-    kwargs = dict(prompts=[[]] * 5, completion_ids=[[1]] * 5, answer=["42"] * 5, trainer_state=None, log_metric=lambda *a: None)
+    kwargs = dict(prompts=[[]] * 5, completion_ids=[[1]] * 5, answer=["42"] * 5, trainer_state=None,
+                  log_metric=lambda *a: None)
     for fn in rewards.REWARD_FUNCS:
         out = fn(completions=completions, **kwargs)
         assert len(out) == 5 and all(isinstance(x, float) and math.isfinite(x) for x in out), fn.__name__

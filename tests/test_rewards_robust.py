@@ -36,7 +36,12 @@ completion = st.one_of(
     st.none(),
     st.integers(),
     st.floats(allow_nan=True),
-    st.lists(st.fixed_dictionaries({"role": st.just("assistant"), "content": st.one_of(any_text, st.none(), st.integers())}), max_size=2),
+    st.lists(
+        st.fixed_dictionaries(
+            {"role": st.just("assistant"), "content": st.one_of(any_text, st.none(), st.integers())}
+        ),
+        max_size=2,
+    ),
     st.fixed_dictionaries({"content": any_text}),
 )
 gold = st.one_of(
@@ -61,7 +66,9 @@ def test_every_reward_returns_one_finite_float_per_completion(pairs):
     completions = [c for c, _ in pairs]
     answers = [a for _, a in pairs]
     for fn in rewards.REWARD_FUNCS:
-        assert_finite_floats(fn(completions=completions, answer=answers, log_extra=lambda *a: None), len(pairs), fn.__name__)
+        assert_finite_floats(
+            fn(completions=completions, answer=answers, log_extra=lambda *a: None), len(pairs), fn.__name__
+        )
 
 
 @PROPERTY_SETTINGS
@@ -71,7 +78,9 @@ def test_answers_match_is_total(pred, gold_text):
 
 
 @PROPERTY_SETTINGS
-@given(any_text, st.sampled_from(["42", "-7", "0", "3.5", "1,000", "abc", ""]), st.sampled_from(["42", "-7", "0", "3.5"]))
+@given(
+    any_text, st.sampled_from(["42", "-7", "0", "3.5", "1,000", "abc", ""]), st.sampled_from(["42", "-7", "0", "3.5"])
+)
 def test_only_the_last_solution_block_is_judged(prefix, answer, gold_text):
     block = f"{S}{answer}{C}"
     for fn in (check_answer, check_numbers):
@@ -79,8 +88,13 @@ def test_only_the_last_solution_block_is_judged(prefix, answer, gold_text):
 
 
 @PROPERTY_SETTINGS
-@given(any_text.filter(lambda s: s.strip() and not s.strip().endswith(C)
-                       and not any(s.rstrip().endswith(e) for e in rewards.EOS_TEXTS)))
+@given(
+    any_text.filter(
+        lambda s: (
+            s.strip() and not s.strip().endswith(C) and not any(s.rstrip().endswith(e) for e in rewards.EOS_TEXTS)
+        )
+    )
+)
 def test_text_after_the_solution_block_loses_the_exact_format_reward(suffix):
     good = f"working{E}{S}42{C}"
     assert match_format_exactly(completions=[good]) == [3.0]
@@ -88,7 +102,7 @@ def test_text_after_the_solution_block_loses_the_exact_format_reward(suffix):
 
 
 @PROPERTY_SETTINGS
-@given(st.lists(st.integers(-10**6, 10**6), min_size=2, max_size=20), st.integers(-10**6, 10**6))
+@given(st.lists(st.integers(-(10**6), 10**6), min_size=2, max_size=20), st.integers(-(10**6), 10**6))
 def test_listing_numbers_never_pays_more_than_one_number(numbers, gold_value):
     listed = check_numbers(completions=[f"w{E}{S}{' '.join(map(str, numbers))}{C}"], answer=[str(gold_value)])[0]
     single_wrong = check_numbers(completions=[f"w{E}{S}{gold_value + 1}{C}"], answer=[str(gold_value)])[0]
@@ -114,7 +128,7 @@ ADVERSARIAL = {
     "many numbers in a block": lambda n: f"w{E}{S}" + repeat_to("1 ", n) + C,
     "format then whitespace": lambda n: f"w{E}{S}4{C}" + " " * n,
     "NUL bytes": lambda n: repeat_to("\x00" + S, n),
-    "unicode": lambda n: repeat_to("\u2212\U0001F600\u200b" + C, n),
+    "unicode": lambda n: repeat_to("\u2212\U0001f600\u200b" + C, n),
 }
 
 
@@ -130,7 +144,9 @@ def time_all_rewards(text):
 
 
 def _measure_corpus(queue):
-    queue.put({name: (time_all_rewards(make(MB // 10)), time_all_rewards(make(MB))) for name, make in ADVERSARIAL.items()})
+    queue.put(
+        {name: (time_all_rewards(make(MB // 10)), time_all_rewards(make(MB))) for name, make in ADVERSARIAL.items()}
+    )
 
 
 @pytest.fixture(scope="module")

@@ -58,9 +58,16 @@ def test_the_preset_primes_trains_and_evaluates(converted):
     assert "format priming: 4 worked examples x 1 epochs" in log
     out = workdir / "outputs" / "sm"
     config = json.load(open(out / "run_config.json"))
-    assert config["PRESET"] == "smollm2" and config["FOUND"]["STEPS_DONE"] == 2 and config["FOUND"]["DTYPE"] == "float32"
-    assert "LlamaForCausalLM" in json.load(open(workdir / "outputs" / "smollm2-135m-instruct" / "config.json"))["architectures"]
-    run_script(workdir, "evaluate.py", "--run_dir=outputs/sm", "--n_problems=4", "--n_samples=1", "--max_new_tokens=24")
+    assert (
+        config["PRESET"] == "smollm2" and config["FOUND"]["STEPS_DONE"] == 2 and config["FOUND"]["DTYPE"] == "float32"
+    )
+    assert (
+        "LlamaForCausalLM"
+        in json.load(open(workdir / "outputs" / "smollm2-135m-instruct" / "config.json"))["architectures"]
+    )
+    run_script(
+        workdir, "evaluate.py", "--run_dir=outputs/sm", "--n_problems=4", "--n_samples=1", "--max_new_tokens=24"
+    )
     results = json.load(open(out / "eval_results.json"))
     samples = [json.loads(line) for line in open(out / "eval_samples.jsonl")]
     for label in ("base", "primed", "trained"):
@@ -70,7 +77,9 @@ def test_the_preset_primes_trains_and_evaluates(converted):
         assert sum(s["correct"] for s in mine) / 4 == pytest.approx(results[label]["accuracy"]), label
     flips = results["change_from_primed"]["flips"]  # sample for sample, primed -> trained
     assert flips["paired"] == 4 and 0 <= flips["same_text"] <= 4
-    assert (flips["wrong_to_right"] - flips["right_to_wrong"]) / 4 == pytest.approx(results["change_from_primed"]["accuracy"])
+    assert (flips["wrong_to_right"] - flips["right_to_wrong"]) / 4 == pytest.approx(
+        results["change_from_primed"]["accuracy"]
+    )
 
 
 def test_bench_compares_a_run_with_its_control_step_by_step(tmp_path):
@@ -104,9 +113,13 @@ def test_bench_counts_completions_pushed_up_with_a_wrong_answer(tmp_path):
 
     (tmp_path / "completions").mkdir()
     rows = [  # (step, prompt, check_answer, advantage)
-        (1, "a", 5.0, 1.0), (1, "a", 2.0, 0.5), (1, "a", -2.5, -1.5),  # right, near miss, wrong
-        (1, "b", 2.0, 1.0), (1, "b", -2.5, -1.0),  # no right answer, yet a signal (partial credit)
-        (2, "a", -2.5, 0.0), (2, "a", -2.5, 0.0),  # no right answer and no signal
+        (1, "a", 5.0, 1.0),
+        (1, "a", 2.0, 0.5),
+        (1, "a", -2.5, -1.5),  # right, near miss, wrong
+        (1, "b", 2.0, 1.0),
+        (1, "b", -2.5, -1.0),  # no right answer, yet a signal (partial credit)
+        (2, "a", -2.5, 0.0),
+        (2, "a", -2.5, 0.0),  # no right answer and no signal
     ]
     frame = pd.DataFrame(rows, columns=["step", "prompt", "check_answer", "advantage"])
     frame.to_parquet(tmp_path / "completions" / "completions_00001.parquet")
@@ -118,11 +131,20 @@ def test_bench_counts_completions_pushed_up_with_a_wrong_answer(tmp_path):
 def test_bench_plans_the_seeds_the_control_and_each_ablation_on_the_controls_seed():
     from bench import bench_smollm2
 
-    k = bench_smollm2.resolve_knobs(["--seeds=1,2", "--control_seed=2", "--ablations=gate-off:--outcome_gate=false,"
-                                     "slow:--learning_rate=1e-5 --max_steps=4"])
+    k = bench_smollm2.resolve_knobs(
+        [
+            "--seeds=1,2",
+            "--control_seed=2",
+            "--ablations=gate-off:--outcome_gate=false,slow:--learning_rate=1e-5 --max_steps=4",
+        ]
+    )
     assert bench_smollm2.planned_runs(k) == [
-        ("seed1", 1, ()), ("seed2", 2, ()), ("control", 2, ("--learning_rate=0",)),
-        ("gate-off", 2, ("--outcome_gate=false",)), ("slow", 2, ("--learning_rate=1e-5", "--max_steps=4"))]
+        ("seed1", 1, ()),
+        ("seed2", 2, ()),
+        ("control", 2, ("--learning_rate=0",)),
+        ("gate-off", 2, ("--outcome_gate=false",)),
+        ("slow", 2, ("--learning_rate=1e-5", "--max_steps=4")),
+    ]
     assert bench_smollm2.planned_runs(bench_smollm2.resolve_knobs(["--ablations="]))[-1][0] == "control"
 
 

@@ -29,7 +29,9 @@ def test_the_builder_makes_a_loadable_model_that_depends_on_its_seed(tmp_path, m
     monkeypatch.setattr(tiny_model, "PRETRAIN_STEPS", 3)
     a = tiny_model.build_tiny_model(str(tmp_path / "a"), prompts.BUNDLED_PROBLEMS, seed=1)
     b = tiny_model.build_tiny_model(str(tmp_path / "b"), prompts.BUNDLED_PROBLEMS, seed=2)
-    assert tiny_model.is_built(a, prompts.BUNDLED_PROBLEMS, seed=1) and not tiny_model.is_built(a, prompts.BUNDLED_PROBLEMS, seed=2)
+    assert tiny_model.is_built(a, prompts.BUNDLED_PROBLEMS, seed=1) and not tiny_model.is_built(
+        a, prompts.BUNDLED_PROBLEMS, seed=2
+    )
     assert json.load(open(os.path.join(a, tiny_model.MARKER)))["seed"] == 1
     assert weights_sha256(a) != weights_sha256(b)
     model = AutoModelForCausalLM.from_pretrained(a, dtype=torch.float32)
