@@ -132,25 +132,9 @@ def main(argv: list[str]) -> str | None:
     found.update(filter_found)
     # 5. the GRPO trainer with the rewards, and the run's record
     reward_funcs = [getattr(rewards, name) for name in k["REWARD_FUNCS"]]
-    grpo_trainer, controls = trainer.build(
-        k,
-        policy,
-        tokenizer,
-        reward_funcs,
-        rewards.answer_is_right,
-        dataset,
-        eval_dataset,
-        max_prompt_length,
-        primed,
-        found["FAST_INFERENCE_USED"],
-    )
-    data_found = {
-        "rows": len(train_rows) + len(heldout_rows),
-        "held_out": len(heldout_rows),
-        "trained_on": len(dataset),
-        "fingerprint": getattr(train_rows, "_fingerprint", None),
-    }
-    run = record.start(k, found, grpo_trainer, controls.algorithm, data_found)
+    grpo_trainer, controls = trainer.build(k, policy, tokenizer, reward_funcs, rewards.answer_is_right, dataset,
+                                           eval_dataset, max_prompt_length, primed, found["FAST_INFERENCE_USED"])
+    run = record.start(k, found, grpo_trainer, controls.algorithm, data.counts(train_rows, heldout_rows, dataset))
     # 6. train (Ctrl-C or SIGTERM: finish the step, save a checkpoint; NaN or inf: stop, save nothing)
     trainer.train(grpo_trainer, controls, resume_from)
     # 7. save the adapter and tokenizer, the curves, and what the run did

@@ -52,3 +52,10 @@ def build_eval_dataset(k: dict, heldout, tokenizer, max_prompt_length: int):
         raise BadInput(f"none of the {k['EVAL_SIZE']} held-out prompts fits in {max_prompt_length} tokens")
     print(f"eval: {len(fits)} held-out prompts x {k['NUM_GENERATIONS']} completions every {k['EVAL_STEPS']} steps")
     return subset.select(fits)
+
+
+def counts(train, heldout, dataset) -> dict:
+    """The data as run_config.json records it (FOUND.DATA): rows in all, held out, trained on (after the
+    length filter and the difficulty filter), and the loaded dataset's fingerprint."""
+    return {"rows": len(train) + len(heldout), "held_out": len(heldout), "trained_on": len(dataset),
+            "fingerprint": getattr(train, "_fingerprint", None)}

@@ -1,10 +1,13 @@
 """A bad knob or data file ends in one line that names it and the fix, with no traceback, and before the
 model loads wherever the check needs no model (the data and sampling cases take seconds)."""
 
+import os
+import subprocess
+import sys
 import time
 
 import pytest
-from conftest import run_script
+from conftest import ROOT
 
 ROWS = {
     "two.jsonl": '{"prompt": "1+1?", "solution": "2"}\n{"prompt": "2+3?", "solution": "5"}\n',
@@ -16,8 +19,12 @@ ROWS = {
 def refused(tmp_path, *args) -> str:
     for name, text in ROWS.items():
         (tmp_path / name).write_text(text)
+    # as from a fresh shell: `import unsloth` in another test of this worker sets HF_HUB_ENABLE_HF_TRANSFER,
+    # which huggingface_hub now warns about at import
+    env = {n: v for n, v in os.environ.items() if n != "HF_HUB_ENABLE_HF_TRANSFER"}
     started = time.time()
-    result = run_script(tmp_path, "train_grpo.py", "--smoke", *args, check=False, timeout=300)
+    result = subprocess.run([sys.executable, os.path.join(ROOT, "train_grpo.py"), "--smoke", *args], cwd=tmp_path,
+                            capture_output=True, text=True, timeout=300, env=env)
     assert result.returncode != 0 and "Traceback" not in result.stderr, result.stderr[-3000:]
     errors = [line for line in result.stderr.splitlines() if line.startswith("train_grpo.py: error:")]
     assert len(errors) == 1, result.stderr[-3000:]
