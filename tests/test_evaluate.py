@@ -260,38 +260,18 @@ def test_sample_texts_counts_tokens_to_the_stop_and_puts_the_model_back():
     tokenizer.padding_side = "right"
     model = AutoModelForCausalLM.from_pretrained(tiny_model.SHIPPED).train()
     texts = evaluate.chat_prompts(prompts.read_jsonl(prompts.BUNDLED_PROBLEMS)[:3], tokenizer)
-    samples = sample_texts(
-        model,
-        tokenizer,
-        texts,
-        3,
-        2,
-        "test",
-        0,
-        do_sample=True,
-        temperature=1.0,
-        max_new_tokens=12,
-        eos_token_id=tokenizer.eos_token_id,
-    )
+    def draw():
+        return sample_texts(model, tokenizer, texts, 3, 2, "test", 0, do_sample=True, temperature=1.0,
+                            max_new_tokens=12, eos_token_id=tokenizer.eos_token_id)
+
+    samples = draw()
     assert [s["problem"] for s in samples] == [0, 0, 0, 1, 1, 1, 2, 2, 2]
     for s in samples:
         assert 0 <= s["n_tokens"] <= 12 and s["truncated"] == (s["n_tokens"] == 12)
         assert s["n_tokens"] > 0 or s["text"] == ""  # no text without tokens
     assert model.training and tokenizer.padding_side == "right"
     assert model.config._attn_implementation == "sdpa"  # sampled with grpo/attention.py's, then put back
-    again = sample_texts(
-        model,
-        tokenizer,
-        texts,
-        3,
-        2,
-        "test",
-        0,
-        do_sample=True,
-        temperature=1.0,
-        max_new_tokens=12,
-        eos_token_id=tokenizer.eos_token_id,
-    )
+    again = draw()
     assert again == samples  # seeded
 
 

@@ -6,6 +6,7 @@ import sys
 import time
 
 import pytest
+from conftest import run_script
 
 from grpo.overrides import OverrideError, apply_overrides
 
@@ -153,13 +154,7 @@ def test_knobs_are_one_block_of_commented_constants():
 def test_bad_dataset_fails_before_the_model_loads(tmp_path):
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"question": "q", "solution": "1"}\n')
-    result = subprocess.run(
-        [sys.executable, "train_grpo.py", "--smoke", f"--dataset_name={bad}"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=ROOT,
-    )
+    result = run_script(ROOT, "train_grpo.py", "--smoke", f"--dataset_name={bad}", check=False, timeout=120)
     assert result.returncode != 0
     assert "missing column(s) ['prompt']; found columns ['question', 'solution']" in result.stderr
     assert "Traceback" not in result.stderr and "Unsloth" not in result.stdout + result.stderr
@@ -215,13 +210,7 @@ def test_bad_dataset_files_are_refused_naming_the_file_and_line(tmp_path, conten
     path = tmp_path / "problems.jsonl"
     path.write_text(content)
     start = time.time()
-    result = subprocess.run(
-        [sys.executable, "train_grpo.py", "--smoke", f"--dataset_name={path}"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=ROOT,
-    )
+    result = run_script(ROOT, "train_grpo.py", "--smoke", f"--dataset_name={path}", check=False, timeout=120)
     assert result.returncode != 0 and str(path) in result.stderr and message in result.stderr, result.stderr
     assert "Traceback" not in result.stderr and time.time() - start < 30
 
@@ -231,13 +220,7 @@ def test_parquet_with_the_wrong_columns_is_refused(tmp_path):
 
     path = tmp_path / "problems.parquet"
     pd.DataFrame({"question": ["q"], "answer": ["1"]}).to_parquet(path)
-    result = subprocess.run(
-        [sys.executable, "train_grpo.py", "--smoke", f"--dataset_name={path}"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=ROOT,
-    )
+    result = run_script(ROOT, "train_grpo.py", "--smoke", f"--dataset_name={path}", check=False, timeout=120)
     assert result.returncode != 0 and "missing column(s) ['prompt', 'solution']" in result.stderr
     assert "Traceback" not in result.stderr
 
