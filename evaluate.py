@@ -358,28 +358,23 @@ def expected_time(model, tokenizer, texts: list[str], k: dict, batch: int, n_mod
     import torch
 
     probe_tokens = 8
-    enc = tokenizer(texts[:batch], return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
-    ids = enc["input_ids"].repeat_interleave(k["N_SAMPLES"], dim=0)
-    mask = enc["attention_mask"].repeat_interleave(k["N_SAMPLES"], dim=0)
-    side, tokenizer.padding_side = tokenizer.padding_side, "left"
+    side, tokenizer.padding_side = tokenizer.padding_side, "left"  # as sample_texts pads
     try:
+        enc = tokenizer(texts[:batch], return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
+        ids = enc["input_ids"].repeat_interleave(k["N_SAMPLES"], dim=0)
+        mask = enc["attention_mask"].repeat_interleave(k["N_SAMPLES"], dim=0)
         with torch.no_grad():
             started = time.time()
-            model.generate(
-                input_ids=ids,
-                attention_mask=mask,
-                max_new_tokens=probe_tokens,
-                min_new_tokens=probe_tokens,
-                do_sample=False,
-                pad_token_id=tokenizer.pad_token_id,
-            )
+            model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=probe_tokens,
+                           min_new_tokens=probe_tokens, do_sample=False, pad_token_id=tokenizer.pad_token_id)
             step = (time.time() - started) / probe_tokens
     finally:
         tokenizer.padding_side = side
     calls = -(-len(texts) // batch)
     total = n_models * calls * k["MAX_NEW_TOKENS"] * step
     return (
-        f"expected: up to {total / 60:.1f} min for {n_models} models ({calls} calls of {batch} prompts x "
+        f"expected: up to {total / 60:.1f} min for {n_models} models "
+        f"({calls} call{'s' * (calls != 1)} of {batch} prompts x "
         f"{k['N_SAMPLES']} samples each, up to {k['MAX_NEW_TOKENS']} tokens at {step * 1000:.0f} ms a decode "
         "step, measured); calls whose samples all stop early take less"
     )
