@@ -243,7 +243,10 @@ def main(argv: list[str]) -> None:
         if RUNNING.get("signal"):  # arrived between parts
             parts.append({"part": name, "status": f"stopped by {RUNNING['signal']}", "seconds": 0, "log": ""})
         else:
-            parts.append(part(name, args, limit, k, env))
+            try:
+                parts.append(part(name, args, limit, k, env))
+            except Stopped as e:  # arrived while a timed-out part was being stopped
+                parts.append({"part": name, "status": f"stopped by {e}", "seconds": 0, "log": ""})
         write_report(k, info, parts)
         if parts[-1]["status"].startswith("stopped by"):
             print(f"gpu_check.py: {parts[-1]['status']}; the report keeps the parts done", flush=True)
