@@ -387,18 +387,8 @@ def generate_hf(model, tokenizer, texts: list[str], k: dict, label: str, batch: 
     from grpo.sampling import sample_texts, top_draw_kwargs
 
     sampling = top_draw_kwargs(k["TEMPERATURE"], k["TOP_P"]) if k["TEMPERATURE"] > 0 else dict(do_sample=False)
-    return sample_texts(
-        model,
-        tokenizer,
-        texts,
-        k["N_SAMPLES"],
-        batch or k["BATCH_SIZE"],
-        f"generating ({label})",
-        k["SEED"],
-        max_new_tokens=k["MAX_NEW_TOKENS"],
-        eos_token_id=tokenizer.eos_token_id,
-        **sampling,
-    )
+    return sample_texts(model, tokenizer, texts, k["N_SAMPLES"], batch or k["BATCH_SIZE"], f"generating ({label})",
+                        k["SEED"], max_new_tokens=k["MAX_NEW_TOKENS"], eos_token_id=tokenizer.eos_token_id, **sampling)
 
 
 def load_for_sampling(base_name: str, adapter: str | None, device: str, dtype):
@@ -434,7 +424,7 @@ def run_hf(k: dict, base_name: str, tokenizer, texts: list[str], primed: str | N
     for label, adapter in models:
         model = load_for_sampling(base_name, adapter, device, dtype)
         if label == "base":  # the batch that bounds the KV cache, and the time it will take, before any sampling
-            longest = max(len(tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts)
+            longest = max(map(len, tokenizer(texts, add_special_tokens=False)["input_ids"]))  # one batched call
             batch = prompts_per_call(k, model.config, torch.finfo(dtype).bits // 8, longest)
             if batch < k["BATCH_SIZE"]:
                 print(

@@ -123,17 +123,16 @@ def main(argv: list[str]) -> str | None:
     budget = trainer.completion_budget(k, max_prompt_length)  # completion tokens: what the longest prompt leaves
     found.update(MAX_PROMPT_LENGTH=max_prompt_length, RESUMED_FROM=resume_from)
     # 4. format priming: SFT on worked solutions, on the same LoRA (or the adapter an earlier run primed)
-    primed, primed_found = priming.prime(k, policy, tokenizer, worked, resume_from, found["MODEL_SHA256"])
-    found.update(primed_found)
+    found.update(priming.prime(k, policy, tokenizer, worked, resume_from, found["MODEL_SHA256"]))
     # (optional) keep the prompts the primed model sometimes solves
-    dataset, filter_found = difficulty.filter_prompts(
-        k, policy, tokenizer, dataset, rewards.answer_is_right, budget, found["MODEL_SHA256"]
-    )
-    found.update(filter_found)
+    dataset, kept = difficulty.filter_prompts(k, policy, tokenizer, dataset, rewards.answer_is_right, budget,
+                                              found["MODEL_SHA256"])
+    found.update(kept)
     # 5. the GRPO trainer with the rewards, and the run's record
     reward_funcs = [getattr(rewards, name) for name in k["REWARD_FUNCS"]]
     grpo_trainer, controls = trainer.build(k, policy, tokenizer, reward_funcs, rewards.answer_is_right, dataset,
-                                           eval_dataset, max_prompt_length, primed, found["FAST_INFERENCE_USED"])
+                                           eval_dataset, max_prompt_length, found["PRIMED_ADAPTER"],
+                                           found["FAST_INFERENCE_USED"])
     run = record.start(k, found, grpo_trainer, controls.algorithm, data.counts(train_rows, heldout_rows, dataset))
     # 6. train (Ctrl-C or SIGTERM: finish the step, save a checkpoint; NaN or inf: stop, save nothing)
     trainer.train(grpo_trainer, controls, resume_from)

@@ -93,20 +93,9 @@ def sample_hf(k: dict, model, tokenizer, texts: list[str], max_completion: int) 
     """The same with transformers `generate`, BATCH_PROMPTS prompts per call, with a progress bar."""
     from grpo.sampling import sample_texts
 
-    done = sample_texts(
-        model,
-        tokenizer,
-        texts,
-        k["DIFFICULTY_SAMPLES"],
-        BATCH_PROMPTS,
-        "difficulty: sampling",
-        k["SEED"],
-        do_sample=True,
-        temperature=k["TEMPERATURE"],
-        top_p=k["TOP_P"],
-        min_p=k["MIN_P"] or None,
-        max_new_tokens=max_completion,
-    )  # stops where GRPO stops: sample_texts' default
+    done = sample_texts(model, tokenizer, texts, k["DIFFICULTY_SAMPLES"], BATCH_PROMPTS, "difficulty: sampling",
+                        k["SEED"], do_sample=True, temperature=k["TEMPERATURE"], top_p=k["TOP_P"],
+                        min_p=k["MIN_P"] or None, max_new_tokens=max_completion)  # stops where GRPO stops: the default
     return [s["text"] for s in done], sum(s["n_tokens"] for s in done)
 
 
@@ -149,19 +138,9 @@ def filter_prompts(k: dict, model, tokenizer, dataset, judge, max_completion: in
     if is_main_process():
         os.makedirs(k["OUTPUT_DIR"], exist_ok=True)
         with open(os.path.join(k["OUTPUT_DIR"], "difficulty.json"), "w") as f:
-            json.dump(
-                {
-                    "band": list(k["DIFFICULTY_BAND"]),
-                    "kept": len(keep),
-                    "of": len(rates),
-                    "histogram": counts,
-                    "samples": k["DIFFICULTY_SAMPLES"],
-                    "mean_completion_tokens": mean_tokens,
-                    "cache": path,
-                },
-                f,
-                indent=1,
-            )
+            json.dump({"band": list(k["DIFFICULTY_BAND"]), "kept": len(keep), "of": len(rates), "histogram": counts,
+                       "samples": k["DIFFICULTY_SAMPLES"], "mean_completion_tokens": mean_tokens, "cache": path},
+                      f, indent=1)
     if not keep:
         raise BadInput(
             f"DIFFICULTY_FILTER kept none of the {len(rates)} prompts (pass rates {counts}); "

@@ -27,22 +27,9 @@ from grpo.device import is_main_process
 from grpo.record import installed_versions, timed, write_model_card
 
 # the knobs that decide what priming produces (with the model's checksum, the examples and versions)
-KEY_KNOBS = (
-    "MODEL_NAME",
-    "LOAD_IN_4BIT",
-    "MAX_SEQ_LENGTH",
-    "LORA_RANK",
-    "LORA_ALPHA",
-    "LORA_TARGET_MODULES",
-    "FORMAT_SFT_DATASET",
-    "FORMAT_SFT_EPOCHS",
-    "FORMAT_SFT_LEARNING_RATE",
-    "FORMAT_SFT_MAX_EXAMPLES",
-    "FORMAT_SFT_MAX_TOKENS",
-    "WEIGHT_DECAY",
-    "OPTIM",
-    "SEED",
-)
+KEY_KNOBS = ("MODEL_NAME", "LOAD_IN_4BIT", "MAX_SEQ_LENGTH", "LORA_RANK", "LORA_ALPHA", "LORA_TARGET_MODULES",
+             "FORMAT_SFT_DATASET", "FORMAT_SFT_EPOCHS", "FORMAT_SFT_LEARNING_RATE", "FORMAT_SFT_MAX_EXAMPLES",
+             "FORMAT_SFT_MAX_TOKENS", "WEIGHT_DECAY", "OPTIM", "SEED")
 KEY_FILE = "priming_key.json"  # written last into a cache entry: what it was primed from
 
 
@@ -63,14 +50,9 @@ def priming_key(k: dict, model_sha256: str | None, bf16: bool) -> dict:
     if prompts.is_local_path(source) and os.path.isfile(source):
         with open(source, "rb") as f:
             source = {"file": os.path.abspath(source), "sha256": hashlib.sha256(f.read()).hexdigest()}
-    return {
-        **{n: k.get(n) for n in KEY_KNOBS},
-        "MODEL_SHA256": model_sha256,
-        "FORMAT_SFT_DATASET": source,
-        "BF16": bf16,
-        "CUDA": _cuda(),
-        "VERSIONS": installed_versions(("torch", "transformers", "trl", "peft", "unsloth")),
-    }
+    return {**{n: k.get(n) for n in KEY_KNOBS}, "MODEL_SHA256": model_sha256, "FORMAT_SFT_DATASET": source,
+            "BF16": bf16, "CUDA": _cuda(),
+            "VERSIONS": installed_versions(("torch", "transformers", "trl", "peft", "unsloth"))}
 
 
 def _cuda() -> bool:
@@ -89,20 +71,20 @@ def cached(entry: str, key: dict) -> bool:
 
 
 @timed("PRIMING_S")
-def prime(k: dict, model, tokenizer, examples, resume_from: str | None, model_sha256: str | None):
-    """Prime the format (or reuse an earlier priming). Returns (the primed adapter's folder,
-    OUTPUT_DIR/lora_primed, or None without priming; findings: PRIMED_ADAPTER and PRIMING_REUSED_FROM, the
-    cache entry reused or None). On a resume the checkpoint's adapter is primed already; with a KL term,
-    the reference must be the primed adapter, so it is loaded first."""
+def prime(k: dict, model, tokenizer, examples, resume_from: str | None, model_sha256: str | None) -> dict:
+    """Prime the format (or reuse an earlier priming). Returns the findings: PRIMED_ADAPTER, the primed
+    adapter's folder (OUTPUT_DIR/lora_primed, or None without priming), and PRIMING_REUSED_FROM, the cache
+    entry reused or None. On a resume the checkpoint's adapter is primed already; with a KL term, the
+    reference must be the primed adapter, so it is loaded first."""
     primed = os.path.join(k["OUTPUT_DIR"], "lora_primed")
     if resume_from:
         if not (k["FORMAT_SFT"] and os.path.isdir(primed)):
-            return None, {"PRIMED_ADAPTER": None, "PRIMING_REUSED_FROM": None}
+            return {"PRIMED_ADAPTER": None, "PRIMING_REUSED_FROM": None}
         if k["BETA"] > 0:  # the trainer copies the adapter it is given into the KL reference: give it the primed one
             model.load_adapter(primed, adapter_name="default", is_trainable=True)
-        return primed, {"PRIMED_ADAPTER": primed, "PRIMING_REUSED_FROM": None}
+        return {"PRIMED_ADAPTER": primed, "PRIMING_REUSED_FROM": None}
     if not k["FORMAT_SFT"]:
-        return None, {"PRIMED_ADAPTER": None, "PRIMING_REUSED_FROM": None}
+        return {"PRIMED_ADAPTER": None, "PRIMING_REUSED_FROM": None}
     bf16 = trains_bf16()
     metrics_path = os.path.join(k["OUTPUT_DIR"], "metrics.jsonl")
     key = priming_key(k, model_sha256, bf16)
@@ -119,11 +101,11 @@ def prime(k: dict, model, tokenizer, examples, resume_from: str | None, model_sh
             f"format priming: reused the primed adapter in {entry} (same model, examples, priming knobs "
             f"and seed; --reuse_priming=false primes again)"
         )
-        return primed, {"PRIMED_ADAPTER": primed, "PRIMING_REUSED_FROM": entry}
+        return {"PRIMED_ADAPTER": primed, "PRIMING_REUSED_FROM": entry}
     format_sft(k, model, tokenizer, examples, metrics_path, bf16, primed)
     if k["REUSE_PRIMING"] and is_main_process():
         store(primed, metrics_path, entry, key)
-    return primed, {"PRIMED_ADAPTER": primed, "PRIMING_REUSED_FROM": None}
+    return {"PRIMED_ADAPTER": primed, "PRIMING_REUSED_FROM": None}
 
 
 def store(primed: str, metrics_path: str, entry: str, key: dict) -> None:

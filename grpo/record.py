@@ -88,18 +88,11 @@ def manifest(trainer, data: dict) -> dict:
         device = {"cpu": cpu, "cpu_threads": torch.get_num_threads()}
     here = os.path.dirname(os.path.abspath(__file__))
     try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=10
-        ).stdout.strip()
-        dirty = bool(
-            subprocess.run(
-                ["git", "status", "--porcelain", "--untracked-files=no"],
-                cwd=here,
-                capture_output=True,
-                text=True,
-                timeout=10,
-            ).stdout.strip()
-        )
+        def git(*args) -> str:
+            return subprocess.run(["git", *args], cwd=here, capture_output=True, text=True, timeout=10).stdout.strip()
+
+        commit = git("rev-parse", "HEAD")
+        dirty = bool(git("status", "--porcelain", "--untracked-files=no"))
         commit = (commit + ("+uncommitted changes" if dirty else "")) or None
     except (OSError, subprocess.SubprocessError):
         commit = None

@@ -1,6 +1,7 @@
 """The metrics file and the collapse alarm, on plain log dicts (no trainer needed)."""
 
 import pytest
+from conftest import run_script
 
 from grpo import callbacks
 from grpo.callbacks import CollapseWatch, collapse_signal, metrics_row
@@ -75,28 +76,17 @@ def test_module_docstrings_run():
 
 def test_plot_rewards_draws_every_run_under_a_folder_with_eval_rows(tmp_path):
     import json
-    import os
-    import subprocess
-    import sys
 
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     for run in ("a", "b"):
         (tmp_path / run).mkdir()
         rows = [{"step": s, "rewards/x/mean": s / 10, "reward": s / 10, "completions/clipped_ratio": 0.0,
                  "frac_reward_zero_std": 0.5} for s in range(1, 11)]
         rows.insert(5, {"step": 5, "eval_rewards/x/mean": 0.2, "eval_reward": 0.2})  # a held-out evaluation row
         (tmp_path / run / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
-    result = subprocess.run([sys.executable, os.path.join(root, "grpo", "plot_rewards.py"), str(tmp_path)],
-                            capture_output=True, text=True, timeout=120)
-    assert result.returncode == 0, result.stderr
+    run_script(tmp_path, "grpo/plot_rewards.py", str(tmp_path), timeout=120)  # asserts exit 0
     for run in ("a", "b"):
         assert (tmp_path / run / "reward_curves.png").stat().st_size > 10_000
-    missing = subprocess.run(
-        [sys.executable, os.path.join(root, "grpo", "plot_rewards.py"), str(tmp_path / "a" / "nope")],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    missing = run_script(tmp_path, "grpo/plot_rewards.py", str(tmp_path / "a" / "nope"), check=False, timeout=60)
     assert missing.returncode != 0 and "no metrics.jsonl" in missing.stderr
 
 

@@ -11,7 +11,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import ROOT
+from conftest import ROOT, run_script
 
 SCRIPT = os.path.join(ROOT, "train_grpo.py")
 
@@ -81,15 +81,8 @@ def test_batch_check_counts_every_process(tmp_path, monkeypatch):
     """GRPO's groups are formed from every process's completions, so the check is on the global count:
     4 per process x 2 processes = 8 completions, one group of 8, is accepted (one process alone would
     be refused); 6 x 2 = 12 is refused, naming the processes."""
-    env = {**os.environ, "WORLD_SIZE": "2"}
-    bad = subprocess.run(
-        [sys.executable, SCRIPT, "--smoke", "--per_device_train_batch_size=6"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=tmp_path,
-        env=env,
-    )
+    bad = run_script(tmp_path, "train_grpo.py", "--smoke", "--per_device_train_batch_size=6", check=False, timeout=60,
+                     env={"WORLD_SIZE": "2"})
     assert bad.returncode != 0 and "x processes (2) = 12 completions per step" in bad.stderr
     import train_grpo
 

@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import pytest
+from conftest import run_script
 
 import evaluate
 from grpo import stats
@@ -207,9 +208,7 @@ def test_primed_adapter_is_compared_for_the_runs_own_adapters_only(tmp_path):
 
 
 def test_missing_run_is_a_clear_error(tmp_path):
-    result = subprocess.run(
-        [sys.executable, "evaluate.py", f"--run_dir={tmp_path}"], capture_output=True, text=True, timeout=120, cwd=ROOT
-    )
+    result = run_script(ROOT, "evaluate.py", f"--run_dir={tmp_path}", check=False, timeout=120)
     assert result.returncode != 0 and "run_config.json" in result.stderr
 
 

@@ -5,28 +5,17 @@ benchmark's CPU table is checked here too (bench/bench_train.py --smoke is the d
 """
 
 import os
-import subprocess
 import sys
 
 import pytest
-from conftest import ROOT
-
-SCRIPT = os.path.join(ROOT, "bench", "gpu_check.py")
+from conftest import ROOT, run_script, start_script
 
 
 @pytest.fixture(scope="module")
 def dry_run(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("gpu-check")
-    env = {**os.environ, "OUT": str(tmp / "out")}
-    result = subprocess.run(
-        [sys.executable, SCRIPT, "--dry_run=true", f"--work_dir={tmp / 'work'}"],
-        capture_output=True,
-        text=True,
-        timeout=900,
-        cwd=tmp,
-        env=env,
-    )
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    result = run_script(tmp, "bench/gpu_check.py", "--dry_run=true", f"--work_dir={tmp / 'work'}", timeout=900,
+                        env={"OUT": str(tmp / "out")})  # asserts exit 0
     return tmp / "out", result.stdout
 
 
@@ -60,14 +49,7 @@ def test_bench_train_smoke_prints_both_paths_and_their_ratio(dry_run):
 
 
 def test_without_a_gpu_the_real_check_stops_and_names_the_dry_run(tmp_path):
-    result = subprocess.run(
-        [sys.executable, SCRIPT],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=tmp_path,
-        env={**os.environ, "OUT": str(tmp_path / "out")},
-    )
+    result = run_script(tmp_path, "bench/gpu_check.py", check=False, timeout=300, env={"OUT": str(tmp_path / "out")})
     assert result.returncode != 0 and "no CUDA GPU found" in result.stderr and "--dry_run=true" in result.stderr
 
 
@@ -104,14 +86,8 @@ def test_sigterm_in_the_second_part_keeps_the_first_parts_row_and_leaves_no_proc
     import time
 
     out = tmp_path / "out"
-    proc = subprocess.Popen(
-        [sys.executable, SCRIPT, "--dry_run=true", f"--work_dir={tmp_path / 'work'}"],
-        cwd=tmp_path,
-        env={**os.environ, "OUT": str(out)},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    proc = start_script(tmp_path, "bench/gpu_check.py", "--dry_run=true", f"--work_dir={tmp_path / 'work'}",
+                        env={"OUT": str(out)})  # stdout and stderr together
     lines = []
     for line in proc.stdout:  # wait until the benchmark's row process is under way, then stop the check
         lines.append(line)
@@ -137,21 +113,8 @@ def test_sigterm_in_the_second_part_keeps_the_first_parts_row_and_leaves_no_proc
 @pytest.mark.slow
 def test_a_part_over_its_limit_is_stopped_with_all_it_started(tmp_path):
     out = tmp_path / "out"
-    result = subprocess.run(
-        [
-            sys.executable,
-            SCRIPT,
-            "--dry_run=true",
-            f"--work_dir={tmp_path / 'work'}",
-            "--smoke_timeout_s=4",
-            "--bench_timeout_s=6",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=tmp_path,
-        env={**os.environ, "OUT": str(out)},
-    )
+    result = run_script(tmp_path, "bench/gpu_check.py", "--dry_run=true", f"--work_dir={tmp_path / 'work'}",
+                        "--smoke_timeout_s=4", "--bench_timeout_s=6", check=False, timeout=300, env={"OUT": str(out)})
     assert result.returncode == 1, result.stdout[-3000:] + result.stderr[-3000:]
     report = (out / "gpu_check.md").read_text()
     assert "| smoke | timed out after 4 s |" in report and "| bench_train | timed out after 6 s |" in report, report

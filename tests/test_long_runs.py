@@ -12,6 +12,7 @@ import sys
 import time
 
 import pytest
+from conftest import run_script
 
 from cpu_models import tiny_model
 
@@ -20,9 +21,7 @@ SCRIPT = os.path.join(ROOT, "train_grpo.py")
 
 
 def train(workdir, *args, timeout=600):
-    result = subprocess.run([sys.executable, SCRIPT, "--smoke", *args], cwd=workdir, capture_output=True, text=True,
-                            timeout=timeout)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    result = run_script(workdir, "train_grpo.py", "--smoke", *args, timeout=timeout)  # asserts exit 0
     return result.stdout + result.stderr
 
 
@@ -66,19 +65,14 @@ def test_resume_keeps_the_trained_adapter_and_the_primed_kl_reference(resumed):
 def test_run_config_is_a_manifest(resumed):
     out, _, _ = resumed
     config = json.load(open(out / "run_config.json"))
+    found = config["FOUND"]  # what the run found, apart from the knobs
     for package in ("python", "torch", "transformers", "trl", "unsloth", "peft", "math-verify"):
-        assert config["FOUND"]["VERSIONS"].get(package), package
-    assert config["FOUND"]["DEVICE"].get("cpu") or config["FOUND"]["DEVICE"].get("gpu")
-    assert (
-        config["FOUND"]["DATA"]["rows"] == 430
-        and config["FOUND"]["DATA"]["held_out"] == 50
-        and config["FOUND"]["DATA"]["fingerprint"]
-    )
-    assert (
-        config["FOUND"]["TRAINER_ARGS"]["max_steps"] == 8 and config["FOUND"]["TRAINER_ARGS"]["beta"] == config["BETA"]
-    )
-    assert config["FOUND"]["WALL_TIME_S"] > 0 and config["FOUND"]["FINAL_METRICS"]["step"] == 8
-    assert "GIT_COMMIT" in config["FOUND"]
+        assert found["VERSIONS"].get(package), package
+    assert found["DEVICE"].get("cpu") or found["DEVICE"].get("gpu")
+    assert found["DATA"]["rows"] == 430 and found["DATA"]["held_out"] == 50 and found["DATA"]["fingerprint"]
+    assert found["TRAINER_ARGS"]["max_steps"] == 8 and found["TRAINER_ARGS"]["beta"] == config["BETA"]
+    assert found["WALL_TIME_S"] > 0 and found["FINAL_METRICS"]["step"] == 8
+    assert "GIT_COMMIT" in found
     card = (out / "lora" / "README.md").read_text()
     assert "None" not in card and f"base_model: {tiny_model.SHIPPED}" in card and "8 steps" in card
 
@@ -86,23 +80,12 @@ def test_run_config_is_a_manifest(resumed):
 def test_a_new_run_into_an_old_runs_folder_is_refused_in_a_second(tmp_path):
     (tmp_path / "outputs" / "checkpoint-3").mkdir(parents=True)
     start = time.time()
-    result = subprocess.run(
-        [sys.executable, SCRIPT, f"--output_dir={tmp_path / 'outputs'}"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=ROOT,
-    )
+    result = run_script(ROOT, "train_grpo.py", f"--output_dir={tmp_path / 'outputs'}", check=False, timeout=60)
     assert result.returncode != 0 and "already holds another run (checkpoint-3)" in result.stderr
     assert "--resume=auto" in result.stderr and "--output_dir=NEW_FOLDER" in result.stderr
     assert time.time() - start < 20
-    result = subprocess.run(
-        [sys.executable, SCRIPT, "--resume=auto", f"--output_dir={tmp_path / 'empty'}"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=ROOT,
-    )
+    result = run_script(ROOT, "train_grpo.py", "--resume=auto", f"--output_dir={tmp_path / 'empty'}", check=False,
+                        timeout=60)
     assert result.returncode != 0 and "no checkpoint-N folder" in result.stderr
 
 
@@ -151,13 +134,7 @@ def test_smoke_never_wipes_a_real_run(tmp_path):
     real = tmp_path / "outputs" / "real"
     (real / "checkpoint-50").mkdir(parents=True)
     (real / "run_config.json").write_text(json.dumps({"SMOKE": False, "MODEL_NAME": "unsloth/Qwen3-4B-Base"}))
-    result = subprocess.run(
-        [sys.executable, SCRIPT, "--smoke", f"--output_dir={real}"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=tmp_path,
-    )
+    result = run_script(tmp_path, "train_grpo.py", "--smoke", f"--output_dir={real}", check=False, timeout=60)
     assert result.returncode != 0 and "already holds another run (checkpoint-50)" in result.stderr
     assert (real / "checkpoint-50").is_dir()
 
@@ -181,13 +158,8 @@ def test_smoke_never_writes_over_a_model_folder_the_user_named(tmp_path):
 def test_a_learning_rate_that_diverges_ends_in_the_guards_message_and_saves_no_adapter(tmp_path):
     """--learning_rate=1e30: the first update makes the adapter's weights so large that the next step's
     sampling meets inf/NaN logits. The run stops with one paragraph, no traceback, exit 1, no lora/."""
-    result = subprocess.run(
-        [sys.executable, SCRIPT, "--smoke", "--learning_rate=1e30", "--max_steps=4", "--output_dir=outputs/nf"],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    result = run_script(tmp_path, "train_grpo.py", "--smoke", "--learning_rate=1e30", "--max_steps=4",
+                        "--output_dir=outputs/nf", check=False, timeout=600)
     out = tmp_path / "outputs" / "nf"
     assert result.returncode == 1, result.stdout[-2000:] + result.stderr[-2000:]
     assert "Traceback" not in result.stdout + result.stderr
@@ -200,15 +172,7 @@ def test_a_learning_rate_that_diverges_ends_in_the_guards_message_and_saves_no_a
 
 
 def test_a_missing_tiny_model_is_refused_before_anything_loads(tmp_path):
-    result = subprocess.run(
-        [sys.executable, SCRIPT, "--smoke", f"--model_name={tmp_path / 'nothing'}"],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert (
-        result.returncode != 0
-        and "no tiny model in" in result.stderr
-        and "python cpu_models/tiny_model.py" in result.stderr
-    )
+    result = run_script(tmp_path, "train_grpo.py", "--smoke", f"--model_name={tmp_path / 'nothing'}", check=False,
+                        timeout=60)
+    assert result.returncode != 0 and "no tiny model in" in result.stderr
+    assert "python cpu_models/tiny_model.py" in result.stderr
