@@ -10,7 +10,7 @@ import os
 import sys
 
 import prompts
-from grpo import checksums
+from grpo import checksums, unsloth_cpu
 from grpo.checks import check_target_modules
 from grpo.record import timed
 
@@ -23,6 +23,9 @@ def load(k: dict):
     import unsloth  # noqa: F401  (before trl, transformers and peft)
     from unsloth import FastLanguageModel
 
+    if unsloth_cpu.requested():  # UNSLOTH_ALLOW_CPU=1 on a CPU: Unsloth's generated trainers, a stock loader
+        unsloth_cpu.generate_trainers()
+        FastLanguageModel = unsloth_cpu.model_loader()  # noqa: N806
     fast = k["FAST_INFERENCE"]
     if fast:
         why_not = vllm_unusable()

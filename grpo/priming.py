@@ -5,10 +5,11 @@ format would otherwise earn nothing from the format rewards for a long time.
 The primed adapter is kept apart (OUTPUT_DIR/lora_primed) so evaluate.py can tell priming from GRPO,
 and, with REUSE_PRIMING, in PRIMING_CACHE under a key of everything that decides it: the model (for a
 local folder, with its weights' checksum; a Hub id by name), the examples file, the priming and LoRA
-knobs, the seed, the precision and the library versions. A later run with the same key loads that
-adapter instead of priming again, and says so; GRPO then starts from the same weights, and the trainer
-reseeds itself, so the run is the same as one that primed. run_config.json records which cached adapter
-was reused (FOUND.PRIMING_REUSED_FROM).
+knobs, the seed, the precision, the library versions and the SFTTrainer class (TRL's, or Unsloth's
+generated one). A later run with the same key loads that adapter instead of priming again, and says so;
+GRPO then starts from the same weights, and the trainer reseeds itself, so the run is the same as one
+that primed. run_config.json records which cached adapter was reused (FOUND.PRIMING_REUSED_FROM) and
+which trainer primed it (FOUND.PRIMING_TRAINER).
 """
 
 from __future__ import annotations
@@ -51,8 +52,15 @@ def priming_key(k: dict, model_sha256: str | None, bf16: bool) -> dict:
         with open(source, "rb") as f:
             source = {"file": os.path.abspath(source), "sha256": hashlib.sha256(f.read()).hexdigest()}
     return {**{n: k.get(n) for n in KEY_KNOBS}, "MODEL_SHA256": model_sha256, "FORMAT_SFT_DATASET": source,
-            "BF16": bf16, "CUDA": _cuda(),
+            "BF16": bf16, "CUDA": _cuda(), "SFT_TRAINER": _sft_trainer(),
             "VERSIONS": installed_versions(("torch", "transformers", "trl", "peft", "unsloth"))}
+
+
+def _sft_trainer() -> str:
+    """The SFTTrainer class priming runs through: TRL's, or Unsloth's generated one (a GPU, UNSLOTH_ALLOW_CPU)."""
+    from trl import SFTTrainer
+
+    return SFTTrainer.__name__
 
 
 def _cuda() -> bool:
@@ -73,18 +81,19 @@ def cached(entry: str, key: dict) -> bool:
 @timed("PRIMING_S")
 def prime(k: dict, model, tokenizer, examples, resume_from: str | None, model_sha256: str | None) -> dict:
     """Prime the format (or reuse an earlier priming). Returns the findings: PRIMED_ADAPTER, the primed
-    adapter's folder (OUTPUT_DIR/lora_primed, or None without priming), and PRIMING_REUSED_FROM, the cache
-    entry reused or None. On a resume the checkpoint's adapter is primed already; with a KL term, the
-    reference must be the primed adapter, so it is loaded first."""
+    adapter's folder (OUTPUT_DIR/lora_primed, or None without priming), PRIMING_REUSED_FROM, the cache
+    entry reused or None, and PRIMING_TRAINER, the SFTTrainer class that primed it (None on a resume).
+    On a resume the checkpoint's adapter is primed already; with a KL term, the reference must be the
+    primed adapter, so it is loaded first."""
     primed = os.path.join(k["OUTPUT_DIR"], "lora_primed")
     if resume_from:
         if not (k["FORMAT_SFT"] and os.path.isdir(primed)):
-            return {"PRIMED_ADAPTER": None, "PRIMING_REUSED_FROM": None}
-        if k["BETA"] > 0:  # the trainer copies the adapter it is given into the KL reference: give it the primed one
+            return {"PRIMED_ADAPTER": None, "PRIMING_REUSED_FROM": None, "PRIMING_TRAINER": None}
+        if k["BETA"] > 0:  # the KL reference is a copy of the adapter as the trainer is built: the primed one
             model.load_adapter(primed, adapter_name="default", is_trainable=True)
-        return {"PRIMED_ADAPTER": primed, "PRIMING_REUSED_FROM": None}
+        return {"PRIMED_ADAPTER": primed, "PRIMING_REUSED_FROM": None, "PRIMING_TRAINER": None}
     if not k["FORMAT_SFT"]:
-        return {"PRIMED_ADAPTER": None, "PRIMING_REUSED_FROM": None}
+        return {"PRIMED_ADAPTER": None, "PRIMING_REUSED_FROM": None, "PRIMING_TRAINER": None}
     bf16 = trains_bf16()
     metrics_path = os.path.join(k["OUTPUT_DIR"], "metrics.jsonl")
     key = priming_key(k, model_sha256, bf16)
@@ -101,11 +110,11 @@ def prime(k: dict, model, tokenizer, examples, resume_from: str | None, model_sh
             f"format priming: reused the primed adapter in {entry} (same model, examples, priming knobs "
             f"and seed; --reuse_priming=false primes again)"
         )
-        return {"PRIMED_ADAPTER": primed, "PRIMING_REUSED_FROM": entry}
+        return {"PRIMED_ADAPTER": primed, "PRIMING_REUSED_FROM": entry, "PRIMING_TRAINER": key["SFT_TRAINER"]}
     format_sft(k, model, tokenizer, examples, metrics_path, bf16, primed)
     if k["REUSE_PRIMING"] and is_main_process():
         store(primed, metrics_path, entry, key)
-    return {"PRIMED_ADAPTER": primed, "PRIMING_REUSED_FROM": None}
+    return {"PRIMED_ADAPTER": primed, "PRIMING_REUSED_FROM": None, "PRIMING_TRAINER": key["SFT_TRAINER"]}
 
 
 def store(primed: str, metrics_path: str, entry: str, key: dict) -> None:

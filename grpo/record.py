@@ -45,12 +45,31 @@ def start(k: dict, found: dict, trainer, algorithm: dict, data: dict) -> dict:
     knobs as the trainer holds them, the manifest and the adapter's checksum before GRPO. Written now (a
     run that dies still leaves it) and again at the end (finish)."""
     model = trainer.model
-    found = {**found, "ALGORITHM_USED": algorithm, "WORLD_SIZE": world_size(),
+    found = {**found, **trainer_source(trainer), "ALGORITHM_USED": algorithm, "WORLD_SIZE": world_size(),
              "DTYPE": str(model.dtype).removeprefix("torch."), "ADAPTER_CHECKSUM": {"start": adapter_checksum(model)},
              **manifest(trainer, data)}
     out = {**k, "FOUND": found}
     write_run_config(k["OUTPUT_DIR"], out)
     return out
+
+
+def library_class(trainer) -> type:
+    """The library's trainer class under the project's own subclass (grpo/trainer.py's outcome judge)."""
+    return next(c for c in type(trainer).__mro__ if not c.__module__.startswith("grpo."))
+
+
+def trainer_source(trainer) -> dict:
+    """Which GRPO trainer ran: GRPO_TRAINER, the library class under the project's own subclass (TRL's
+    `GRPOTrainer`, or Unsloth's generated `UnslothGRPOTrainer` on a GPU and under UNSLOTH_ALLOW_CPU=1), its
+    source file and that file's sha256, so that a GPU run and the CPU tier can be compared line for line."""
+    import hashlib
+    import inspect
+
+    library = library_class(trainer)
+    path = inspect.getsourcefile(library)
+    with open(path, "rb") as f:
+        sha = hashlib.sha256(f.read()).hexdigest()
+    return {"GRPO_TRAINER": library.__name__, "GRPO_TRAINER_FILE": path, "GRPO_TRAINER_SHA256": sha}
 
 
 def installed_versions(dists) -> dict:

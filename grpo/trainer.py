@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from grpo import callbacks
 from grpo.checks import BadInput
 from grpo.device import bf16, world_size
+from grpo.record import library_class
 from grpo.run_dir import checkpoint_step
 
 # GRPOConfig fields set from the algorithm knobs; run_config.json records what the trainer used
@@ -231,11 +232,8 @@ def build(
         print("outcome gate: groups whose answers are all right or all wrong get zero advantage")
     if k["REINFORCE_RIGHT_ONLY"]:
         print("right only: completions judged wrong get zero advantage, right ones only a positive one")
-    if k["BETA"] > 0:  # TRL freezes a copy of the adapter as it is now ("ref"): the KL reference
-        print(
-            "KL reference: "
-            + ("the primed model (a frozen copy of the primed adapter)" if primed else "the base model")
-        )
+    if k["BETA"] > 0:
+        print(f"KL reference: {kl_reference(trainer.accelerator.unwrap_model(trainer.model), primed)}")
     used = controls.algorithm
     for knob, value in used.items():
         if value != k[knob]:
@@ -250,11 +248,34 @@ def build(
     print(
         f"run: {k['MAX_STEPS']} steps, {completions // k['NUM_GENERATIONS']} prompts x {k['NUM_GENERATIONS']} "
         f"completions per step{processes}, up to {completions * config.max_completion_length} completion tokens "
-        f"per step, {model.dtype}, optim={getattr(config.optim, 'value', config.optim)}, generation "
+        f"per step, {model.dtype}, optim={getattr(config.optim, 'value', config.optim)}, "
+        f"trainer {library_class(trainer).__name__}, generation "
         f"{'vLLM' if fast_inference else 'Hugging Face generate'}\n"
         f"algorithm: " + ", ".join(f"{n.lower()}={v}" for n, v in used.items())
     )
     return trainer, controls
+
+
+def kl_reference(model, primed: str | None) -> str:
+    """Make the KL reference the model GRPO starts from, on stock TRL and on Unsloth's generated trainer
+    alike, and say what it is. Both score the reference under the adapter named "ref" when the model
+    has one, and with the adapters switched off (the base model) when not. Stock TRL copies the adapter
+    it is given into a frozen "ref" as it is built; Unsloth's rewrite deletes that copy ("PEFT
+    initialization logic removed", unsloth/models/rl.py), which would leave a primed run's KL measured to
+    the unprimed base. So, after either trainer is built, a primed model without "ref" gets one here: a
+    frozen copy of the primed adapter, exactly as TRL makes it."""
+    if not primed:
+        return "the base model (no priming: the adapter starts at zero)"
+    if "ref" not in model.peft_config:
+        model.add_adapter("ref", model.peft_config["default"])
+        params = dict(model.named_parameters())
+        for name, param in params.items():
+            if ".default." in name:
+                params[name.replace(".default.", ".ref.")].data.copy_(param.data)
+        for name, param in params.items():
+            if ".ref." in name:
+                param.requires_grad_(False)
+    return "the primed model (a frozen copy of the primed adapter)"
 
 
 def train(trainer, controls: Controls, resume_from: str | None) -> None:

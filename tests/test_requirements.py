@@ -1,6 +1,6 @@
 """The two install commands: requirements.txt (the GPU box, vLLM included) resolves with pip and its vLLM
-is one TRL and Unsloth each support; requirements-dev.txt (the CPU tests) pins the same versions but for
-torch and vLLM. The resolver check asks the package registry (a dry run: nothing is downloaded but
+is one TRL and Unsloth each support; requirements-dev.txt (the CPU tests) pins the same versions, torch
+included, without vLLM. The resolver check asks the package registry (a dry run: nothing is downloaded but
 metadata, and no CUDA is needed).
 """
 
@@ -15,7 +15,6 @@ import pytest
 from conftest import ROOT
 
 GPU_ONLY = {"vllm"}  # in requirements.txt only
-DIFFERENT_TORCH = {"torch"}  # 2.13.0 on the GPU box (vLLM's pin), 2.14.1 for the CPU tests (requirements-dev.txt)
 
 
 def pins(name: str) -> dict:
@@ -23,18 +22,36 @@ def pins(name: str) -> dict:
     found = {}
     with open(os.path.join(ROOT, name)) as f:
         for line in f:
-            m = re.match(r"\s*([A-Za-z0-9_.\-]+)\s*==\s*([^\s;#]+)", line)
+            m = re.match(r"\s*([A-Za-z0-9_.\-]+)\s*==\s*([^\s;#,]+)", line)
             if m:
                 found[m.group(1).lower().replace("_", "-")] = m.group(2)
     return found
 
 
-def test_the_cpu_stack_pins_what_the_gpu_box_pins_but_torch_and_vllm():
+def test_the_cpu_stack_pins_what_the_gpu_box_pins_but_vllm():
     gpu, cpu = pins("requirements.txt"), pins("requirements-dev.txt")
     assert "vllm" in gpu, "requirements.txt must install vLLM: the recipe's generation path"
-    shared = {p: v for p, v in gpu.items() if p not in GPU_ONLY | DIFFERENT_TORCH}
-    assert {p: cpu.get(p) for p in shared} == shared
+    shared = {p: v for p, v in gpu.items() if p not in GPU_ONLY}
+    assert {p: cpu.get(p) for p in shared} == shared  # torch included: the tests train on the GPU box's torch
     assert "vllm" not in cpu  # the CPU stack installs no CUDA-only package
+
+
+def test_the_cpu_stack_refuses_the_local_cpu_build_of_torch():
+    """A find-links folder here holds torch-2.13.0+cpu, which pip prefers to the registry's 2.13.0 and
+    which breaks the registry's torchvision; the CPU stack's requirement excludes it."""
+    from packaging.requirements import Requirement
+
+    line = next(x for x in open(os.path.join(ROOT, "requirements-dev.txt")) if re.match(r"torch\s*==", x))
+    spec = Requirement(line.split("#")[0].strip()).specifier
+    assert spec.contains("2.13.0") and not spec.contains("2.13.0+cpu")
+
+
+def test_the_installed_torch_is_the_pinned_one_and_loads_torchvision():
+    import torch
+    import torchvision  # noqa: F401  (Unsloth imports it: a mismatched pair fails here)
+
+    assert torch.__version__.split("+")[0] == pins("requirements-dev.txt")["torch"]
+    assert torch.ops.torchvision.nms is not None
 
 
 @pytest.fixture(scope="module")
