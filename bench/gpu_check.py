@@ -167,6 +167,11 @@ def report(k: dict, info: dict, parts: list[dict]) -> str:
             f"Smoke run: {config['STEPS_DONE']} steps, {config['DTYPE']}, optim "
             f"{config['TRAINER_ARGS'].get('optim')}, {config['WALL_TIME_S']} s, final total reward "
             f"{final.get('reward')}, model sha256 {config.get('MODEL_SHA256')}",
+            "",
+            f"Trainers: GRPO {config.get('GRPO_TRAINER')} (source sha256 {config.get('GRPO_TRAINER_SHA256')}), "
+            f"priming {config.get('PRIMING_TRAINER')}; KL at step 1 {first_kl(smoke_dir)}",
+            "",
+            f"Health: {(config.get('HEALTH') or {}).get('verdict')}; peak memory {config.get('PEAK_MEMORY_GIB')} GiB",
         ]
     except (OSError, ValueError, KeyError):
         lines += ["", "Smoke run: no run_config.json (see smoke.log)"]
@@ -196,6 +201,15 @@ def report(k: dict, info: dict, parts: list[dict]) -> str:
     except (OSError, ValueError, KeyError):
         lines += ["", "Evaluation: no eval_results.json (see evaluate.log)"]
     return "\n".join(lines) + "\n"
+
+
+def first_kl(run_dir: str):
+    """The smoke run's KL to its reference at step 1 (about 0 when the reference is the primed adapter)."""
+    try:
+        with open(os.path.join(run_dir, "metrics.jsonl")) as f:
+            return next((row.get("kl") for row in map(json.loads, f) if "reward" in row), None)
+    except (OSError, ValueError):
+        return None
 
 
 def main(argv: list[str]) -> None:

@@ -1,21 +1,13 @@
-"""What the trainer reports and guards while it runs: the metrics file (GRPO's and the priming SFT's), the
-collapse alarm, a clean stop on a signal, the checkpoint tidy-up and the non-finite guard.
+"""The TRL plumbing of what the trainer reports and guards while it runs: the metrics file (GRPO's and the
+priming SFT's), the early health checks and verdict, the collapse alarm, a clean stop on a signal, the
+checkpoint tidy-up and the non-finite guard. The judgments themselves (what counts as truncation, a still
+adapter, a collapse, a non-finite value) are in grpo/health.py, on plain values.
 
-`metrics.jsonl` gets one row per training step and, with EVAL_STEPS, one row per held-out
-evaluation whose keys start with `eval_` (`eval_reward`, `eval_rewards/<name>/mean`, ...).
+`metrics.jsonl` gets one row per training step, with the process's peak memory (`memory/peak_gib`), and,
+with EVAL_STEPS, one row per held-out evaluation whose keys start with `eval_` (`eval_reward`, ...).
 
-All six are transformers TrainerCallbacks built by small factories (make_*), so importing this module
-loads nothing heavy. `grpo/trainer.py` hands five to GRPOTrainer, `grpo/priming.py` the SFT one to SFTTrainer.
-
-A GRPO run can die quietly: once every completion in every group earns the same reward (say, all
-run to the length limit without a marker), every advantage is zero and nothing moves the policy
-again, while the trainer keeps sampling for hours. `CollapseAlarm` watches two logged metrics:
-  - `frac_reward_zero_std`: the share of groups whose completions all scored the same (1.0 = no
-    group carries a learning signal);
-  - `completions/clipped_ratio`: the share of completions that hit MAX_COMPLETION_LENGTH.
-When either stays at its limit for `patience` consecutive logged steps, it prints a warning with
-the word "collapse", the metric, the step and what to try; with `stop=True` it also ends training
-after that step (the caller then saves the adapter and curves as after a full run).
+All seven are transformers TrainerCallbacks built by small factories (make_*), so importing this module
+loads nothing heavy. `grpo/trainer.py` hands six to GRPOTrainer, `grpo/priming.py` the SFT one to SFTTrainer.
 """
 
 from __future__ import annotations
@@ -23,17 +15,12 @@ from __future__ import annotations
 import json
 import os
 
-ZERO_STD_LIMIT = 1.0  # frac_reward_zero_std at or above this: no group has a learning signal
-CLIPPED_LIMIT = 0.95  # completions/clipped_ratio at or above this: nearly every completion truncated
+from grpo import health
+from grpo.health import CollapseWatch
 
 METRIC_KEYS = ("reward", "reward_std", "frac_reward_zero_std", "completions/mean_length",
-               "completions/clipped_ratio", "loss", "learning_rate", "kl", "entropy",
+               "completions/clipped_ratio", "loss", "grad_norm", "learning_rate", "kl", "entropy",
                "clip_ratio/region_mean", "gate/all_right", "gate/all_wrong", "right_only/zeroed")
-
-ADVICE = ("try a lower LEARNING_RATE, a KL term to the reference (--beta=0.04), "
-          "--mask_truncated_completions=true, a longer MAX_COMPLETION_LENGTH, or format priming "
-          "before GRPO so the model starts inside the format")
-
 
 def metrics_row(logs: dict, step: int, reward_names: list[str]) -> dict:
     """One metrics.jsonl row from a trainer log dict: step, each reward's mean, total, length, ...
@@ -68,58 +55,6 @@ def eval_row(logs: dict, step: int, reward_names: list[str]) -> dict:
     }
 
 
-def collapse_signal(logs: dict) -> str | None:
-    """The name of the metric that says this step has no learning signal, or None.
-
-    >>> collapse_signal({"frac_reward_zero_std": 1.0, "completions/clipped_ratio": 0.2})
-    'frac_reward_zero_std'
-    >>> collapse_signal({"frac_reward_zero_std": 0.5, "completions/clipped_ratio": 1.0})
-    'completions/clipped_ratio'
-    >>> collapse_signal({"frac_reward_zero_std": 0.5, "completions/clipped_ratio": 0.5}) is None
-    True
-    """
-    if logs.get("frac_reward_zero_std", 0.0) >= ZERO_STD_LIMIT:
-        return "frac_reward_zero_std"
-    if logs.get("completions/clipped_ratio", 0.0) >= CLIPPED_LIMIT:
-        return "completions/clipped_ratio"
-    return None
-
-
-class CollapseWatch:
-    """The alarm's state machine, apart from the trainer so it can be tested on plain dicts.
-
-    `update(logs, step)` returns a warning (once per collapse episode) when the signal has held
-    for `patience` consecutive steps, else None. `patience` 0 turns it off.
-    """
-
-    def __init__(self, patience: int):
-        self.patience = patience
-        self.run = 0  # consecutive steps with a signal
-        self.warned = False
-        self.collapsed_at: int | None = None  # step of the first warning
-
-    def update(self, logs: dict, step: int) -> str | None:
-        if self.patience < 1 or "reward" not in logs:
-            return None
-        signal = collapse_signal(logs)
-        if signal is None:
-            self.run, self.warned = 0, False
-            return None
-        self.run += 1
-        if self.run < self.patience or self.warned:
-            return None
-        self.warned = True
-        if self.collapsed_at is None:
-            self.collapsed_at = step
-        return (
-            f"WARNING: training collapse at step {step}: {signal} = {logs[signal]:.2f} for {self.run} "
-            f"consecutive steps (total reward {logs['reward']:.2f}, completions clipped "
-            f"{logs.get('completions/clipped_ratio', float('nan')):.2f}). Every group scores the same, so "
-            f"every advantage is zero and the policy cannot move. If the reward is at its maximum the "
-            f"problems are too easy; otherwise {ADVICE}."
-        )
-
-
 def make_metrics_callback(path: str, reward_names: list[str]):
     """A TrainerCallback that appends one JSON line per logged training step to `path`."""
     from transformers import TrainerCallback
@@ -134,6 +69,7 @@ def make_metrics_callback(path: str, reward_names: list[str]):
                 return
             if "reward" in logs:
                 row = metrics_row(logs, state.global_step, reward_names)
+                row["memory/peak_gib"] = health.peak_memory_gib()
             elif "eval_reward" in logs:
                 row = eval_row(logs, state.global_step, reward_names)
             else:
@@ -147,15 +83,17 @@ def make_metrics_callback(path: str, reward_names: list[str]):
 def keep_rows_up_to(path: str, step: int) -> None:
     """Keep only the GRPO rows of `path` logged at or before `step` (none when step is 0), and the
     format-priming rows of this run: a resumed run continues its metrics with no duplicate steps,
-    even if the first run logged past its checkpoint."""
+    even if the first run logged past its checkpoint or was killed halfway through writing a row."""
     rows = []
     if os.path.exists(path):
         with open(path, encoding="utf-8") as f:
             for line in f:
-                if line.strip():
+                try:
                     row = json.loads(line)
-                    if row.get("phase") == "sft" or (step > 0 and row.get("step", 0) <= step):
-                        rows.append(line)
+                except ValueError:  # blank, or the last line of a process killed mid-write
+                    continue
+                if row.get("phase") == "sft" or (step > 0 and row.get("step", 0) <= step):
+                    rows.append(line if line.endswith("\n") else line + "\n")
     with open(path, "w", encoding="utf-8") as f:
         f.writelines(rows)
 
@@ -239,8 +177,9 @@ def _on_any_rank(flag: bool) -> bool:
     return bool(value.item())
 
 
-def make_collapse_callback(patience: int, stop: bool):
-    """A TrainerCallback that warns on a collapse and, with `stop`, ends training after the step.
+def make_collapse_callback(patience: int, stop: bool, health_callback=None):
+    """A TrainerCallback that warns on a collapse (health.CollapseWatch) and, with `stop`, ends training
+    after the step; its warning also goes to health_callback's verdict.
 
     The callback's `watch.collapsed_at` tells the caller whether (and when) it fired.
     """
@@ -255,6 +194,8 @@ def make_collapse_callback(patience: int, stop: bool):
             warning = self.watch.update(logs or {}, state.global_step)
             if warning is None:
                 return
+            if health_callback is not None:
+                health_callback.add(warning)
             if state.is_world_process_zero:
                 suffix = (
                     " STOP_ON_COLLAPSE is set: saving and stopping now."
@@ -268,6 +209,61 @@ def make_collapse_callback(patience: int, stop: bool):
             return control
 
     return CollapseAlarm()
+
+
+def make_health_callback(max_completion_length: int, learning_rate: float, checksum):
+    """A TrainerCallback for the first steps: after health.EARLY_STEPS steps, a `WARNING:` line if most
+    completions were cut at the length limit or the adapter has not changed (checksum(model): the adapter's
+    checksum, taken as training begins, after any checkpoint has loaded); after health.VERDICT_STEPS steps
+    (or at the end of a shorter run), the one-line verdict. Other warnings printed meanwhile (the collapse
+    alarm's, `.add(warning)`) count in the verdict. `.warnings` and `.verdict` hold what it said."""
+    from transformers import TrainerCallback
+
+    class Health(TrainerCallback):
+        def __init__(self):
+            self.rows, self.warnings, self.verdict, self.checked = [], [], None, False
+            self.start_step, self.before = 0, None
+
+        def add(self, warning: str) -> None:
+            if warning not in self.warnings:
+                self.warnings.append(warning)
+
+        def _say(self, state, line):
+            if state.is_world_process_zero:
+                print("\n" + line, flush=True)  # on its own line, past the progress bar
+
+        def on_train_begin(self, args, state, control, model=None, **kwargs):
+            self.start_step = state.global_step  # a resumed run judges its own first steps
+            self.before = checksum(model) if model is not None else None
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if not logs or "reward" not in logs or self.verdict is not None:
+                return
+            self.rows.append({**logs, "memory/peak_gib": health.peak_memory_gib()})
+            done = state.global_step - self.start_step
+            if done == min(health.EARLY_STEPS, state.max_steps - self.start_step):
+                self._early_checks(state, kwargs.get("model"))
+            if done >= min(health.VERDICT_STEPS, state.max_steps - self.start_step):
+                self.verdict = health.verdict(self.rows, self.warnings)
+                self._say(state, self.verdict)
+
+        def _early_checks(self, state, model):
+            self.checked = True
+            found = [health.truncation_warning(self.rows, max_completion_length)]
+            if self.before is not None and model is not None:
+                found.append(health.still_adapter_warning(self.before, checksum(model), len(self.rows), learning_rate))
+            for warning in filter(None, found):
+                self.add(warning)
+                self._say(state, warning)
+
+        def on_train_end(self, args, state, control, model=None, **kwargs):
+            if self.verdict is None and self.rows:  # stopped before the verdict's step (a signal, an alarm)
+                if not self.checked:
+                    self._early_checks(state, model)
+                self.verdict = health.verdict(self.rows, self.warnings)
+                self._say(state, self.verdict)
+
+    return Health()
 
 
 def make_checkpoint_tidy_callback(adapter: str = "ref"):
@@ -287,47 +283,6 @@ def make_checkpoint_tidy_callback(adapter: str = "ref"):
                 )
 
     return CheckpointTidy()
-
-
-NONFINITE_ADVICE = (
-    "Usual remedies: a lower LEARNING_RATE (try a tenth), gradient clipping kept on "
-    "(transformers' max_grad_norm, 1.0 by default), a KL term to the reference (--beta=0.04), "
-    "and float32 rather than bf16/fp16 where the values overflow"
-)
-
-
-def first_nonfinite(logs: dict) -> str | None:
-    """The first of the logged loss and gradient norm that is NaN or infinite, as "name = value", or None.
-
-    >>> first_nonfinite({"loss": 0.1, "grad_norm": float("inf")})
-    'grad_norm = inf'
-    >>> first_nonfinite({"loss": 0.1, "grad_norm": 2.0}) is None
-    True
-    """
-    import math
-
-    for key in ("loss", "grad_norm"):
-        value = logs.get(key)
-        if value is not None and not math.isfinite(float(value)):
-            return f"{key} = {value}"
-    return None
-
-
-def first_nonfinite_weight(model) -> str | None:
-    """The name of the first trainable (adapter) weight holding a NaN or an infinity, or None."""
-    import torch
-
-    trainable = [(name, param.detach()) for name, param in model.named_parameters() if param.requires_grad]
-    if not trainable or bool(torch.stack([torch.isfinite(p).all() for _, p in trainable]).all()):
-        return None  # one device sync per step, not one per adapter tensor
-    return next(name for name, p in trainable if not bool(torch.isfinite(p).all()))
-
-
-def is_nonfinite_sampling_error(error: BaseException) -> bool:
-    """Whether an exception from training is sampling that met NaN or infinite probabilities: weights
-    that are finite but so large that the logits overflow fail here, one step after the update."""
-    text = str(error)
-    return isinstance(error, RuntimeError) and ("probability tensor contains" in text or "device-side assert" in text)
 
 
 def make_nonfinite_guard_callback():
@@ -354,7 +309,7 @@ def make_nonfinite_guard_callback():
             return control
 
         def on_step_end(self, args, state, control, model=None, **kwargs):
-            bad = first_nonfinite_weight(model) if model is not None else None
+            bad = health.first_nonfinite_weight(model) if model is not None else None
             if _on_any_rank(bad is not None):  # every rank stops after the same step
                 self.trip(
                     f"adapter weight {bad}" if bad else "an adapter weight on another process", state.global_step
@@ -362,7 +317,7 @@ def make_nonfinite_guard_callback():
             return self._stop(control) if self.tripped else control
 
         def on_log(self, args, state, control, logs=None, **kwargs):
-            bad = first_nonfinite(logs or {})
+            bad = health.first_nonfinite(logs or {})
             if bad:
                 self.trip(bad, state.global_step)
             return self._stop(control) if self.tripped else control
@@ -372,7 +327,7 @@ def make_nonfinite_guard_callback():
             return (
                 f"\ntrain_grpo.py: error: training stopped at GRPO step {step}: a non-finite value ({what}). "
                 f"The adapter diverged, so it was not saved; the last good one is {last_good}. "
-                f"{NONFINITE_ADVICE}."
+                f"{health.NONFINITE_ADVICE}."
             )
 
     return NonFiniteGuard()

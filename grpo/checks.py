@@ -153,10 +153,12 @@ def preflight(k: dict) -> None:
             raise BadInput(str(e)) from e
 
 
-def check_target_modules(k: dict) -> None:
+def check_target_modules(k: dict) -> dict | None:
     """Raise BadInput when LORA_TARGET_MODULES names a layer the model lacks. Reads only the
     model's config and builds a weightless skeleton on the meta device, so it runs before the
-    weights load. Skipped (with a note) when the config cannot be read."""
+    weights load. Skipped (with a note, returning None) when the config cannot be read. Returns the
+    skeleton's parameter counts (health.memory_estimate's sizes): `linear` (the projections), `other`
+    (embeddings, norms, an untied head) and `lora` (the adapter LORA_RANK and the targets make)."""
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
@@ -166,7 +168,7 @@ def check_target_modules(k: dict) -> None:
             skeleton = AutoModelForCausalLM.from_config(config)
     except Exception as e:  # offline without a cached config, a custom architecture, ...
         print(f"note: LORA_TARGET_MODULES not checked before loading ({type(e).__name__}: {e})")
-        return
+        return None
     linear = sorted(
         {
             name.rsplit(".", 1)[-1]
@@ -180,3 +182,9 @@ def check_target_modules(k: dict) -> None:
             f"LORA_TARGET_MODULES names {missing}, which {k['MODEL_NAME']} does not have; "
             f"its linear layers are: {','.join(linear)}"
         )
+    layers = [(name.rsplit(".", 1)[-1], m) for name, m in skeleton.named_modules() if isinstance(m, torch.nn.Linear)]
+    total = sum(p.numel() for p in skeleton.parameters())
+    projections = sum(m.weight.numel() for leaf, m in layers if leaf != "lm_head")
+    lora = sum(k["LORA_RANK"] * (m.in_features + m.out_features) for leaf, m in layers
+               if leaf in k["LORA_TARGET_MODULES"])
+    return {"linear": projections, "other": total - projections, "lora": lora}

@@ -38,7 +38,9 @@ def load(k: dict):
         from cpu_models import smollm2
 
         smollm2.build_smollm2(k["MODEL_NAME"])
-    check_target_modules(k)
+    sizes = check_target_modules(k)
+    if sizes is not None:
+        expected_memory(k, sizes, fast)
     sha = checksums.weights_sha256(k["MODEL_NAME"]) if os.path.isdir(k["MODEL_NAME"]) else None
     if k["SMOKE"]:
         from cpu_models import tiny_model
@@ -54,6 +56,24 @@ def load(k: dict):
     policy = FastLanguageModel.get_peft_model(policy, **peft_kwargs(k))
     tokenizer.chat_template = prompts.CHAT_TEMPLATE
     return policy, tokenizer, {"FAST_INFERENCE_USED": fast, "MODEL_SHA256": sha}
+
+
+def expected_memory(k: dict, sizes: dict, fast: bool) -> None:
+    """On a GPU, before the weights load: one line with the card's free memory and what this configuration
+    is expected to need (health.memory_estimate). An estimate, never a refusal."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return
+    from grpo.health import memory_estimate
+
+    free, total = (b / 2**30 for b in torch.cuda.mem_get_info())
+    vllm = k["GPU_MEMORY_UTILIZATION"] if fast and k["VLLM_MODE"] == "colocate" else 0.0
+    need = memory_estimate(sizes, k["LOAD_IN_4BIT"], vllm, total)
+    print(f"memory: {torch.cuda.get_device_name(0)} has {free:.1f} of {total:.1f} GiB free; this configuration "
+          f"needs about {need['total']:.1f} GiB before activations (an estimate: weights {need['weights']:.1f}"
+          + (f", inside vLLM's {need['vllm']:.1f} (GPU_MEMORY_UTILIZATION={vllm})" if vllm else "")
+          + f", LoRA with gradients and optimizer {need['lora']:.1f})")
 
 
 def from_pretrained_kwargs(k: dict, fast_inference: bool | None = None) -> dict:

@@ -7,7 +7,8 @@ One panel per reward and one for the total: raw values per step (faint) and a mo
 with EVAL_STEPS, the held-out evaluations as orange points on the same panels; with FORMAT_SFT,
 a first panel with the priming SFT's loss.
 A last panel shows the run's health: the share of completions cut at the length limit and the
-share of groups with no learning signal (all completions scored alike); both near 1.0 = collapse.
+share of groups with no learning signal (all completions scored alike), both near 1.0 = collapse,
+and on its right-hand axis the process's peak memory in GiB (memory/peak_gib).
 With OUTCOME_GATE it also shows the shares of groups gated as all right and as all wrong; with
 REINFORCE_RIGHT_ONLY, the share of moving completions whose advantage it zeroed.
 train_grpo.py calls this at the end of every run.
@@ -130,7 +131,15 @@ def plot(metrics_path: str, out_path: str | None = None) -> str:
         ax.set_title("run health (1.0 = collapse)", fontsize=10)
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
+        ax.legend(fontsize=7, loc="upper left")
+        memory = [(r["step"], r["memory/peak_gib"]) for r in rows if r.get("memory/peak_gib") is not None]
+        if memory:  # on its own axis, in GiB
+            right = ax.twinx()
+            right.plot([p[0] for p in memory], [p[1] for p in memory], color="tab:cyan", linestyle="--", linewidth=1.5,
+                       label="peak memory (GiB)")
+            right.set_ylim(0, max(p[1] for p in memory) * 1.6)
+            right.set_ylabel("peak memory, GiB", fontsize=8)
+            right.legend(fontsize=7, loc="center right")
     fig.tight_layout()
     fig.savefig(out_path, dpi=110)
     plt.close(fig)

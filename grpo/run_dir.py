@@ -38,7 +38,8 @@ def finish(k: dict, run: dict, trainer, controls, started: float, argv: list[str
     if controls.alarm.stopped:
         print(f"stopped early at step {step} of {k['MAX_STEPS']}: training collapsed (see the warning above)")
     if controls.guard.tripped:  # never save a diverged adapter; say where the last good one is
-        found.update(WALL_TIME_S=round(time.time() - started, 1), STEPS_DONE=step, STOPPED_BY="non-finite")
+        found.update(WALL_TIME_S=round(time.time() - started, 1), STEPS_DONE=step, STOPPED_BY="non-finite",
+                     **health_found(controls))
         record.write_run_config(k["OUTPUT_DIR"], run)
         found_checkpoints = checkpoints_in(k["OUTPUT_DIR"])
         last_good = (found_checkpoints[-1] if found_checkpoints else found.get("PRIMED_ADAPTER")
@@ -56,7 +57,7 @@ def finish(k: dict, run: dict, trainer, controls, started: float, argv: list[str
     rows = plot_rewards.read_metrics(metrics_path)
     wall = time.time() - started
     split = record.time_split(found, trainer, wall)
-    found.update(WALL_TIME_S=round(wall, 1), TIME_SPLIT_S=split, STEPS_DONE=step,
+    found.update(WALL_TIME_S=round(wall, 1), TIME_SPLIT_S=split, STEPS_DONE=step, **health_found(controls),
                  STOPPED_BY=controls.stop.signal_name or ("collapse" if controls.alarm.stopped else None),
                  FINAL_METRICS=next((r for r in reversed(rows) if "reward" in r), None),
                  ADAPTER_CHECKSUM={**found["ADAPTER_CHECKSUM"], "end_by_rank": checksums})
@@ -72,6 +73,14 @@ def finish(k: dict, run: dict, trainer, controls, started: float, argv: list[str
     return None
 
 
+def health_found(controls) -> dict:
+    """The run's health for run_config.json: the verdict on its first steps, the warnings, the peak memory."""
+    from grpo.health import peak_memory_gib
+
+    return {"HEALTH": {"verdict": controls.health.verdict, "warnings": controls.health.warnings},
+            "PEAK_MEMORY_GIB": peak_memory_gib()}
+
+
 def checkpoints_in(folder: str) -> list[str]:
     """The checkpoint-N folders in `folder`, oldest step first."""
     if not os.path.isdir(folder):
@@ -82,6 +91,43 @@ def checkpoints_in(folder: str) -> list[str]:
 
 def checkpoint_step(path: str) -> int:
     return int(os.path.basename(os.path.normpath(path))[len(CHECKPOINT):])
+
+
+def is_whole(checkpoint: str) -> bool:
+    """Whether a checkpoint folder was saved to the end: transformers' Trainer writes trainer_state.json
+    last (Trainer._save_checkpoint), so a folder without it was cut off mid-save."""
+    return os.path.isfile(os.path.join(checkpoint, "trainer_state.json"))
+
+
+def check_loadable(checkpoint: str) -> str:
+    """checkpoint, after reading what resuming will load, without loading it: the state files parse, the
+    torch files are whole zip archives, the safetensors files hold the bytes their headers promise.
+    Raises BadInput naming the file otherwise (before the model loads, not as a traceback mid-resume)."""
+    import zipfile
+
+    for name in sorted(os.listdir(checkpoint)):
+        path = os.path.join(checkpoint, name)
+        try:
+            if name.endswith(".json"):
+                with open(path, encoding="utf-8") as f:
+                    json.load(f)
+            elif name.endswith((".pt", ".pth", ".bin")):
+                with zipfile.ZipFile(path) as archive:
+                    if archive.testzip() is not None:
+                        raise ValueError("a damaged member")
+            elif name.endswith(".safetensors"):
+                with open(path, "rb") as f:
+                    size = int.from_bytes(f.read(8), "little")
+                    header = json.loads(f.read(size))
+                ends = [v["data_offsets"][1] for key, v in header.items() if key != "__metadata__"]
+                if os.path.getsize(path) < 8 + size + max(ends, default=0):
+                    raise ValueError("shorter than its header says")
+        except (OSError, ValueError, zipfile.BadZipFile, KeyError, TypeError) as e:
+            raise BadInput(
+                f"{path} cannot be loaded ({type(e).__name__}: {e}); resume from an earlier checkpoint with "
+                f"--resume=PATH, or move {os.path.basename(checkpoint)} aside"
+            ) from e
+    return checkpoint
 
 
 def was_smoke_run(folder: str) -> bool:
@@ -101,13 +147,18 @@ def resume_checkpoint(k: dict) -> str | None:
     out = k["OUTPUT_DIR"]
     found = checkpoints_in(out)
     if k["RESUME"] == "auto":
-        if not found:
-            raise BadInput(f"--resume=auto: no checkpoint-N folder in {out} to resume from")
-        return found[-1]
+        whole = [c for c in found if is_whole(c)]
+        if not whole:
+            raise BadInput(f"--resume=auto: no {'whole ' if found else ''}checkpoint-N folder in {out} to resume from")
+        unfinished = [os.path.basename(c) for c in found if checkpoint_step(c) > checkpoint_step(whole[-1])]
+        if unfinished and is_main_process():
+            print(f"resume: skipping {', '.join(unfinished)} (unfinished: no trainer_state.json, which Trainer "
+                  f"writes last, as a kill during the save leaves it); left as it is")
+        return check_loadable(whole[-1])
     if k["RESUME"]:
-        if not os.path.isfile(os.path.join(k["RESUME"], "trainer_state.json")):
+        if not is_whole(k["RESUME"]):
             raise BadInput(f"RESUME={k['RESUME']}: not a checkpoint folder (no trainer_state.json)")
-        return k["RESUME"]
+        return check_loadable(k["RESUME"])
     if not is_main_process():  # under torchrun rank 0 alone judges (and tidies) the folder; the others follow it
         return None
     earlier = [os.path.basename(p) for p in found] + [

@@ -9,8 +9,9 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from grpo import callbacks
+from grpo import callbacks, health
 from grpo.checks import BadInput
+from grpo.checksums import adapter_checksum
 from grpo.device import bf16, world_size
 from grpo.record import library_class
 from grpo.run_dir import checkpoint_step
@@ -178,11 +179,13 @@ def with_outcome_judge(trainer_class, judge, gate: bool, only_right: bool):
 @dataclass
 class Controls:
     """The run's controls beside TRL's trainer: the collapse alarm, the clean stop on a signal, the
-    non-finite guard, and the algorithm knobs as the built trainer holds them."""
+    non-finite guard, the early health checks and verdict, and the algorithm knobs as the built trainer
+    holds them."""
 
     alarm: object
     stop: object
     guard: object
+    health: object
     algorithm: dict
 
 
@@ -208,7 +211,8 @@ def build(
     trainer_class = (
         with_outcome_judge(GRPOTrainer, judge, k["OUTCOME_GATE"], k["REINFORCE_RIGHT_ONLY"]) if judged else GRPOTrainer
     )
-    alarm = callbacks.make_collapse_callback(k["COLLAPSE_PATIENCE"], k["STOP_ON_COLLAPSE"])
+    checkup = callbacks.make_health_callback(config.max_completion_length, k["LEARNING_RATE"], adapter_checksum)
+    alarm = callbacks.make_collapse_callback(k["COLLAPSE_PATIENCE"], k["STOP_ON_COLLAPSE"], checkup)
     stop = callbacks.make_signal_stop_callback()
     guard = callbacks.make_nonfinite_guard_callback()
     metrics_path = os.path.join(k["OUTPUT_DIR"], "metrics.jsonl")
@@ -222,12 +226,13 @@ def build(
         callbacks=[
             callbacks.make_metrics_callback(metrics_path, list(k["REWARD_FUNCS"])),
             alarm,
+            checkup,  # after the alarm: a collapse warning at the verdict's step counts in it
             stop,
             callbacks.make_checkpoint_tidy_callback("ref"),
             guard,
         ],  # guard last: it cancels a save
     )
-    controls = Controls(alarm=alarm, stop=stop, guard=guard, algorithm=algorithm_used(trainer.args))
+    controls = Controls(alarm=alarm, stop=stop, guard=guard, health=checkup, algorithm=algorithm_used(trainer.args))
     if k["OUTCOME_GATE"]:
         print("outcome gate: groups whose answers are all right or all wrong get zero advantage")
     if k["REINFORCE_RIGHT_ONLY"]:
@@ -295,6 +300,6 @@ def train(trainer, controls: Controls, resume_from: str | None) -> None:
     try:
         trainer.train(resume_from_checkpoint=resume_from)
     except RuntimeError as e:  # overflowing weights show up one step later, as NaN sampling probabilities
-        if not callbacks.is_nonfinite_sampling_error(e):
+        if not health.is_nonfinite_sampling_error(e):
             raise
         controls.guard.trip("the sampling probabilities: inf or NaN logits", trainer.state.global_step + 1)

@@ -35,13 +35,15 @@ def run_script(workdir, name, *args, env=None, check=True, stdin=None, timeout=6
 
 # The files whose runs take longest go first, so that with two workers (pytest.ini) one of them starts
 # on the learning runs while the other works through the rest; the order within a file is kept.
-SLOWEST_FIRST = ("test_learning.py", "test_smollm2.py", "test_long_runs.py", "test_gpu_check.py")
+SLOWEST_FIRST = ("test_learning.py", "test_unsloth_trainers.py", "test_smollm2.py", "test_long_runs.py",
+                 "test_gpu_check.py")
 
 
 # Files whose tests share a run of a script (a training run, a dry run): every test in them is `slow`. The
 # fast tier, python -m pytest -q -m "not slow", is the rest (tests of one function, or of a script that
 # stops in seconds); tests elsewhere that train carry @pytest.mark.slow themselves.
-SLOW_FILES = ("test_learning.py", "test_smollm2.py", "test_long_runs.py", "test_gpu_check.py", "test_pipeline.py",
+SLOW_FILES = ("test_learning.py", "test_unsloth_trainers.py",
+              "test_smollm2.py", "test_long_runs.py", "test_gpu_check.py", "test_pipeline.py",
               "test_priming.py", "test_difficulty.py", "test_distributed.py", "test_export.py")
 
 

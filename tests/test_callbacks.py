@@ -4,7 +4,8 @@ import pytest
 from conftest import run_script
 
 from grpo import callbacks
-from grpo.callbacks import CollapseWatch, collapse_signal, metrics_row
+from grpo.callbacks import metrics_row
+from grpo.health import CollapseWatch, collapse_signal
 
 HEALTHY = {"reward": 0.5, "frac_reward_zero_std": 0.25, "completions/clipped_ratio": 0.1}
 NO_SIGNAL = {"reward": -7.5, "frac_reward_zero_std": 1.0, "completions/clipped_ratio": 0.3}
@@ -62,10 +63,10 @@ def test_patience_zero_is_off_and_non_training_logs_are_ignored():
 
 def test_metrics_row_keeps_rewards_and_health_metrics_only():
     logs = {"reward": 1.0, "rewards/a/mean": 1.0, "completions/clipped_ratio": 0.5, "kl": 0.01,
-            "epoch": 0.3, "step_time": 0.4}
+            "epoch": 0.3, "step_time": 0.4, "grad_norm": 0.7}
     row = metrics_row(logs, 7, ["a", "b"])
     assert row == {"step": 7, "rewards/a/mean": 1.0, "rewards/b/mean": None, "reward": 1.0,
-                   "completions/clipped_ratio": 0.5, "kl": 0.01}
+                   "completions/clipped_ratio": 0.5, "grad_norm": 0.7, "kl": 0.01}
 
 
 def test_module_docstrings_run():

@@ -7,7 +7,7 @@ import pytest
 
 
 @pytest.mark.parametrize("name", ["evaluate", "export", "rewards", "grpo.trainer", "grpo.overrides", "grpo.difficulty",
-                                  "grpo.callbacks", "grpo.stats"])
+                                  "grpo.callbacks", "grpo.health", "grpo.stats"])
 def test_docstring_examples_hold(name):
     module = importlib.import_module(name)
     result = doctest.testmod(module)

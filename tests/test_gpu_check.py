@@ -27,6 +27,10 @@ def test_dry_run_runs_every_part_and_writes_the_report(dry_run):
         assert f"| {part} | ok |" in report, part
         assert (out / f"{part}.log").stat().st_size > 0, part
     assert "Smoke run: 2 steps, float32" in report and "Evaluation (`evaluate.py --smoke`): base accuracy" in report
+    assert "Trainers: GRPO GRPOTrainer (source sha256 " in report and "priming SFTTrainer" in report  # stock TRL here
+    kl = float(report.split("KL at step 1 ")[1].split()[0])
+    assert kl < 0.25  # the primed reference
+    assert "Health: first 2 steps: healthy: reward " in report
     assert sorted(os.listdir(out)) == [
         "bench_train.log",
         "evaluate.log",

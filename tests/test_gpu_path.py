@@ -54,6 +54,26 @@ def test_unsloths_compiled_grpo_trainer_still_calls_calculate_rewards():
     assert "self._calculate_rewards(" in after.split("function.replace(string_to_find")[0]
 
 
+def test_unsloths_lora_kernels_follow_the_active_adapter():
+    """On a GPU, Unsloth's fast LoRA kernels read the adapter weights themselves: the KL reference ("ref",
+    grpo/trainer.py kl_reference) scores as itself only if they take the active adapter's, not "default"'s."""
+    body = source("unsloth", "kernels", "utils.py")
+    body = body[body.index("def get_lora_parameters(proj)") :]
+    body = body[: body.index("\ndef ")]
+    assert 'getattr(proj, "active_adapters", None)' in body
+    assert "proj.lora_A[adapter]" in body and "proj.lora_B[adapter]" in body and "proj.scaling[adapter]" in body
+    assert 'getattr(proj, "disable_adapters", True)' in body  # the base model when adapters are off
+
+
+def test_trl_and_unsloth_take_the_kl_reference_from_an_adapter_named_ref():
+    from trl import GRPOTrainer
+
+    line = 'use_adapter(model, adapter_name="ref" if "ref" in model.peft_config else None)'
+    assert line in inspect.getsource(GRPOTrainer._generate_and_score_completions)
+    # Unsloth's rewrite deletes TRL's copy into "ref": grpo/trainer.py kl_reference makes it instead
+    assert "PEFT initialization logic removed" in source("unsloth", "models", "rl.py")
+
+
 # --- fast inference (vLLM inside Unsloth) ------------------------------------------------------------------
 def test_unsloth_from_pretrained_takes_the_vllm_arguments_the_project_passes():
     loader = source("unsloth", "models", "loader.py")

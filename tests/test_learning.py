@@ -88,6 +88,22 @@ def test_controls_adapter_never_moves(runs):
         assert checksum["end_by_rank"] == [checksum["start"]], seed
 
 
+def test_the_first_steps_verdicts_and_the_memory_in_every_row(runs):
+    """The lr-0 controls' adapter never moves: each says so at step 3 (grpo/health.py). The learning runs
+    print no warning and a healthy verdict; every GRPO row records the process's peak memory."""
+    workdir, logs = runs
+    for seed in SEEDS:
+        control = [line for line in logs[f"control{seed}"].splitlines() if line.startswith("WARNING:")]
+        assert len(control) == 1 and "the LoRA adapter has not changed in the first 3 steps" in control[0], control
+        learn = logs[f"learn{seed}"].splitlines()
+        assert not [line for line in learn if line.startswith("WARNING:")], seed
+        assert any(line.startswith("first 10 steps: healthy: reward ") for line in learn), seed
+        for name in (f"learn{seed}", f"control{seed}"):
+            assert all(r["memory/peak_gib"] > 0 for r in rows_of(workdir, name)), name
+            found = json.load(open(workdir / "outputs" / name / "run_config.json"))["FOUND"]
+            assert found["PEAK_MEMORY_GIB"] >= max(r["memory/peak_gib"] for r in rows_of(workdir, name))
+
+
 def test_run_config_records_the_algorithm_the_trainer_used(runs):
     workdir, _ = runs
     config = json.load(open(workdir / "outputs" / f"learn{SEEDS[0]}" / "run_config.json"))

@@ -5,6 +5,7 @@ and a refusal to mix a new run into an old run's folder. Each run is the smoke p
 """
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -117,6 +118,40 @@ def test_sigint_finishes_the_step_saves_and_resumes(tmp_path):
     log = train(tmp_path, f"--max_steps={last + 2}", "--resume=auto", "--output_dir=outputs/s")
     assert f"resuming from outputs/s/checkpoint-{last} (step {last})" in log
     assert train_steps(metrics) == list(range(1, last + 3))
+
+
+def test_sigkill_while_saving_every_step_then_resume_auto(tmp_path):
+    """Spot boxes are preempted and the OOM killer sends SIGKILL, which can land in the middle of Trainer's
+    save. A run saving every step (accumulation 2, through the non-finite guard) is killed twice at a
+    random moment and resumed each time; then a kill mid-save is made certain (the newest checkpoint
+    loses trainer_state.json, the file Trainer writes last) and the last resume must skip that folder.
+    No traceback, and each step once in metrics.jsonl."""
+    import random
+
+    from conftest import finish_script, start_script
+
+    args = ["--smoke", "--max_steps=8", "--save_steps=1", "--gradient_accumulation_steps=2",
+            "--per_device_train_batch_size=8", "--output_dir=outputs/k"]
+    run = tmp_path / "outputs" / "k"
+    for attempt, rows_before_kill in enumerate((2, 4)):
+        process = start_script(tmp_path, "train_grpo.py", *args, *(["--resume=auto"] if attempt else []))
+        deadline = time.time() + 300
+        while time.time() < deadline and process.poll() is None and (
+            not (run / "metrics.jsonl").exists() or len(train_steps(run / "metrics.jsonl")) < rows_before_kill
+        ):
+            time.sleep(0.1)
+        time.sleep(random.uniform(0, 1.5))  # somewhere in the next step or its save
+        process.kill()
+        out, _ = process.communicate(timeout=60)
+        assert "Traceback" not in out, out[-3000:]
+    newest = sorted(run.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))[-1]
+    (newest / "trainer_state.json").unlink(missing_ok=True)
+    log = finish_script(start_script(tmp_path, "train_grpo.py", *args, "--resume=auto"), timeout=600)
+    assert f"resume: skipping {newest.name} (unfinished" in log and "Traceback" not in log
+    assert train_steps(run / "metrics.jsonl") == list(range(1, 9))  # none missing, none twice
+    rows = [json.loads(line) for line in open(run / "metrics.jsonl") if '"reward"' in line]
+    assert all(math.isfinite(r["grad_norm"]) and math.isfinite(r["loss"]) for r in rows)
+    assert json.load(open(run / "run_config.json"))["FOUND"]["STEPS_DONE"] == 8
 
 
 def test_tensorboard_logs_offline_and_smoke_starts_over_by_itself(tmp_path):
