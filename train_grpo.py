@@ -72,6 +72,11 @@ EPSILON = 0.2  # lower clip range of the policy ratio, 1 - EPSILON
 EPSILON_HIGH = 0.2  # upper clip range, 1 + EPSILON_HIGH; DAPO's clip-higher uses 0.28
 SCALE_REWARDS = "group"  # divide advantages by the std of: group | batch | none (Dr. GRPO's choice)
 MASK_TRUNCATED_COMPLETIONS = False  # leave completions that hit the length limit out of the loss
+IMPORTANCE_SAMPLING_LEVEL = "token"  # policy ratio per token, or "sequence" (GSPO: one length-normalised ratio)
+MULTI_OBJECTIVE_AGGREGATION = "sum_then_normalize"  # or "normalize_then_sum" (GDPO: each reward normalised first)
+TOP_ENTROPY_QUANTILE = 1.0  # train on this top share of tokens by entropy (the 80/20 paper: 0.2); 1.0 = all
+VLLM_IMPORTANCE_SAMPLING_CORRECTION = False  # reweight for vLLM's sampling probabilities (Unsloth's default off)
+VLLM_IMPORTANCE_SAMPLING_MODE = "sequence_mask"  # token_truncate | token_mask | sequence_truncate | sequence_mask
 OUTCOME_GATE = False  # zero the advantages of groups whose answers are all right or all wrong (answer_is_right)
 REINFORCE_RIGHT_ONLY = False  # keep only right answers' positive advantages: raise right answers, push nothing down
 # difficulty filter: after priming, keep only the prompts the model sometimes solves

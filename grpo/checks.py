@@ -18,6 +18,10 @@ class BadInput(ValueError):
 
 LOSS_TYPES = ("dapo", "grpo", "bnpo", "dr_grpo", "cispo", "sapo", "vespo")  # those TRL and Unsloth both implement
 SCALE_REWARDS = ("group", "batch", "none")
+# the algorithm knobs TRL 1.15's GRPOConfig takes as strings, and the values it accepts
+IMPORTANCE_SAMPLING_LEVELS = ("token", "sequence")
+MULTI_OBJECTIVE_AGGREGATIONS = ("sum_then_normalize", "normalize_then_sum")
+VLLM_IMPORTANCE_SAMPLING_MODES = ("token_truncate", "token_mask", "sequence_truncate", "sequence_mask")
 # REPORT_TO names transformers knows, and the package each needs
 TRACKERS = {"wandb": "wandb", "tensorboard": "tensorboard", "mlflow": "mlflow", "comet_ml": "comet_ml",
              "clearml": "clearml", "trackio": "trackio", "dvclive": "dvclive", "swanlab": "swanlab"}
@@ -62,6 +66,20 @@ def check_knobs(k: dict, reward_module) -> None:
         raise BadInput(f"LOSS_TYPE {k['LOSS_TYPE']!r} is not one of {', '.join(LOSS_TYPES)}")
     if k["SCALE_REWARDS"] not in SCALE_REWARDS:
         raise BadInput(f"SCALE_REWARDS {k['SCALE_REWARDS']!r} is not one of {', '.join(SCALE_REWARDS)}")
+    for knob, allowed in (("IMPORTANCE_SAMPLING_LEVEL", IMPORTANCE_SAMPLING_LEVELS),
+                          ("MULTI_OBJECTIVE_AGGREGATION", MULTI_OBJECTIVE_AGGREGATIONS),
+                          ("VLLM_IMPORTANCE_SAMPLING_MODE", VLLM_IMPORTANCE_SAMPLING_MODES)):
+        if k[knob] not in allowed:
+            raise BadInput(f"{knob} {k[knob]!r} is not one of {', '.join(allowed)}")
+    if not 0 <= k["TOP_ENTROPY_QUANTILE"] <= 1:
+        raise BadInput(f"TOP_ENTROPY_QUANTILE must be in [0, 1] (1 = every token), got {k['TOP_ENTROPY_QUANTILE']}")
+    if (k["LOSS_TYPE"] == "vespo" and k["FAST_INFERENCE"] and k["VLLM_IMPORTANCE_SAMPLING_CORRECTION"]
+            and not k["VLLM_IMPORTANCE_SAMPLING_MODE"].startswith("token_")):
+        raise BadInput(
+            f"LOSS_TYPE=vespo weights tokens by the vLLM importance ratio, which TRL and Unsloth allow only per "
+            f"token: --vllm_importance_sampling_mode=token_truncate (or token_mask), not "
+            f"{k['VLLM_IMPORTANCE_SAMPLING_MODE']}, or --vllm_importance_sampling_correction=false"
+        )
     if k["BETA"] < 0:
         raise BadInput(f"BETA must be >= 0 (a KL penalty, 0 = off), got {k['BETA']}")
     if k["EPSILON"] <= 0:

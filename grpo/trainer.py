@@ -18,7 +18,12 @@ from grpo.run_dir import checkpoint_step
 
 # GRPOConfig fields set from the algorithm knobs; run_config.json records what the trainer used
 ALGORITHM_FIELDS = {"LOSS_TYPE": "loss_type", "BETA": "beta", "EPSILON": "epsilon", "EPSILON_HIGH": "epsilon_high",
-                     "SCALE_REWARDS": "scale_rewards", "MASK_TRUNCATED_COMPLETIONS": "mask_truncated_completions"}
+                    "SCALE_REWARDS": "scale_rewards", "MASK_TRUNCATED_COMPLETIONS": "mask_truncated_completions",
+                    "IMPORTANCE_SAMPLING_LEVEL": "importance_sampling_level",
+                    "MULTI_OBJECTIVE_AGGREGATION": "multi_objective_aggregation",
+                    "TOP_ENTROPY_QUANTILE": "top_entropy_quantile",
+                    "VLLM_IMPORTANCE_SAMPLING_CORRECTION": "vllm_importance_sampling_correction",
+                    "VLLM_IMPORTANCE_SAMPLING_MODE": "vllm_importance_sampling_mode"}
 
 
 def completion_budget(k: dict, max_prompt_length: int) -> int:
@@ -70,6 +75,23 @@ def grpo_config_kwargs(k: dict, max_prompt_length: int, bf16: bool, fast_inferen
         per_device_eval_batch_size=k["PER_DEVICE_TRAIN_BATCH_SIZE"],
         **{field: k[knob] for knob, field in ALGORITHM_FIELDS.items()},
     )
+
+
+def algorithm_notes(used: dict) -> list[str]:
+    """The combinations TRL accepts but warns about (GRPOTrainer.__init__), in the knobs' words.
+
+    >>> algorithm_notes({"IMPORTANCE_SAMPLING_LEVEL": "sequence", "LOSS_TYPE": "grpo"})
+    []
+    >>> algorithm_notes({"IMPORTANCE_SAMPLING_LEVEL": "sequence", "LOSS_TYPE": "vespo"})[0][:48]
+    'LOSS_TYPE=vespo computes its own sequence weight'
+    """
+    level, loss = used.get("IMPORTANCE_SAMPLING_LEVEL"), used.get("LOSS_TYPE")
+    if level == "sequence" and loss in ("dapo", "bnpo", "dr_grpo", "cispo"):
+        return [f"IMPORTANCE_SAMPLING_LEVEL=sequence with LOSS_TYPE={loss} sums per-token terms, so each completion "
+                f"weighs by its length (GSPO's own setup is --loss_type=grpo)"]
+    if level == "sequence" and loss == "vespo":
+        return ["LOSS_TYPE=vespo computes its own sequence weights: TRL advises IMPORTANCE_SAMPLING_LEVEL=token"]
+    return []
 
 
 def algorithm_used(args) -> dict:
@@ -240,6 +262,8 @@ def build(
     if k["BETA"] > 0:
         print(f"KL reference: {kl_reference(trainer.accelerator.unwrap_model(trainer.model), primed)}")
     used = controls.algorithm
+    for note in algorithm_notes(used):
+        print(f"note: {note}")
     for knob, value in used.items():
         if value != k[knob]:
             print(
@@ -256,7 +280,8 @@ def build(
         f"per step, {model.dtype}, optim={getattr(config.optim, 'value', config.optim)}, "
         f"trainer {library_class(trainer).__name__}, generation "
         f"{'vLLM' if fast_inference else 'Hugging Face generate'}\n"
-        f"algorithm: " + ", ".join(f"{n.lower()}={v}" for n, v in used.items())
+        f"algorithm: " + ", ".join(f"{n.lower()}={v}" for n, v in used.items()
+                                   if fast_inference or not n.startswith("VLLM_"))  # those act only with vLLM
     )
     return trainer, controls
 

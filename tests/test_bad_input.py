@@ -38,6 +38,16 @@ def refused(tmp_path, *args) -> str:
     (["--dataset_name=two.jsonl"], "HOLDOUT_SIZE=50 with two.jsonl: holdout of 50 rows leaves nothing to train on"),
     (["--dataset_name=null.jsonl", "--holdout_size=0"], "null.jsonl, line 2: 'solution' is null"),
     (["--dataset_name=blank.jsonl", "--holdout_size=0"], "blank.jsonl, line 3: 'prompt' is empty"),
+    # the algorithm knobs TRL takes as strings, numbers and flags (docs/algorithm.md)
+    (["--importance_sampling_level=seq"], "IMPORTANCE_SAMPLING_LEVEL 'seq' is not one of token, sequence"),
+    (["--multi_objective_aggregation=gdpo"],
+     "MULTI_OBJECTIVE_AGGREGATION 'gdpo' is not one of sum_then_normalize, normalize_then_sum"),
+    (["--top_entropy_quantile=1.5"], "TOP_ENTROPY_QUANTILE must be in [0, 1]"),
+    (["--top_entropy_quantile=most"], "--top_entropy_quantile=most: expected a number"),
+    (["--vllm_importance_sampling_correction=maybe"], "--vllm_importance_sampling_correction=maybe: expected true"),
+    (["--vllm_importance_sampling_mode=geometric_mask"], "VLLM_IMPORTANCE_SAMPLING_MODE 'geometric_mask' is not one"),
+    (["--loss_type=vespo", "--fast_inference=true", "--vllm_importance_sampling_correction=true"],
+     "LOSS_TYPE=vespo weights tokens by the vLLM importance ratio"),
 ])
 def test_bad_sampling_knobs_and_data_files_are_one_line_in_seconds(tmp_path, args, message):
     line, seconds, output = refused(tmp_path, *args)

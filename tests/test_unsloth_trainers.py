@@ -11,6 +11,7 @@ import hashlib
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 
@@ -95,6 +96,16 @@ def test_the_hooks_the_project_relies_on_are_in_the_generated_source(gated):
     assert '"advantages": advantages' in body  # right-only rewrites output["advantages"]
     # the KL reference: the adapter named "ref" where the model has one (grpo/trainer.py, kl_reference)
     assert 'use_adapter(model, adapter_name="ref" if "ref" in model.peft_config else None)' in body
+    # the algorithm knobs reach Unsloth's own loss and advantages (docs/algorithm.md)
+    assert 'importance_sampling_level = kwargs.get("importance_sampling_level"' in source
+    assert '_entropy_quantile = getattr(trainer.args, "top_entropy_quantile"' in source
+    assert 'getattr(trainer, "multi_objective_aggregation", None) == "normalize_then_sum"' in source
+    # the knob's default is what Unsloth's generated config has (TRL's own default is True)
+    import train_grpo
+
+    config = source[source.index("class UnslothGRPOConfig") :]
+    default = re.search(r"vllm_importance_sampling_correction = (True|False),", config).group(1)
+    assert train_grpo.VLLM_IMPORTANCE_SAMPLING_CORRECTION is (default == "True")
 
 
 DRIVER = """
@@ -116,6 +127,9 @@ def match_format_exactly(completions, **kwargs):  # a reward that differs within
 
 JUDGED = dict(answer_is_right=judge, match_format_exactly=match_format_exactly)
 cases = [("judged", ["--outcome_gate=true", "--reinforce_right_only=true", "--max_steps=2"])]
+cases += [("judged-gdpo", ["--outcome_gate=true", "--reinforce_right_only=true", "--max_steps=2",
+                           "--importance_sampling_level=sequence", "--multi_objective_aggregation=normalize_then_sum",
+                           "--top_entropy_quantile=0.2"])]
 cases += [("loss-" + t, ["--loss_type=" + t]) for t in checks.LOSS_TYPES]
 cases += [("scale-" + s, ["--scale_rewards=" + s]) for s in checks.SCALE_REWARDS if s != "group"]
 cases += [("diverge", ["--learning_rate=1e30", "--max_steps=3", "--gradient_accumulation_steps=2",
@@ -125,7 +139,7 @@ cases += [("diverge", ["--learning_rate=1e30", "--max_steps=3", "--gradient_accu
           ("still", ["--learning_rate=0", "--max_steps=3"])]
 real = {{name: getattr(rewards, name) for name in JUDGED}}
 for name, args in cases:
-    for fn, value in (JUDGED if name == "judged" else real).items():
+    for fn, value in (JUDGED if name.startswith("judged") else real).items():
         setattr(rewards, fn, value)  # main() looks both up in rewards.py as it runs
     out = "outputs/" + name
     said = train_grpo.main(["--smoke", "--max_steps=1", "--format_sft=false", "--output_dir=" + out, *args])
@@ -164,6 +178,22 @@ def test_the_gate_and_right_only_act_inside_the_generated_trainer(cases):
     for row in rows:
         assert row["gate/all_wrong"] == 0.5 and row["gate/all_right"] == 0.0
         assert 0 < row["right_only/zeroed"] <= 1
+
+
+def test_gspo_gdpo_and_the_entropy_mask_with_the_gate_and_right_only_in_the_generated_trainer(cases):
+    """The algorithm knobs the field added, together, with the gate flattening one group of two: GDPO's
+    per-reward normalisation of a gated group gives 0, not NaN (the loss stays finite)."""
+    out, log = cases
+    case = out["judged-gdpo"]
+    assert case["found"]["GRPO_TRAINER"] == "UnslothGRPOTrainer"
+    used = case["found"]["ALGORITHM_USED"]
+    assert (used["IMPORTANCE_SAMPLING_LEVEL"], used["MULTI_OBJECTIVE_AGGREGATION"], used["TOP_ENTROPY_QUANTILE"]) == (
+        "sequence", "normalize_then_sum", 0.2)
+    rows = grpo_rows(os.path.join(case["out"], "metrics.jsonl"))
+    for row in rows:
+        assert row["gate/all_wrong"] == 0.5 and 0 < row["right_only/zeroed"] <= 1
+        assert math.isfinite(row["loss"]) and math.isfinite(row["grad_norm"])
+    assert "note: IMPORTANCE_SAMPLING_LEVEL=sequence with LOSS_TYPE=dapo sums per-token terms" in log
 
 
 def test_every_loss_type_and_reward_scaling_reaches_the_generated_trainer(cases):
