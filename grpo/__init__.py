@@ -7,7 +7,8 @@ functions that need them).
     presets.py       --smoke and --preset=NAME: whole sets of knob values
     checks.py        checks that fail in seconds, before anything loads (knobs, the machine); BadInput
     data.py          step 1: the problems, the held-out slice, the conversations
-    model.py         steps 2-3: the model through Unsloth, with LoRA; whether vLLM generates
+    model.py         steps 2-3: the model through Unsloth, with LoRA; whether vLLM generates; the memory estimate
+    unsloth_cpu.py   UNSLOTH_ALLOW_CPU=1: Unsloth's generated trainers on a CPU (the code a GPU user trains through)
     priming.py       step 4: format priming (SFT on worked solutions), cached for reuse
     difficulty.py    optional, after step 4: keep the prompts the primed model sometimes solves
     trainer.py       steps 5-6: GRPOConfig, the GRPOTrainer and its Controls (callbacks), training
@@ -16,7 +17,8 @@ functions that need them).
     device.py        processes (torchrun), rank 0, gathering across ranks, the training precision
     cache.py         cache entries named by the hash of what decides them
     checksums.py     the base weights' and the adapter's checksums
-    callbacks.py     metrics.jsonl, the collapse alarm, the non-finite guard, a clean stop on a signal
+    callbacks.py     the TRL plumbing: metrics.jsonl, the health checks, the collapse alarm, the guard, a clean stop
+    health.py        judgments on a run's health: truncation, a still adapter, collapse, non-finite, memory, verdict
     answers.py       the answer judge shared by the rewards and evaluate.py
     sampling.py      several completions per prompt, each prompt read once (evaluate.py, the filter)
     attention.py     grouped-query attention on a CPU without copying heads, while sampling

@@ -81,6 +81,25 @@ def test_the_memory_estimate_for_qwen3_4b_from_its_shape(monkeypatch):
     assert health.memory_estimate(sizes, False, 0.7, 80.0)["total"] == pytest.approx(56.0 + 0.62, abs=0.01)
 
 
+def test_the_memory_line_before_a_gpu_load(monkeypatch, capsys):
+    """On a GPU (faked here), one line with the card's free memory and the estimate, labelled as one."""
+    import torch
+
+    from grpo import model
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda *a: (70 * 2**30, 80 * 2**30))
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda *a: "NVIDIA H100 80GB HBM3")
+    k = {"GPU_MEMORY_UTILIZATION": 0.7, "VLLM_MODE": "colocate", "LOAD_IN_4BIT": False}
+    sizes = {"linear": 3_633_000_000, "other": 389_000_000, "lora": 66_000_000}
+    model.expected_memory(k, sizes, True)
+    model.expected_memory(k, sizes, False)
+    with_vllm, without = capsys.readouterr().out.strip().splitlines()
+    assert with_vllm.startswith("memory: NVIDIA H100 80GB HBM3 has 70.0 of 80.0 GiB free; this configuration needs "
+                                "about 56.6 GiB before activations (an estimate: weights 7.5, inside vLLM's 56.0")
+    assert "needs about 8.1 GiB" in without and "vLLM" not in without
+
+
 def test_peak_memory_is_the_process_resident_peak_on_a_cpu():
     assert 0.05 < health.peak_memory_gib() < 64
 

@@ -38,6 +38,10 @@ def test_smoke_writes_adapter_metrics_curves_and_logs(smoke_run):
                  "metrics.jsonl", "reward_curves.png", "run_config.json"):
         assert (out / name).exists(), name
     assert "saved: adapter" in log and "generation: " not in log  # smoke sets FAST_INFERENCE off: no vLLM line
+    # a healthy run: no warning of the project's, and the verdict after its 10 steps
+    assert not [line for line in log.splitlines() if line.startswith("WARNING:")]
+    assert "\nfirst 10 steps: healthy: reward " in log
+    assert "memory: " not in log  # the GPU memory estimate is for a GPU only
     # the shipped tiny model, the same bits on any machine, recorded in the manifest
     assert "(model.safetensors sha256 " + tiny_model.SHIPPED_SHA256 + ", the shipped build)" in log
     config = json.load(open(out / "run_config.json"))

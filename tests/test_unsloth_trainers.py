@@ -131,6 +131,7 @@ cases += [("judged-gdpo", ["--outcome_gate=true", "--reinforce_right_only=true",
                            "--importance_sampling_level=sequence", "--multi_objective_aggregation=normalize_then_sum",
                            "--top_entropy_quantile=0.2"])]
 cases += [("loss-" + t, ["--loss_type=" + t]) for t in checks.LOSS_TYPES]
+cases += [("sequence-" + t, ["--loss_type=" + t, "--importance_sampling_level=sequence"]) for t in checks.LOSS_TYPES]
 cases += [("scale-" + s, ["--scale_rewards=" + s]) for s in checks.SCALE_REWARDS if s != "group"]
 cases += [("diverge", ["--learning_rate=1e30", "--max_steps=3", "--gradient_accumulation_steps=2",
                        "--per_device_train_batch_size=8"]),
@@ -178,6 +179,25 @@ def test_the_gate_and_right_only_act_inside_the_generated_trainer(cases):
     for row in rows:
         assert row["gate/all_wrong"] == 0.5 and row["gate/all_right"] == 0.0
         assert 0 < row["right_only/zeroed"] <= 1
+
+
+def test_gspo_runs_with_every_loss_type_in_the_generated_trainer_and_says_what_trl_advises(cases):
+    """TRL refuses no LOSS_TYPE with IMPORTANCE_SAMPLING_LEVEL=sequence; it warns about five, and the run
+    says so in one note: line (grpo/trainer.py algorithm_notes). The one combination refused (vespo with a
+    sequence-level vLLM correction) needs vLLM: tests/test_bad_input.py."""
+    from grpo import checks
+
+    out, log = cases
+    for loss in checks.LOSS_TYPES:
+        found = out[f"sequence-{loss}"]["found"]
+        assert found["GRPO_TRAINER"] == "UnslothGRPOTrainer"
+        assert (found["ALGORITHM_USED"]["IMPORTANCE_SAMPLING_LEVEL"], found["ALGORITHM_USED"]["LOSS_TYPE"]) == (
+            "sequence", loss)
+        assert math.isfinite(found["FINAL_METRICS"]["loss"]), loss
+    for loss in ("bnpo", "dr_grpo", "cispo"):
+        assert f"note: IMPORTANCE_SAMPLING_LEVEL=sequence with LOSS_TYPE={loss} sums per-token terms" in log
+    assert "note: LOSS_TYPE=vespo computes its own sequence weights" in log
+    assert "with LOSS_TYPE=grpo sums" not in log and "with LOSS_TYPE=sapo sums" not in log
 
 
 def test_gspo_gdpo_and_the_entropy_mask_with_the_gate_and_right_only_in_the_generated_trainer(cases):
