@@ -22,6 +22,7 @@ METRIC_KEYS = ("reward", "reward_std", "frac_reward_zero_std", "completions/mean
                "completions/clipped_ratio", "loss", "grad_norm", "learning_rate", "kl", "entropy",
                "clip_ratio/region_mean", "gate/all_right", "gate/all_wrong", "right_only/zeroed")
 
+
 def metrics_row(logs: dict, step: int, reward_names: list[str]) -> dict:
     """One metrics.jsonl row from a trainer log dict: step, each reward's mean, total, length, ...
 
