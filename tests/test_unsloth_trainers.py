@@ -58,7 +58,8 @@ def test_priming_and_grpo_ran_through_unsloths_generated_trainers(gated):
 def test_the_kl_reference_is_the_primed_adapter_through_the_generated_trainer(gated):
     """Unsloth's rewrite deletes TRL's frozen copy of the adapter; without the project's own copy the KL
     at step 1 is measured to the unprimed base (about 1.3 on this preset) rather than about 0."""
-    _, run, first, second, _ = gated
+    _, run, first, second, first_found = gated
+    assert first_found["GRPO_TRAINER"] == found(run)["GRPO_TRAINER"] == "UnslothGRPOTrainer"
     assert "KL reference: the primed model" in first and "KL reference: the primed model" in second
     kl = {r["step"]: r["kl"] for r in grpo_rows(run / "metrics.jsonl")}
     assert kl[1] < 0.01, kl
@@ -68,6 +69,7 @@ def test_the_kl_reference_is_the_primed_adapter_through_the_generated_trainer(ga
 
 def test_the_gate_and_right_only_log_every_step_of_the_generated_trainer(gated):
     _, run, _, _, _ = gated
+    assert found(run)["GRPO_TRAINER"] == "UnslothGRPOTrainer"
     rows = grpo_rows(run / "metrics.jsonl")
     assert [r["step"] for r in rows] == list(range(1, 7))  # each step once across the resume
     for row in rows:
@@ -78,6 +80,7 @@ def test_the_gate_and_right_only_log_every_step_of_the_generated_trainer(gated):
 
 def test_checkpoint_and_resume_through_the_generated_trainer(gated):
     _, run, _, second, _ = gated
+    assert found(run)["GRPO_TRAINER"] == "UnslothGRPOTrainer" and "trainer UnslothGRPOTrainer" in second
     assert "resuming from outputs/g/checkpoint-4 (step 4)" in second
     assert json.load(open(run / "checkpoint-6" / "trainer_state.json"))["global_step"] == 6
     assert found(run)["RESUMED_FROM"].endswith("checkpoint-4") and found(run)["STEPS_DONE"] == 6
@@ -86,7 +89,8 @@ def test_checkpoint_and_resume_through_the_generated_trainer(gated):
 
 def test_the_hooks_the_project_relies_on_are_in_the_generated_source(gated):
     """The same hooks tests/test_gpu_path.py checks in TRL's source, checked in what Unsloth generated."""
-    workdir, _, _, _, _ = gated
+    workdir, run, _, _, _ = gated
+    assert found(run)["GRPO_TRAINER_FILE"] == str(workdir / "unsloth_compiled_cache" / "UnslothGRPOTrainer.py")
     source = (workdir / "unsloth_compiled_cache" / "UnslothGRPOTrainer.py").read_text()
     start = source.index("    def _generate_and_score_completions(")
     body = source[start : source.index("\n    def ", start + 10)]
