@@ -23,9 +23,10 @@ def load(k: dict):
     import unsloth  # noqa: F401  (before trl, transformers and peft)
     from unsloth import FastLanguageModel
 
+    loader = FastLanguageModel
     if unsloth_cpu.requested():  # UNSLOTH_ALLOW_CPU=1 on a CPU: Unsloth's generated trainers, a stock loader
         unsloth_cpu.generate_trainers()
-        FastLanguageModel = unsloth_cpu.model_loader()  # noqa: N806
+        loader = unsloth_cpu.model_loader()
     fast = k["FAST_INFERENCE"]
     if fast:
         why_not = vllm_unusable()
@@ -47,13 +48,13 @@ def load(k: dict):
 
         shipped = "the shipped build" if sha == tiny_model.SHIPPED_SHA256 else "NOT the shipped build"
         print(f"model: {k['MODEL_NAME']} (model.safetensors sha256 {sha}, {shipped})")
-    policy, tokenizer = FastLanguageModel.from_pretrained(**from_pretrained_kwargs(k, fast))
+    policy, tokenizer = loader.from_pretrained(**from_pretrained_kwargs(k, fast))
     if fast and k["VLLM_MODE"] == "colocate" and getattr(policy, "vllm_engine", None) is None:
         # Unsloth switched vLLM off itself (a GPU below compute capability 7, DGX Spark): TRL must not
         # then start a second engine of its own
         print("generation: Unsloth loaded the model without vLLM; using Hugging Face generation (slower)")
         fast = False
-    policy = FastLanguageModel.get_peft_model(policy, **peft_kwargs(k))
+    policy = loader.get_peft_model(policy, **peft_kwargs(k))
     tokenizer.chat_template = prompts.CHAT_TEMPLATE
     return policy, tokenizer, {"FAST_INFERENCE_USED": fast, "MODEL_SHA256": sha}
 

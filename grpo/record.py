@@ -66,9 +66,12 @@ def trainer_source(trainer) -> dict:
     import inspect
 
     library = library_class(trainer)
-    path = inspect.getsourcefile(library)
-    with open(path, "rb") as f:
-        sha = hashlib.sha256(f.read()).hexdigest()
+    try:
+        path = inspect.getsourcefile(library)
+        with open(path, "rb") as f:
+            sha = hashlib.sha256(f.read()).hexdigest()
+    except (OSError, TypeError):  # no source file to read (a class built at run time)
+        path = sha = None
     return {"GRPO_TRAINER": library.__name__, "GRPO_TRAINER_FILE": path, "GRPO_TRAINER_SHA256": sha}
 
 
