@@ -205,9 +205,10 @@ def report(k: dict, info: dict, parts: list[dict]) -> str:
 
 def first_kl(run_dir: str):
     """The smoke run's KL to its reference at step 1 (about 0 when the reference is the primed adapter)."""
+    from grpo.plot_rewards import grpo_rows, read_metrics
+
     try:
-        with open(os.path.join(run_dir, "metrics.jsonl")) as f:
-            return next((row.get("kl") for row in map(json.loads, f) if "reward" in row), None)
+        return next((row.get("kl") for row in grpo_rows(read_metrics(os.path.join(run_dir, "metrics.jsonl")))), None)
     except (OSError, ValueError):
         return None
 

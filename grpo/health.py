@@ -44,9 +44,9 @@ def truncation_warning(rows: list[dict], max_completion_length: int) -> str | No
     True
     """
     ratios = [r["completions/clipped_ratio"] for r in rows if r.get("completions/clipped_ratio") is not None]
-    if not ratios or sum(ratios) / len(ratios) < TRUNCATION_LIMIT:
+    share = sum(ratios) / len(ratios) if ratios else 0.0
+    if share < TRUNCATION_LIMIT:
         return None
-    share = sum(ratios) / len(ratios)
     return (
         f"WARNING: {share:.0%} of completions in the first {len(ratios)} steps were cut at the length limit "
         f"({max_completion_length} tokens), so few reach an answer and the rewards cannot rise: raise "

@@ -18,13 +18,15 @@ import sys
 import pytest
 from conftest import ROOT, run_script
 
+from grpo import plot_rewards
+
 ALLOW_CPU = {"UNSLOTH_ALLOW_CPU": "1"}
 GATED = ["--smoke", "--save_steps=2", "--outcome_gate=true", "--reinforce_right_only=true",
          "--gradient_accumulation_steps=2", "--per_device_train_batch_size=8", "--output_dir=outputs/g"]
 
 
 def grpo_rows(path):
-    return [r for r in map(json.loads, open(path)) if "reward" in r]
+    return plot_rewards.grpo_rows(plot_rewards.read_metrics(str(path)))
 
 
 def found(run):
