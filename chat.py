@@ -56,6 +56,11 @@ def main(argv: list[str]) -> None:
     from grpo.overrides import resolve
 
     k = resolve(globals(), argv, _SMOKE_PRESET, "chat.py", check_knobs)
+    from grpo.device import gpu_unseen
+
+    unseen = gpu_unseen("chat.py")  # a GPU torch cannot use (an old driver): say so, not a silent CPU chat
+    if unseen:
+        sys.exit(f"chat.py: error: {unseen}")
     config = os.path.join(k["RUN_DIR"], "run_config.json")
     if not os.path.exists(config):
         sys.exit(f"chat.py: no {config}; train first (python train_grpo.py [--smoke]) or set --run_dir")

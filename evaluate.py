@@ -561,6 +561,11 @@ def write_chart(path: str, results: dict) -> None:
 def main(argv: list[str]) -> dict:
     k = resolve_knobs(argv)
     start = time.time()
+    from grpo.device import gpu_unseen
+
+    unseen = gpu_unseen("evaluate.py")  # a GPU torch cannot use (an old driver): say so, not a silent CPU eval
+    if unseen:
+        sys.exit(f"evaluate.py: error: {unseen}")
     run = read_run_config(k["RUN_DIR"])
     if not os.path.isdir(k["ADAPTER"]):
         sys.exit(f"evaluate.py: no adapter folder {k['ADAPTER']}")

@@ -69,6 +69,11 @@ def missing_llama_cpp() -> list[str]:
 
 def preflight(k: dict) -> dict:
     """Every check that needs no model, so a doomed export fails in a second. Returns run_config.json."""
+    from grpo.device import gpu_unseen
+
+    unseen = gpu_unseen("export.py")  # a GPU torch cannot use (an old driver): say so, not a silent CPU merge
+    if unseen:
+        raise ValueError(unseen)
     path = os.path.join(k["RUN_DIR"], "run_config.json")
     if not os.path.exists(path):
         raise ValueError(f"no {path}: train first (python train_grpo.py [--smoke]) or set --run_dir")

@@ -138,7 +138,12 @@ def environment(env: dict) -> dict:
         "    try: v[d] = m.version(d)\n"
         "    except m.PackageNotFoundError: pass\n"
         "card = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None\n"
-        "print(json.dumps({'versions': v, 'card': card, 'cuda': torch.version.cuda}))\n"
+        f"import sys; sys.path.insert(0, {ROOT!r})\n"
+        "from grpo.device import driver_cuda, gpu_unseen, nvidia_driver\n"
+        "driver = nvidia_driver()\n"
+        "print(json.dumps({'versions': v, 'card': card, 'cuda': torch.version.cuda, 'driver': driver,\n"
+        "                  'driver_cuda': driver and driver_cuda(driver),\n"
+        "                  'unseen': gpu_unseen('bench/gpu_check.py')}))\n"
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
     if proc.returncode != 0:
@@ -152,7 +157,8 @@ def report(k: dict, info: dict, parts: list[dict]) -> str:
         f"# GPU check, {datetime.date.today().isoformat()}{' (CPU dry run)' if k['DRY_RUN'] else ''}",
         "",
         f"Machine: {info.get('card') or platform.processor() or platform.machine()} "
-        f"(CUDA {info.get('cuda')}), Python {platform.python_version()}; "
+        f"(NVIDIA driver {info.get('driver')}, which runs CUDA up to {info.get('driver_cuda')}; torch built for "
+        f"CUDA {info.get('cuda')}), Python {platform.python_version()}; "
         + ", ".join(f"{d} {v}" for d, v in info.get("versions", {}).items()),
         "",
         "| part | status | wall time |",
@@ -224,6 +230,7 @@ def main(argv: list[str]) -> None:
     info = environment(env)
     if not info.get("card") and not k["DRY_RUN"]:
         sys.exit(
+            f"gpu_check.py: error: {info['unseen']}" if info.get("unseen") else
             f"gpu_check.py: no CUDA GPU found ({info.get('error') or 'torch sees none'}). "
             "On a CPU:  python bench/gpu_check.py --dry_run=true"
         )

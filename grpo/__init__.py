@@ -14,7 +14,8 @@ functions that need them).
     trainer.py       steps 5-6: GRPOConfig, the GRPOTrainer and its Controls (callbacks), training
     record.py        run_config.json: the knobs, and apart from them what the run found (FOUND); step timers
     run_dir.py       the run's folder: resume or refuse, and step 7, the save at the end
-    device.py        processes (torchrun), rank 0, gathering across ranks, the training precision
+    device.py        processes (torchrun), rank 0, gathering across ranks, the training precision; the NVIDIA
+                     driver against the CUDA torch was built for (why torch sees no GPU)
     cache.py         cache entries named by the hash of what decides them
     checksums.py     the base weights' and the adapter's checksums
     callbacks.py     the TRL plumbing: metrics.jsonl, the health checks, the collapse alarm, the guard, a clean stop

@@ -9,7 +9,7 @@ import importlib.util
 import os
 
 import prompts
-from grpo.device import world_size
+from grpo.device import gpu_unseen, world_size
 
 
 class BadInput(ValueError):
@@ -148,17 +148,21 @@ def check_knobs(k: dict, reward_module) -> None:
 
 
 def preflight(k: dict) -> None:
-    """Stop at once where this machine cannot run the chosen model: the full run without a CUDA GPU, the
-    SmolLM2 preset without its GGUF file. On a CPU, also make the arithmetic the same on every vendor."""
+    """Stop at once where this machine cannot run the chosen model: a GPU torch cannot use (a driver older
+    than torch's CUDA, ...), the full run without a CUDA GPU, the SmolLM2 preset without its GGUF file.
+    On a CPU, also make the arithmetic the same on every vendor."""
     import torch
 
     if not torch.cuda.is_available():
         # Unsloth's CPU fallback trains in bf16 where the CPU has AMX/AVX512-BF16 and in float32
         # elsewhere; float32 everywhere makes a CPU run do the same arithmetic on any vendor.
         os.environ.setdefault("UNSLOTH_CPU_BF16", "0")
+    unseen = gpu_unseen("train_grpo.py")
+    if unseen:  # an NVIDIA driver is here and torch cannot use it: a driver older than torch's CUDA, ...
+        raise BadInput(unseen)
     if not k["PRESET"] and not torch.cuda.is_available():
         raise BadInput(
-            "no CUDA GPU found. The full run needs one (Qwen3-4B, vLLM, 8-bit AdamW).\n"
+            "no CUDA GPU found (no NVIDIA driver). The full run needs one (Qwen3-4B, vLLM, 8-bit AdamW).\n"
             "On a CPU, run the smoke test of the same pipeline instead:  python train_grpo.py --smoke\n"
             "or the recipe on a small real model:  python train_grpo.py --preset=smollm2"
         )

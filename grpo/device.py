@@ -1,5 +1,6 @@
 """The processes and the device: how many processes run (torchrun, accelerate launch), which one is rank 0,
-gathering a value from every rank, and the training precision. Loads torch only inside the functions.
+gathering a value from every rank, and the training precision; and why torch sees no GPU on a machine with
+an NVIDIA driver (a driver older than the CUDA torch was built for). Loads torch only inside the functions.
 """
 
 from __future__ import annotations
@@ -33,3 +34,84 @@ def bf16() -> bool:
     import torch
 
     return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+
+
+# --- the NVIDIA driver against the CUDA torch was built for --------------------------------------------
+# The newest CUDA each Linux driver runs: NVIDIA's CUDA release notes, "CUDA Toolkit and Corresponding
+# Driver Versions" (the GA driver of each toolkit), newest first.
+DRIVER_CUDA = (
+    ("580.65.06", "13.0"), ("575.51.03", "12.9"), ("570.26", "12.8"), ("560.28.03", "12.6"),
+    ("555.42.02", "12.5"), ("550.54.14", "12.4"), ("545.23.06", "12.3"), ("535.54.03", "12.2"),
+    ("530.30.02", "12.1"), ("525.60.13", "12.0"), ("520.61.05", "11.8"), ("450.80.02", "11.0"),
+)
+# The oldest driver a torch built for each CUDA major runs on (CUDA's minor-version compatibility: any
+# 12.x build on a 525 driver, a 13.x build only on 580 or newer).
+DRIVER_FLOOR = {"13": "580.65.06", "12": "525.60.13", "11": "450.80.02"}
+PROC_DRIVER_VERSION = "/proc/driver/nvidia/version"  # the kernel module's version, where nvidia-smi is missing
+# The way out on an older driver (README, "An older NVIDIA driver"; not run here: those indexes are unreachable).
+OLDER_DRIVER_INSTALL = "uv pip install -r requirements.txt --torch-backend=auto"
+
+
+def _version(text: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in text.split("."))
+
+
+def nvidia_driver() -> str | None:
+    """The NVIDIA driver's version ("570.124.06"): from nvidia-smi, else from the kernel module's
+    /proc file; None where neither is here (no NVIDIA driver)."""
+    import re
+    import subprocess
+
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+                             capture_output=True, text=True, timeout=20)
+        found = re.search(r"\d+\.\d+(\.\d+)?", out.stdout) if out.returncode == 0 else None
+        if found:
+            return found.group(0)
+    except (OSError, subprocess.SubprocessError):
+        pass
+    try:
+        with open(PROC_DRIVER_VERSION) as f:
+            found = re.search(r"Kernel Module\s+(\d+\.\d+(\.\d+)?)", f.read())
+        return found.group(1) if found else None
+    except OSError:
+        return None
+
+
+def driver_cuda(driver: str) -> str | None:
+    """The newest CUDA the driver runs ("12.8" for 570.x), or None for one older than the table."""
+    return next((cuda for floor, cuda in DRIVER_CUDA if _version(driver) >= _version(floor)), None)
+
+
+def gpu_unseen(script: str) -> str | None:
+    """Why torch sees no GPU on a machine with an NVIDIA driver, as one line, or None: torch sees a GPU,
+    there is no NVIDIA driver (a CPU machine), or CUDA_VISIBLE_DEVICES hides the GPUs on purpose."""
+    import torch
+
+    if torch.cuda.is_available():
+        return None
+    if os.environ.get("CUDA_VISIBLE_DEVICES", "unset").strip() in ("", "-1"):
+        return None
+    driver = nvidia_driver()
+    if driver is None:
+        return None
+    runs = driver_cuda(driver)
+    built = torch.version.cuda
+    cpu_anyway = f"(to run on the CPU anyway: CUDA_VISIBLE_DEVICES= python {script} ...)"
+    if built is None:
+        return (f"NVIDIA driver {driver} is here, but the installed torch {torch.__version__} is a CPU build; "
+                f"install the GPU stack: pip install -r requirements.txt {cpu_anyway}")
+    floor = DRIVER_FLOOR.get(built.split(".")[0])
+    if floor and _version(driver) < _version(floor):
+        return (
+            f"the NVIDIA driver here is {driver}, which runs CUDA up to {runs or 'an old release'}, and the "
+            f"installed torch {torch.__version__} is built for CUDA {built}, which needs driver {floor} or newer. "
+            f"Either update the driver (nvidia-smi shows it), or install the builds of the same versions for "
+            f"your driver's CUDA:  {OLDER_DRIVER_INSTALL}  (README: 'An older NVIDIA driver') {cpu_anyway}"
+        )
+    return (
+        f"NVIDIA driver {driver} (CUDA up to {runs}) runs the installed torch {torch.__version__} (CUDA {built}), "
+        f"but torch sees no GPU: check that nvidia-smi lists one, CUDA_VISIBLE_DEVICES "
+        f"({os.environ.get('CUDA_VISIBLE_DEVICES', 'unset')}), and that this user may open /dev/nvidia* "
+        f"(in a container: --gpus all) {cpu_anyway}"
+    )
