@@ -438,12 +438,11 @@ def run_hf(k: dict, base_name: str, tokenizer, texts: list[str], primed: str | N
     return results
 
 
-def run_vllm(k: dict, base_name: str, texts: list[str], lora_rank: int, primed: str | None = None) -> dict:
-    """vLLM with each adapter applied as a LoRA request; the base is the same engine without one."""
-    from vllm import LLM, SamplingParams
+def vllm_requests(k: dict, primed: str | None = None) -> tuple:
+    """vLLM's SamplingParams for the knobs, and (label, LoRARequest) per model; the base has none."""
+    from vllm import SamplingParams
     from vllm.lora.request import LoRARequest
 
-    llm = LLM(model=base_name, enable_lora=True, max_lora_rank=max(lora_rank, 8), seed=k["SEED"])
     params = SamplingParams(
         n=k["N_SAMPLES"],
         temperature=k["TEMPERATURE"],
@@ -455,6 +454,15 @@ def run_vllm(k: dict, base_name: str, texts: list[str], lora_rank: int, primed: 
     if primed:
         models.append(("primed", LoRARequest("primed", 2, os.path.abspath(primed))))
     models.append(("trained", LoRARequest("trained", 1, os.path.abspath(k["ADAPTER"]))))
+    return params, models
+
+
+def run_vllm(k: dict, base_name: str, texts: list[str], lora_rank: int, primed: str | None = None) -> dict:
+    """vLLM with each adapter applied as a LoRA request; the base is the same engine without one."""
+    from vllm import LLM
+
+    llm = LLM(model=base_name, enable_lora=True, max_lora_rank=max(lora_rank, 8), seed=k["SEED"])
+    params, models = vllm_requests(k, primed)
     results = {}
     for label, lora in models:
         outputs = llm.generate(texts, params, lora_request=lora)

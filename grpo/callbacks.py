@@ -267,25 +267,6 @@ def make_health_callback(max_completion_length: int, learning_rate: float, check
     return Health()
 
 
-def make_checkpoint_tidy_callback(adapter: str = "ref"):
-    """A TrainerCallback that removes the frozen `adapter` (the primed KL reference) from each
-    checkpoint just saved. The reference is kept once, in OUTPUT_DIR/lora_primed; left in a checkpoint
-    as a subfolder, it would make transformers' resume load only that subfolder's adapter and not the
-    trained one beside it."""
-    import shutil
-
-    from transformers import TrainerCallback
-
-    class CheckpointTidy(TrainerCallback):
-        def on_save(self, args, state, control, **kwargs):
-            if state.is_world_process_zero:
-                shutil.rmtree(
-                    os.path.join(args.output_dir, f"checkpoint-{state.global_step}", adapter), ignore_errors=True
-                )
-
-    return CheckpointTidy()
-
-
 def make_nonfinite_guard_callback():
     """A TrainerCallback that stops training at the first NaN or infinity in the logged loss or gradient
     norm, or in the adapter weights after an optimizer step, and cancels any checkpoint or evaluation

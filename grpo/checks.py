@@ -127,6 +127,14 @@ def check_knobs(k: dict, reward_module) -> None:
         raise BadInput(f"FORMAT_SFT_DATASET: no such file {k['FORMAT_SFT_DATASET']}")
     if k["VLLM_MODE"] not in ("colocate", "server"):
         raise BadInput(f"VLLM_MODE {k['VLLM_MODE']!r} is not one of colocate, server")
+    if k["FAST_INFERENCE"] and k["VLLM_MODE"] == "server" and k["LOAD_IN_4BIT"]:
+        # Unsloth cannot sync a quantized model into `trl vllm-serve` (unsloth/models/rl_replacements.py,
+        # _unsloth_vllm_sync_kind): it raises at the first generation, after the model has loaded
+        raise BadInput(
+            "VLLM_MODE=server with LOAD_IN_4BIT=true: Unsloth cannot send a 4-bit model's weights to `trl "
+            "vllm-serve`, so it stops at the first step. Use --vllm_mode=colocate (Unsloth's own vLLM), or a "
+            "16-bit base: --load_in_4bit=false"
+        )
     band = tuple(k["DIFFICULTY_BAND"])
     if len(band) != 2 or not 0 <= band[0] <= band[1] <= 1:
         raise BadInput(

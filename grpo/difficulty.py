@@ -74,15 +74,20 @@ def pass_rates(k: dict, model, tokenizer, dataset, judge, max_completion: int) -
     return rates, tokens / max(1, len(texts) * samples)
 
 
+def sampling_params(k: dict, max_completion: int):
+    """vLLM's SamplingParams for the filter: GRPO's sampling settings, DIFFICULTY_SAMPLES per prompt."""
+    from vllm import SamplingParams
+
+    return SamplingParams(n=k["DIFFICULTY_SAMPLES"], temperature=k["TEMPERATURE"], top_p=k["TOP_P"],
+                          min_p=k["MIN_P"], max_tokens=max_completion, seed=k["SEED"])
+
+
 def sample_vllm(k: dict, model, tokenizer, texts: list[str], max_completion: int) -> tuple[list[str], int]:
     """DIFFICULTY_SAMPLES completions per prompt (prompt by prompt) from Unsloth's colocated vLLM
     engine, with the live (primed) adapter passed as the LoRA request, as Unsloth's GRPO passes it.
     No stop ids are passed, as TRL's colocated sampling passes none (trl/generation/vllm_generation.py):
     both stop where vLLM does by default, at the tokenizer's eos and the generation config's."""
-    from vllm import SamplingParams
-
-    params = SamplingParams(n=k["DIFFICULTY_SAMPLES"], temperature=k["TEMPERATURE"], top_p=k["TOP_P"],
-                            min_p=k["MIN_P"], max_tokens=max_completion, seed=k["SEED"])
+    params = sampling_params(k, max_completion)
     lora = model.load_lora("difficulty_filter_lora", load_tensors=True)
     outputs = model.fast_generate(texts, sampling_params=params, lora_request=lora, use_tqdm=True)
     done = [c for out in outputs for c in out.outputs]

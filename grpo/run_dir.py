@@ -49,7 +49,7 @@ def finish(k: dict, run: dict, trainer, controls, started: float, argv: list[str
     if not is_main_process():
         return None
     lora_dir = os.path.join(k["OUTPUT_DIR"], "lora")
-    model.save_pretrained(lora_dir, selected_adapters=["default"])  # not the frozen "ref" copy of lora_primed
+    model.save_pretrained(lora_dir, selected_adapters=["default"])  # the policy's one adapter
     trainer.processing_class.save_pretrained(lora_dir)
     record.write_model_card(lora_dir, k, step)
     metrics_path = os.path.join(k["OUTPUT_DIR"], "metrics.jsonl")

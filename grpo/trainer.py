@@ -6,6 +6,7 @@ imports it first).
 
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass
 
@@ -250,7 +251,6 @@ def build(
             alarm,
             checkup,  # after the alarm: a collapse warning at the verdict's step counts in it
             stop,
-            callbacks.make_checkpoint_tidy_callback("ref"),
             guard,
         ],  # guard last: it cancels a save
     )
@@ -259,8 +259,9 @@ def build(
         print("outcome gate: groups whose answers are all right or all wrong get zero advantage")
     if k["REINFORCE_RIGHT_ONLY"]:
         print("right only: completions judged wrong get zero advantage, right ones only a positive one")
+    reference = kl_reference(trainer.accelerator.unwrap_model(trainer.model), primed if k["BETA"] > 0 else None)
     if k["BETA"] > 0:
-        print(f"KL reference: {kl_reference(trainer.accelerator.unwrap_model(trainer.model), primed)}")
+        print(f"KL reference: {reference}")
     used = controls.algorithm
     for note in algorithm_notes(used):
         print(f"note: {note}")
@@ -288,24 +289,55 @@ def build(
 
 def kl_reference(model, primed: str | None) -> str:
     """Make the KL reference the model GRPO starts from, on stock TRL and on Unsloth's generated trainer
-    alike, and say what it is. Both score the reference under the adapter named "ref" when the model
-    has one, and with the adapters switched off (the base model) when not. Stock TRL copies the adapter
-    it is given into a frozen "ref" as it is built; Unsloth's rewrite deletes that copy ("PEFT
-    initialization logic removed", unsloth/models/rl.py), which would leave a primed run's KL measured to
-    the unprimed base. So, after either trainer is built, a primed model without "ref" gets one here: a
-    frozen copy of the primed adapter, exactly as TRL makes it."""
+    alike, with one adapter on the model throughout, and say what the reference is.
+
+    Both trainers score the reference with `use_adapter(model, "ref" if "ref" in model.peft_config else
+    None)`: under an adapter named "ref", else under `model.disable_adapter()`, the base model. A second
+    adapter cannot stay on the model: Unsloth hands vLLM every LoRA tensor of the model at each generation
+    (unsloth_zoo/vllm_utils.py, _build_lora_request), and vLLM refuses the "ref" ones; its merged-weight
+    rollouts fold only a model whose one adapter is "default" (_merged_rollout_targets). So a primed run
+    keeps the primed adapter's values aside (PrimedReference) and its `disable_adapter` swaps them into
+    "default" for the reference pass only; stock TRL's own "ref" copy is deleted. docs/gpu_path.md has
+    the reasons."""
+    if "ref" in model.peft_config:  # stock TRL copies a pretrained adapter into "ref" as it is built
+        model.delete_adapter("ref")
     if not primed:
         return "the base model (no priming: the adapter starts at zero)"
-    if "ref" not in model.peft_config:
-        model.add_adapter("ref", model.peft_config["default"])
-        params = dict(model.named_parameters())
-        for name, param in params.items():
-            if ".default." in name:
-                params[name.replace(".default.", ".ref.")].data.copy_(param.data)
-        for name, param in params.items():
-            if ".ref." in name:
-                param.requires_grad_(False)
-    return "the primed model (a frozen copy of the primed adapter)"
+    model.disable_adapter = PrimedReference(model)
+    return "the primed model (its adapter values, swapped into the one adapter for the reference pass)"
+
+
+class PrimedReference:
+    """Stands in for a PEFT model's `disable_adapter()`, the context both trainers score the KL reference
+    under: inside it, the adapter "default" holds the values it had when this was made (the primed
+    adapter), and the policy's values are back, bit for bit, on leaving. The stash costs one adapter's
+    memory, as TRL's frozen "ref" copy did; a swap is three copies of the adapter, no model pass.
+    Both trainers enter it in _generate_and_score_completions, before the step's loss forward, so no
+    autograd graph holds the values it swaps (tests/test_gpu_path.py and test_unsloth_trainers.py find the
+    call there, in TRL's source and in the generated one)."""
+
+    def __init__(self, model):
+        self.pairs = [(param, param.detach().clone()) for name, param in model.named_parameters()
+                      if ".default." in name]
+        if not self.pairs:
+            raise RuntimeError("the model has no adapter named 'default' to take the KL reference from")
+
+    def _swap(self) -> None:
+        import torch
+
+        with torch.no_grad():
+            for param, stash in self.pairs:
+                policy = param.detach().clone()
+                param.copy_(stash)
+                stash.copy_(policy)
+
+    @contextlib.contextmanager
+    def __call__(self, *args, **kwargs):
+        self._swap()  # the primed values in "default"
+        try:
+            yield
+        finally:
+            self._swap()  # the policy's values back
 
 
 def train(trainer, controls: Controls, resume_from: str | None) -> None:

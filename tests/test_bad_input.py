@@ -48,6 +48,9 @@ def refused(tmp_path, *args) -> str:
     (["--vllm_importance_sampling_mode=geometric_mask"], "VLLM_IMPORTANCE_SAMPLING_MODE 'geometric_mask' is not one"),
     (["--loss_type=vespo", "--fast_inference=true", "--vllm_importance_sampling_correction=true"],
      "LOSS_TYPE=vespo weights tokens by the vLLM importance ratio"),
+    # Unsloth cannot sync a 4-bit model into `trl vllm-serve` (tests/test_vllm_handoff.py guards its raise)
+    (["--fast_inference=true", "--vllm_mode=server", "--load_in_4bit=true"],
+     "VLLM_MODE=server with LOAD_IN_4BIT=true: Unsloth cannot send a 4-bit model's weights"),
 ])
 def test_bad_sampling_knobs_and_data_files_are_one_line_in_seconds(tmp_path, args, message):
     line, seconds, output = refused(tmp_path, *args)

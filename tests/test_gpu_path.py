@@ -55,8 +55,9 @@ def test_unsloths_compiled_grpo_trainer_still_calls_calculate_rewards():
 
 
 def test_unsloths_lora_kernels_follow_the_active_adapter():
-    """On a GPU, Unsloth's fast LoRA kernels read the adapter weights themselves: the KL reference ("ref",
-    grpo/trainer.py kl_reference) scores as itself only if they take the active adapter's, not "default"'s."""
+    """On a GPU, Unsloth's fast LoRA kernels read the adapter weights themselves, at each call: the KL
+    reference (grpo/trainer.py PrimedReference) swaps the primed values into the active adapter's tensors,
+    which is what they read."""
     body = source("unsloth", "kernels", "utils.py")
     body = body[body.index("def get_lora_parameters(proj)") :]
     body = body[: body.index("\ndef ")]
@@ -65,12 +66,13 @@ def test_unsloths_lora_kernels_follow_the_active_adapter():
     assert 'getattr(proj, "disable_adapters", True)' in body  # the base model when adapters are off
 
 
-def test_trl_and_unsloth_take_the_kl_reference_from_an_adapter_named_ref():
+def test_trl_and_unsloth_take_the_kl_reference_from_disable_adapter_without_a_ref_adapter():
     from trl import GRPOTrainer
 
     line = 'use_adapter(model, adapter_name="ref" if "ref" in model.peft_config else None)'
     assert line in inspect.getsource(GRPOTrainer._generate_and_score_completions)
-    # Unsloth's rewrite deletes TRL's copy into "ref": grpo/trainer.py kl_reference makes it instead
+    # Unsloth's rewrite deletes TRL's copy into "ref"; grpo/trainer.py kl_reference deletes stock TRL's and puts
+    # PrimedReference in disable_adapter's place: one adapter in front of vLLM (docs/gpu_path.md)
     assert "PEFT initialization logic removed" in source("unsloth", "models", "rl.py")
 
 
