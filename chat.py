@@ -16,7 +16,7 @@ import sys
 # -----------------------------------------------------------------------------------------------
 RUN_DIR = "outputs"  # a train_grpo.py output folder: run_config.json and lora/
 QUESTION = ""  # the question; "" = read questions from stdin, one per line
-MAX_NEW_TOKENS = 1024  # completion token limit
+MAX_NEW_TOKENS = 0  # completion token limit; 0 = as long as the run trained to (its completion budget)
 TEMPERATURE = 0.0  # 0 = greedy (the same answer every time); above 0 samples, seeded
 TOP_P = 0.95  # nucleus sampling, when TEMPERATURE > 0
 SEED = 3407  # sampling seed, the same for both models
@@ -26,8 +26,17 @@ _SMOKE_PRESET = dict(RUN_DIR=os.path.join("outputs", "smoke"), MAX_NEW_TOKENS=48
 
 
 def check_knobs(k: dict) -> None:
-    if k["MAX_NEW_TOKENS"] < 1 or k["TEMPERATURE"] < 0 or not 0 < k["TOP_P"] <= 1:
-        raise ValueError("MAX_NEW_TOKENS must be positive, TEMPERATURE >= 0 and TOP_P in (0, 1]")
+    if k["MAX_NEW_TOKENS"] < 0 or k["TEMPERATURE"] < 0 or not 0 < k["TOP_P"] <= 1:
+        raise ValueError("MAX_NEW_TOKENS must be >= 0 (0 = the run's), TEMPERATURE >= 0 and TOP_P in (0, 1]")
+
+
+def new_token_limit(asked: int, room: int | None, prompt_tokens: int) -> int:
+    """MAX_NEW_TOKENS, at most what the model's context (`room` tokens) leaves after the prompt.
+
+    >>> new_token_limit(1024, 256, 100), new_token_limit(48, 256, 100), new_token_limit(64, None, 10)
+    (156, 48, 64)
+    """
+    return asked if room is None else max(1, min(asked, room - prompt_tokens))
 
 
 def questions(k: dict) -> list[str]:
@@ -86,14 +95,28 @@ def main(argv: list[str]) -> None:
         else dict(do_sample=False)
     )
 
+    if not k["MAX_NEW_TOKENS"]:  # as long as the run trained to (1024 when the run does not say)
+        k["MAX_NEW_TOKENS"] = (run.get("FOUND", {}).get("TRAINER_ARGS") or {}).get("max_completion_length") or 1024
+    if run.get("SMOKE"):
+        print("note: the smoke run's model is a tiny Qwen3 (400 KB) trained for seconds: its answers are noise "
+              "that shows the pipeline works, not a reasoner (--preset=smollm2, or the GPU run, answers for real)")
+    room = getattr(base.config, "max_position_embeddings", None)  # the longest sequence the model takes
+    capped = []  # said once
+
     def answer(question: str) -> str:
         conversation = prompts.make_conversation({"prompt": question, "solution": ""})["prompt"]
         text = tokenizer.apply_chat_template(conversation, add_generation_prompt=True, tokenize=False)
         ids = tokenizer(text, return_tensors="pt", add_special_tokens=False).to(device)
+        limit = new_token_limit(k["MAX_NEW_TOKENS"], room, ids["input_ids"].shape[1])
+        if limit < k["MAX_NEW_TOKENS"] and not capped:
+            print(f"note: the model's {room}-token context leaves {limit} new tokens after this prompt, not "
+                  f"MAX_NEW_TOKENS={k['MAX_NEW_TOKENS']}")
+            capped.append(limit)
         torch.manual_seed(k["SEED"])
         with torch.no_grad():
-            out = model.generate(
-                **ids, max_new_tokens=k["MAX_NEW_TOKENS"], pad_token_id=tokenizer.pad_token_id, **sampling
+            out = model.generate(  # stops at the end of the answer block, as the rewards read it
+                **ids, max_new_tokens=limit, pad_token_id=tokenizer.pad_token_id, stop_strings=[prompts.SOLUTION_END],
+                tokenizer=tokenizer, **sampling
             )
         return tokenizer.decode(out[0, ids["input_ids"].shape[1] :], skip_special_tokens=True)
 

@@ -645,4 +645,12 @@ def main(argv: list[str]) -> dict:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    from grpo.callbacks import sigterm_as_ctrl_c
+
+    sigterm_as_ctrl_c()
+    try:
+        main(sys.argv[1:])
+    except KeyboardInterrupt as e:  # Ctrl-C or SIGTERM while sampling: the results are written only at the end
+        again = " ".join(["python evaluate.py", *sys.argv[1:]])
+        sys.exit(f"\nevaluate.py: stopped by {str(e) or 'SIGINT'}; nothing was written (the results are written "
+                 f"at the end). Start again with:  {again}")

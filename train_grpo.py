@@ -17,7 +17,7 @@ import sys
 import time
 
 import rewards  # the reward functions REWARD_FUNCS names (pure: loads nothing at import)
-from grpo import checks, data, difficulty, model, presets, priming, record, run_dir, trainer
+from grpo import callbacks, checks, data, difficulty, model, presets, priming, record, run_dir, trainer
 
 # -----------------------------------------------------------------------------------------------
 # model
@@ -115,8 +115,9 @@ def main(argv: list[str]) -> str | None:
     """The recipe's steps. `k` stays the knobs as asked; each step returns what it found, gathered in
     `found` and kept apart from the knobs in run_config.json. Returns None, or a message to exit with."""
     k = resolve_knobs(argv)  # the knobs above, a preset, then --name=value
+    callbacks.sigterm_as_ctrl_c()  # until GRPO installs its clean stop, SIGTERM ends the run as Ctrl-C does
     started = time.time()
-    resume_from = run_dir.start(k)  # a new run or a checkpoint; refuses to mix runs in one folder
+    resume_from = run_dir.start(k)  # a new run or a checkpoint; refuses to mix runs in one folder (touches nothing)
     checks.preflight(k)  # stops at once on a machine that cannot run this model
     # 1. data: the problems, the held-out slice, the worked examples (fails in seconds, before the model)
     train_rows, heldout_rows = data.load_problems(k)
@@ -127,6 +128,7 @@ def main(argv: list[str]) -> str | None:
     eval_dataset = data.build_eval_dataset(k, heldout_rows, tokenizer, max_prompt_length)
     budget = trainer.completion_budget(k, max_prompt_length)  # completion tokens: what the longest prompt leaves
     found.update(MAX_PROMPT_LENGTH=max_prompt_length, RESUMED_FROM=resume_from)
+    run_dir.set_aside_previous(k, resume_from)  # every check passed: an earlier smoke run moves to OUTPUT_DIR.prev
     # 4. format priming: SFT on worked solutions, on the same LoRA (or the adapter an earlier run primed)
     found.update(priming.prime(k, policy, tokenizer, worked, resume_from, found["MODEL_SHA256"]))
     # (optional) keep the prompts the primed model sometimes solves
@@ -150,5 +152,9 @@ if __name__ == "__main__":
         sys.exit(main(sys.argv[1:]))
     except checks.BadInput as e:  # a knob, file or dataset the run cannot use
         sys.exit(f"train_grpo.py: error: {e}")
-    except KeyboardInterrupt:  # Ctrl-C before training started (loading, building): nothing to save
-        sys.exit("\ntrain_grpo.py: interrupted before training started; nothing was saved")
+    except checks.Stopped as e:  # Ctrl-C or SIGTERM during priming: the step finished, nothing part-made is kept
+        sys.exit(f"train_grpo.py: {e}. Start again with:  {' '.join(['python train_grpo.py', *sys.argv[1:]])}")
+    except KeyboardInterrupt as e:  # Ctrl-C or SIGTERM before GRPO (loading, the difficulty filter)
+        again = " ".join(["python train_grpo.py", *sys.argv[1:]])
+        sys.exit(f"\ntrain_grpo.py: stopped by {str(e) or 'SIGINT'} before GRPO started; a finished priming is kept "
+                 f"for reuse (PRIMING_CACHE), nothing else. Start again with:  {again}")

@@ -107,8 +107,9 @@ def part(name: str, args: list[str], timeout: int, k: dict, env: dict) -> dict:
     log = os.path.join(k["OUT"], f"{name}.log")
     print(f"{name}: {' '.join(args)} (limit {timeout} s)", flush=True)
     with open(log, "w") as f:
-        proc = subprocess.Popen([sys.executable, *args], cwd=ROOT, stdout=f, stderr=subprocess.STDOUT, env=env,
-                                start_new_session=True)  # its own group: a kill reaches what it starts
+        os.makedirs(k["WORK_DIR"], exist_ok=True)  # the parts' working folder: what they write stays in it
+        proc = subprocess.Popen([sys.executable, os.path.join(ROOT, args[0]), *args[1:]], cwd=k["WORK_DIR"], stdout=f,
+                                stderr=subprocess.STDOUT, env=env, start_new_session=True)  # its own process group
         RUNNING["proc"] = proc
         print(f"{name}: process group {proc.pid}", flush=True)
         try:

@@ -124,12 +124,13 @@ def make_sft_metrics_callback(path: str):
     return SftMetrics()
 
 
-def make_signal_stop_callback():
+def make_signal_stop_callback(save: bool = True):
     """A TrainerCallback that turns SIGINT (Ctrl-C) and SIGTERM (a preempted cloud box) into a clean
-    stop: the current step finishes, a checkpoint is saved, and training ends; the caller then saves
-    the adapter and curves. A second signal exits at once (status 130).
+    stop: the current step finishes and training ends; with `save`, a checkpoint is saved first (GRPO; the
+    caller then saves the adapter and curves). A second signal exits at once (status 130).
 
-    Call `.install()` before training; `.signal_name` is set once a signal has arrived.
+    Call `.install()` before training and `.uninstall()` after it (the handlers before are put back);
+    `.signal_name` is set once a signal has arrived.
     """
     import signal
 
@@ -138,29 +139,44 @@ def make_signal_stop_callback():
     class SignalStop(TrainerCallback):
         def __init__(self):
             self.signal_name = None
+            self.before = {}
 
         def install(self):
             for sig in (signal.SIGINT, signal.SIGTERM):
-                signal.signal(sig, self._handle)
+                self.before[sig] = signal.signal(sig, self._handle)
+
+        def uninstall(self):
+            for sig, handler in self.before.items():
+                signal.signal(sig, handler)
+            self.before = {}
 
         def _handle(self, signum, frame):
             if self.signal_name is not None:  # the second one: stop now
                 os._exit(130)
             self.signal_name = signal.Signals(signum).name
-            print(
-                f"\n{self.signal_name} received: finishing this step, then saving a checkpoint and the adapter "
-                f"(press Ctrl-C again to quit at once, without saving)",
-                flush=True,
-            )
+            then = "saving a checkpoint and the adapter" if save else "stopping"
+            print(f"\n{self.signal_name} received: finishing this step, then {then} (press Ctrl-C again to quit "
+                  f"at once, without saving)", flush=True)
 
         def on_step_end(self, args, state, control, **kwargs):
             if _on_any_rank(self.signal_name is not None):  # every rank stops after the same step
                 self.signal_name = self.signal_name or "a signal to another process"
-                control.should_save = True
+                control.should_save = save
                 control.should_training_stop = True
             return control
 
     return SignalStop()
+
+
+def sigterm_as_ctrl_c() -> None:
+    """SIGTERM raises KeyboardInterrupt, as Ctrl-C does, wherever no clean-stop handler is installed
+    (loading, the difficulty filter, evaluation): the entry point then ends in one line, not silently."""
+    import signal
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt(signal.Signals(signum).name)
+
+    signal.signal(signal.SIGTERM, interrupt)
 
 
 def _on_any_rank(flag: bool) -> bool:

@@ -16,6 +16,10 @@ class BadInput(ValueError):
     """A knob, file or dataset a run cannot use: shown to the user as one line naming it, with no traceback."""
 
 
+class Stopped(Exception):
+    """A run stopped cleanly by a signal before GRPO (during priming): one line saying what is kept."""
+
+
 LOSS_TYPES = ("dapo", "grpo", "bnpo", "dr_grpo", "cispo", "sapo", "vespo")  # those TRL and Unsloth both implement
 SCALE_REWARDS = ("group", "batch", "none")
 # the algorithm knobs TRL 1.15's GRPOConfig takes as strings, and the values it accepts

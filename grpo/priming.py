@@ -22,7 +22,7 @@ import shutil
 import prompts
 from grpo import callbacks
 from grpo.cache import cache_file, same_key
-from grpo.checks import BadInput
+from grpo.checks import BadInput, Stopped
 from grpo.device import bf16 as trains_bf16
 from grpo.device import is_main_process
 from grpo.record import installed_versions, timed, write_model_card
@@ -167,14 +167,25 @@ def format_sft(k: dict, model, tokenizer, examples, metrics_path: str, bf16: boo
         fp16=False,
         report_to=k["REPORT_TO"],
     )
+    stop = callbacks.make_signal_stop_callback(save=False)  # Ctrl-C / SIGTERM: finish the step, then stop
     trainer = SFTTrainer(
         model=model,
         processing_class=tokenizer,
         train_dataset=examples,
         args=config,
-        callbacks=[callbacks.make_sft_metrics_callback(metrics_path)],
+        callbacks=[callbacks.make_sft_metrics_callback(metrics_path), stop],
     )
-    trainer.train()
+    stop.install()
+    try:
+        trainer.train()
+    finally:
+        stop.uninstall()
+    if stop.signal_name:
+        raise Stopped(
+            f"stopped by {stop.signal_name} during format priming, at step {trainer.state.global_step} of "
+            f"{trainer.state.max_steps}; a part-primed adapter is not kept (the cache holds whole primings only), "
+            "so priming starts again next time"
+        )
     if is_main_process():
         model.save_pretrained(primed)
         tokenizer.save_pretrained(primed)

@@ -130,6 +130,28 @@ def check_loadable(checkpoint: str) -> str:
     return checkpoint
 
 
+def earlier_run(out: str) -> list[str]:
+    """What an earlier run left in `out`: its checkpoints and metrics (empty for a new folder)."""
+    return [os.path.basename(p) for p in checkpoints_in(out)] + [
+        n for n in ("metrics.jsonl",) if os.path.exists(os.path.join(out, n))
+    ]
+
+
+def set_aside_previous(k: dict, resume_from: str | None) -> None:
+    """After every check has passed, and before the run writes anything: an earlier smoke run in
+    OUTPUT_DIR (the only kind a new run may replace, resume_checkpoint decided) moves, whole, to
+    OUTPUT_DIR.prev, replacing an older one there, so nothing of it is mixed in and nothing is lost."""
+    import shutil
+
+    out = os.path.normpath(k["OUTPUT_DIR"])
+    if resume_from or not is_main_process() or not (k["SMOKE"] and earlier_run(out) and was_smoke_run(out)):
+        return
+    aside = out + ".prev"
+    shutil.rmtree(aside, ignore_errors=True)
+    os.replace(out, aside)
+    print(f"smoke: starting over in {out}; the previous smoke run is now in {aside}")
+
+
 def was_smoke_run(folder: str) -> bool:
     """Whether the run in `folder` was a smoke run, by its run_config.json (no record: not known to be)."""
     try:
@@ -159,8 +181,15 @@ def resume_checkpoint(k: dict) -> str | None:
         if not is_whole(k["RESUME"]):
             raise BadInput(f"RESUME={k['RESUME']}: not a checkpoint folder (no trainer_state.json)")
         return check_loadable(k["RESUME"])
-    if not is_main_process():  # under torchrun rank 0 alone judges (and tidies) the folder; the others follow it
+    if not is_main_process():  # under torchrun rank 0 alone judges the folder; the others follow it
         return None
+    earlier = earlier_run(out)
+    if earlier and not (k["SMOKE"] and was_smoke_run(out)):  # a smoke run starts over; a real one never
+        raise BadInput(
+            f"{out} already holds another run ({', '.join(earlier[:4])}). Continue it with --resume=auto, "
+            f"or start a new one with --output_dir=NEW_FOLDER (or delete {out})"
+        )
+    return None
     earlier = [os.path.basename(p) for p in found] + [
         n for n in ("metrics.jsonl",) if os.path.exists(os.path.join(out, n))
     ]

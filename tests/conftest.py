@@ -36,7 +36,7 @@ def run_script(workdir, name, *args, env=None, check=True, stdin=None, timeout=6
 # The files whose runs take longest go first, so that with two workers (pytest.ini) one of them starts
 # on the learning runs while the other works through the rest; the order within a file is kept.
 SLOWEST_FIRST = ("test_learning.py", "test_unsloth_trainers.py", "test_smollm2.py", "test_long_runs.py",
-                 "test_gpu_check.py")
+                 "test_gpu_check.py", "test_vllm_handoff.py")
 
 
 # Files whose tests share a run of a script (a training run, a dry run): every test in them is `slow`. The
@@ -44,7 +44,8 @@ SLOWEST_FIRST = ("test_learning.py", "test_unsloth_trainers.py", "test_smollm2.p
 # stops in seconds); tests elsewhere that train carry @pytest.mark.slow themselves.
 SLOW_FILES = ("test_learning.py", "test_unsloth_trainers.py",
               "test_smollm2.py", "test_long_runs.py", "test_gpu_check.py", "test_pipeline.py",
-              "test_priming.py", "test_difficulty.py", "test_distributed.py", "test_export.py")
+              "test_priming.py", "test_difficulty.py", "test_distributed.py", "test_export.py",
+              "test_vllm_handoff.py")
 
 
 def pytest_collection_modifyitems(config, items):
@@ -55,3 +56,41 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if item.path.name in SLOW_FILES:
             item.add_marker(pytest.mark.slow)
+
+
+# --- the suite leaves the checkout as it found it ---------------------------------------------------------
+# Every script a test runs works in a temporary folder, never in the checkout, where a user's own runs live
+# (outputs/smoke, ...). The controller process (not an xdist worker) lists the checkout's files before the
+# suite and after it; a file created, changed or removed fails the session, naming it.
+UNWATCHED = {".git", ".venv", ".gpu", "__pycache__", ".pytest_cache", ".hypothesis", ".ruff_cache"}
+
+
+def checkout_files() -> dict:
+    found = {}
+    for folder, dirs, files in os.walk(ROOT):
+        dirs[:] = [d for d in dirs if d not in UNWATCHED]
+        for name in files:
+            path = os.path.join(folder, name)
+            try:
+                stat = os.stat(path)
+            except OSError:
+                continue
+            found[os.path.relpath(path, ROOT)] = (stat.st_size, stat.st_mtime_ns)
+    return found
+
+
+def pytest_sessionstart(session):
+    if not hasattr(session.config, "workerinput"):
+        session.config._checkout_before = checkout_files()
+
+
+def pytest_sessionfinish(session, exitstatus):
+    before = getattr(session.config, "_checkout_before", None)
+    if before is None:
+        return
+    after = checkout_files()
+    touched = sorted(p for p in set(before) | set(after) if before.get(p) != after.get(p))
+    if touched:
+        shown = ", ".join(touched[:12]) + (f" and {len(touched) - 12} more" if len(touched) > 12 else "")
+        print(f"\nFAILED: the tests wrote into the checkout ({shown}); run scripts in tmp_path, never in ROOT")
+        session.exitstatus = 1

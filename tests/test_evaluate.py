@@ -183,8 +183,9 @@ def test_heldout_set_is_the_slice_training_never_sees(tmp_path):
         ("--n_samples=0", "N_SAMPLES must be positive"),
     ],
 )
-def test_bad_overrides_fail_fast(arg, message):
-    result = subprocess.run([sys.executable, "evaluate.py", arg], capture_output=True, text=True, timeout=60, cwd=ROOT)
+def test_bad_overrides_fail_fast(arg, message, tmp_path):
+    result = subprocess.run([sys.executable, os.path.join(ROOT, "evaluate.py"), arg], capture_output=True, text=True,
+                            timeout=60, cwd=tmp_path)
     assert result.returncode != 0 and message in result.stderr
 
 
@@ -208,7 +209,7 @@ def test_primed_adapter_is_compared_for_the_runs_own_adapters_only(tmp_path):
 
 
 def test_missing_run_is_a_clear_error(tmp_path):
-    result = run_script(ROOT, "evaluate.py", f"--run_dir={tmp_path}", check=False, timeout=120)
+    result = run_script(tmp_path, "evaluate.py", f"--run_dir={tmp_path}", check=False, timeout=120)
     assert result.returncode != 0 and "run_config.json" in result.stderr
 
 

@@ -150,7 +150,7 @@ def test_a_broken_vllm_is_refused_before_the_model_loads_not_after(tmp_path, err
         capture_output=True,
         text=True,
         timeout=300,
-        cwd=ROOT,
+        cwd=tmp_path,  # import unsloth writes unsloth_compiled_cache/ where it runs
         env={**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), ROOT])},
     )
     assert result.returncode == 0, result.stderr[-3000:]

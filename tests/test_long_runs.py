@@ -81,11 +81,11 @@ def test_run_config_is_a_manifest(resumed):
 def test_a_new_run_into_an_old_runs_folder_is_refused_in_a_second(tmp_path):
     (tmp_path / "outputs" / "checkpoint-3").mkdir(parents=True)
     start = time.time()
-    result = run_script(ROOT, "train_grpo.py", f"--output_dir={tmp_path / 'outputs'}", check=False, timeout=60)
+    result = run_script(tmp_path, "train_grpo.py", f"--output_dir={tmp_path / 'outputs'}", check=False, timeout=60)
     assert result.returncode != 0 and "already holds another run (checkpoint-3)" in result.stderr
     assert "--resume=auto" in result.stderr and "--output_dir=NEW_FOLDER" in result.stderr
     assert time.time() - start < 20
-    result = run_script(ROOT, "train_grpo.py", "--resume=auto", f"--output_dir={tmp_path / 'empty'}", check=False,
+    result = run_script(tmp_path, "train_grpo.py", "--resume=auto", f"--output_dir={tmp_path / 'empty'}", check=False,
                         timeout=60)
     assert result.returncode != 0 and "no checkpoint-N folder" in result.stderr
 
@@ -160,9 +160,12 @@ def test_tensorboard_logs_offline_and_smoke_starts_over_by_itself(tmp_path):
     events = list((tmp_path / "outputs" / "o").rglob("events.out.tfevents.*"))
     assert events and events[0].stat().st_size > 0
     log = train(tmp_path, "--max_steps=3", "--output_dir=outputs/o")
-    assert "smoke: starting over in outputs/o" in log
+    assert "smoke: starting over in outputs/o; the previous smoke run is now in outputs/o.prev" in log
     assert train_steps(tmp_path / "outputs" / "o" / "metrics.jsonl") == [1, 2, 3]
     assert not list((tmp_path / "outputs" / "o").rglob("events.out.tfevents.*"))  # the first run's files went with it
+    aside = tmp_path / "outputs" / "o.prev"  # whole, not in part: nothing of the first run is lost
+    assert train_steps(aside / "metrics.jsonl") == [1, 2] and list(aside.rglob("events.out.tfevents.*"))
+    assert (aside / "lora" / "adapter_model.safetensors").exists() and (aside / "run_config.json").exists()
 
 
 def test_smoke_never_wipes_a_real_run(tmp_path):
@@ -211,3 +214,57 @@ def test_a_missing_tiny_model_is_refused_before_anything_loads(tmp_path):
                         timeout=60)
     assert result.returncode != 0 and "no tiny model in" in result.stderr
     assert "python cpu_models/tiny_model.py" in result.stderr
+
+
+def signal_when(workdir, marker: str, script: str, *args, delay: float = 1.0, sig=signal.SIGTERM):
+    """Start `script args` in workdir, send `sig` `delay` seconds after a line holding `marker` appears;
+    returns (exit code, the whole log, seconds from the signal to the exit)."""
+    from conftest import start_script
+
+    proc = start_script(workdir, script, *args)
+    seen = []
+    for line in proc.stdout:
+        seen.append(line)
+        if marker in line:
+            break
+    else:
+        pytest.fail("the marker never appeared:\n" + "".join(seen)[-3000:])
+    time.sleep(delay)
+    proc.send_signal(sig)
+    sent = time.time()
+    rest, _ = proc.communicate(timeout=120)
+    return proc.returncode, "".join(seen) + rest, time.time() - sent
+
+
+def test_sigterm_during_priming_stops_after_the_step_in_one_line_and_keeps_nothing_part_made(tmp_path):
+    """SIGTERM during format priming (the first long step of a GPU run): the step finishes, the run ends in
+    one line within seconds naming the step and the command that goes on, and no part-primed adapter
+    reaches the priming cache."""
+    code, log, seconds = signal_when(tmp_path, "format priming:", "train_grpo.py", "--smoke", "--output_dir=outputs/t")
+    assert code == 1 and "Traceback" not in log and seconds < 20, (code, seconds, log[-3000:])
+    line = log.strip().splitlines()[-1]
+    assert line.startswith("train_grpo.py: stopped by SIGTERM during format priming, at step "), line
+    assert line.endswith("priming starts again next time. Start again with:  python train_grpo.py --smoke "
+                         "--output_dir=outputs/t"), line
+    assert not list((tmp_path / "outputs" / "primed").glob("*/priming_key.json"))  # nothing cached part-made
+
+
+def test_sigterm_while_loading_and_during_evaluation_end_in_one_line(tmp_path):
+    code, log, _ = signal_when(tmp_path, "data:", "train_grpo.py", "--smoke", "--output_dir=outputs/l", delay=0.2)
+    line = log.strip().splitlines()[-1]
+    assert code == 1 and "Traceback" not in log, log[-3000:]
+    assert line.startswith("train_grpo.py: stopped by SIGTERM before GRPO started"), line
+    assert line.endswith("Start again with:  python train_grpo.py --smoke --output_dir=outputs/l"), line
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    run_dir = tmp_path / "run"  # a run folder with an untrained adapter: enough for evaluate.py to sample
+    get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_model.SHIPPED),
+                   LoraConfig(r=4, target_modules=["q_proj"])).save_pretrained(run_dir / "lora")
+    AutoTokenizer.from_pretrained(tiny_model.SHIPPED).save_pretrained(run_dir / "lora")
+    (run_dir / "run_config.json").write_text(json.dumps({"MODEL_NAME": tiny_model.SHIPPED, "SMOKE": True}))
+    code, log, _ = signal_when(tmp_path, "expected:", "evaluate.py", "--smoke", f"--run_dir={run_dir}",
+                               "--problem_set=bundled", "--max_new_tokens=200", delay=0.5)
+    line = log.strip().splitlines()[-1]
+    assert code == 1 and "Traceback" not in log and line.startswith("evaluate.py: stopped by SIGTERM"), log[-3000:]
+    assert not (run_dir / "eval_results.json").exists()

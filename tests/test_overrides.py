@@ -1,5 +1,6 @@
 """Command-line overrides: good values, unknown names, wrong types; all before heavy imports."""
 
+import json
 import os
 import subprocess
 import sys
@@ -74,10 +75,11 @@ def test_unknown_knob_suggests_a_close_name():
         ("--difficulty_prompts=-1", "DIFFICULTY_PROMPTS must be >= 0"),
     ],
 )
-def test_train_script_fails_fast_on_bad_overrides(arg, message):
+def test_train_script_fails_fast_on_bad_overrides(arg, message, tmp_path):
     start = time.time()
     result = subprocess.run(
-        [sys.executable, "train_grpo.py", arg], capture_output=True, text=True, timeout=60, cwd=ROOT
+        [sys.executable, os.path.join(ROOT, "train_grpo.py"), arg], capture_output=True, text=True, timeout=60,
+        cwd=tmp_path
     )
     assert result.returncode != 0
     assert message in result.stderr
@@ -95,9 +97,10 @@ def test_train_script_fails_fast_on_bad_overrides(arg, message):
         ),
     ],
 )
-def test_eval_knobs_are_checked_before_anything_loads(args, message):
+def test_eval_knobs_are_checked_before_anything_loads(args, message, tmp_path):
     result = subprocess.run(
-        [sys.executable, "train_grpo.py", *args], capture_output=True, text=True, timeout=60, cwd=ROOT
+        [sys.executable, os.path.join(ROOT, "train_grpo.py"), *args], capture_output=True, text=True, timeout=60,
+        cwd=tmp_path
     )
     assert result.returncode != 0 and message in result.stderr, result.stderr
 
@@ -154,29 +157,54 @@ def test_knobs_are_one_block_of_commented_constants():
 def test_bad_dataset_fails_before_the_model_loads(tmp_path):
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"question": "q", "solution": "1"}\n')
-    result = run_script(ROOT, "train_grpo.py", "--smoke", f"--dataset_name={bad}", check=False, timeout=120)
+    result = run_script(tmp_path, "train_grpo.py", "--smoke", f"--dataset_name={bad}", check=False, timeout=120)
     assert result.returncode != 0
     assert "missing column(s) ['prompt']; found columns ['question', 'solution']" in result.stderr
     assert "Traceback" not in result.stderr and "Unsloth" not in result.stdout + result.stderr
 
 
-def test_full_run_without_a_gpu_stops_and_names_the_smoke_run():
+def tree(folder) -> dict:
+    return {str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns) for p in folder.rglob("*")}
+
+
+@pytest.mark.parametrize("args", [["--dataset_name=bad.jsonl"],  # these two load Unsloth first: slow
+                                  pytest.param(["--lora_target_modules=q,v"], marks=pytest.mark.slow),
+                                  pytest.param(["--max_seq_length=16"], marks=pytest.mark.slow)])
+def test_a_refused_smoke_run_leaves_the_previous_smoke_run_as_it_was(tmp_path, args):
+    """A data file, a target module or a length refused: the earlier smoke run in outputs/smoke keeps every
+    file (its adapter, metrics, evaluation), because nothing is moved before every check has passed."""
+    (tmp_path / "bad.jsonl").write_text('{"question": "q", "answer": "1"}\n')
+    previous = tmp_path / "outputs" / "smoke"
+    (previous / "lora").mkdir(parents=True)
+    (previous / "run_config.json").write_text(json.dumps({"SMOKE": True}))
+    for name in ("metrics.jsonl", "eval_results.json", "lora/adapter_model.safetensors"):
+        (previous / name).write_text("{}\n")
+    before = tree(previous)
+    result = run_script(tmp_path, "train_grpo.py", "--smoke", *args, check=False, timeout=300)
+    assert result.returncode != 0 and "train_grpo.py: error:" in result.stderr and "Traceback" not in result.stderr
+    assert "starting over" not in result.stdout
+    assert tree(previous) == before and not (tmp_path / "outputs" / "smoke.prev").exists()
+
+
+def test_full_run_without_a_gpu_stops_and_names_the_smoke_run(tmp_path):
     import torch
 
     if torch.cuda.is_available():
         pytest.skip("this machine has a GPU: the full run would start")
-    result = subprocess.run([sys.executable, "train_grpo.py"], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    result = subprocess.run([sys.executable, os.path.join(ROOT, "train_grpo.py")], capture_output=True, text=True,
+                            timeout=120, cwd=tmp_path)
     assert result.returncode != 0
     assert "no CUDA GPU found" in result.stderr and "python train_grpo.py --smoke" in result.stderr
 
 
 @pytest.mark.parametrize("script", ["train_grpo.py", "evaluate.py"])
-def test_help_lists_every_knob_with_default_and_comment_and_exits_zero(script):
+def test_help_lists_every_knob_with_default_and_comment_and_exits_zero(script, tmp_path):
     import importlib
 
     from grpo.overrides import knobs_of
 
-    result = subprocess.run([sys.executable, script, "--help"], capture_output=True, text=True, timeout=60, cwd=ROOT)
+    result = subprocess.run([sys.executable, os.path.join(ROOT, script), "--help"], capture_output=True, text=True,
+                            timeout=60, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     module = importlib.import_module(script[:-3])
     for name in knobs_of(vars(module)):
@@ -210,7 +238,7 @@ def test_bad_dataset_files_are_refused_naming_the_file_and_line(tmp_path, conten
     path = tmp_path / "problems.jsonl"
     path.write_text(content)
     start = time.time()
-    result = run_script(ROOT, "train_grpo.py", "--smoke", f"--dataset_name={path}", check=False, timeout=120)
+    result = run_script(tmp_path, "train_grpo.py", "--smoke", f"--dataset_name={path}", check=False, timeout=120)
     assert result.returncode != 0 and str(path) in result.stderr and message in result.stderr, result.stderr
     assert "Traceback" not in result.stderr and time.time() - start < 30
 
@@ -220,19 +248,20 @@ def test_parquet_with_the_wrong_columns_is_refused(tmp_path):
 
     path = tmp_path / "problems.parquet"
     pd.DataFrame({"question": ["q"], "answer": ["1"]}).to_parquet(path)
-    result = run_script(ROOT, "train_grpo.py", "--smoke", f"--dataset_name={path}", check=False, timeout=120)
+    result = run_script(tmp_path, "train_grpo.py", "--smoke", f"--dataset_name={path}", check=False, timeout=120)
     assert result.returncode != 0 and "missing column(s) ['prompt', 'solution']" in result.stderr
     assert "Traceback" not in result.stderr
 
 
-def test_a_tracker_that_is_not_installed_is_refused_before_torch():
+def test_a_tracker_that_is_not_installed_is_refused_before_torch(tmp_path):
     import importlib.util
 
     if importlib.util.find_spec("wandb") is not None:
         pytest.skip("wandb is installed here")
     start = time.time()
     result = subprocess.run(
-        [sys.executable, "train_grpo.py", "--report_to=wandb"], capture_output=True, text=True, timeout=60, cwd=ROOT
+        [sys.executable, os.path.join(ROOT, "train_grpo.py"), "--report_to=wandb"], capture_output=True, text=True,
+        timeout=60, cwd=tmp_path
     )
     assert result.returncode != 0 and "pip install wandb" in result.stderr
     assert time.time() - start < 20
@@ -258,9 +287,10 @@ def test_target_modules_the_model_lacks_are_refused_before_the_weights_load(tmp_
         (["--smoke", "--preset=smollm2"], "one preset at a time, got smoke, smollm2"),
     ],
 )
-def test_presets_are_checked_before_anything_loads(args, message):
+def test_presets_are_checked_before_anything_loads(args, message, tmp_path):
     result = subprocess.run(
-        [sys.executable, "train_grpo.py", *args], capture_output=True, text=True, timeout=60, cwd=ROOT
+        [sys.executable, os.path.join(ROOT, "train_grpo.py"), *args], capture_output=True, text=True, timeout=60,
+        cwd=tmp_path
     )
     assert result.returncode != 0 and message in result.stderr
 

@@ -240,9 +240,9 @@ print(json.dumps({"from_pretrained": names(FastLanguageModel.from_pretrained),
 """
 
 
-def test_unsloth_signatures_name_every_keyword_we_pass():
-    result = subprocess.run(
-        [sys.executable, "-c", LOADER_CHECK], capture_output=True, text=True, timeout=300, cwd=ROOT
+def test_unsloth_signatures_name_every_keyword_we_pass(tmp_path):
+    result = subprocess.run(  # in tmp_path: import unsloth writes unsloth_compiled_cache/ where it runs
+        [sys.executable, "-c", LOADER_CHECK], capture_output=True, text=True, timeout=300, cwd=tmp_path
     )
     assert result.returncode == 0, result.stderr[-2000:]
     accepted = json.loads(result.stdout.strip().splitlines()[-1])

@@ -22,8 +22,6 @@ import pytest
 from conftest import ROOT
 from test_unsloth_trainers import ALLOW_CPU
 
-pytestmark = pytest.mark.slow
-
 CASES = {"primed-kl": ["--beta=0.04"], "primed": ["--beta=0"],
          "base-kl": ["--format_sft=false", "--beta=0.04"], "base": ["--format_sft=false", "--beta=0"]}
 
