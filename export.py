@@ -110,7 +110,9 @@ def main(argv: list[str]) -> str:
 
     if not torch.cuda.is_available():
         os.environ.setdefault("UNSLOTH_CPU_BF16", "0")  # as in training: the same arithmetic on any CPU
-    import unsloth  # noqa: F401  (before transformers and peft, as in training)
+    from grpo.device import import_unsloth
+
+    import_unsloth()  # before transformers and peft, as in training
     from unsloth import FastLanguageModel
 
     # The adapter folder names its base model; Unsloth loads the base, then the adapter.

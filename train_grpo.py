@@ -158,3 +158,8 @@ if __name__ == "__main__":
         again = " ".join(["python train_grpo.py", *sys.argv[1:]])
         sys.exit(f"\ntrain_grpo.py: stopped by {str(e) or 'SIGINT'} before GRPO started; a finished priming is kept "
                  f"for reuse (PRIMING_CACHE), nothing else. Start again with:  {again}")
+    except Exception as e:  # a full disk, wherever the run writes (checkpoints, metrics, caches, the adapter)
+        out = resolve_knobs(sys.argv[1:])["OUTPUT_DIR"]
+        if not run_dir.disk_full(e, out):
+            raise
+        sys.exit(f"train_grpo.py: error: {run_dir.disk_full_message(e, out)}")

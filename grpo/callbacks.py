@@ -168,6 +168,52 @@ def make_signal_stop_callback(save: bool = True):
     return SignalStop()
 
 
+def step_line(phase: str, step: int, max_steps: int, logs: dict) -> str | None:
+    """The one line a logged step prints (metrics.jsonl keeps every figure); None for rows not worth a
+    line (the trainer's end-of-run summary).
+
+    >>> step_line("grpo", 3, 10, {"reward": -6.22, "rewards/check_answer/mean": -2.4, "kl": 0.0024,
+    ...           "completions/clipped_ratio": 0.5, "step_time": 2.19})
+    'step 3/10: reward -6.22 (check_answer -2.40), kl 0.0024, 50% cut, 2.2 s'
+    >>> step_line("priming", 12, 64, {"loss": 0.6232, "grad_norm": 4.9})
+    'priming 12/64: loss 0.623'
+    """
+    if "train_runtime" in logs:
+        return None
+    if "reward" in logs:
+        parts = ", ".join(f"{key.split('/')[1]} {value:.2f}" for key, value in logs.items()
+                          if key.startswith("rewards/") and key.endswith("/mean"))
+        line = f"step {step}/{max_steps}: reward {logs['reward']:.2f}" + (f" ({parts})" if parts else "")
+        shown = (("kl", "kl {:.2g}"), ("completions/clipped_ratio", "{:.0%} cut"), ("step_time", "{:.1f} s"))
+        for key, label in shown:
+            if logs.get(key) is not None:
+                line += ", " + label.format(logs[key])
+        return line
+    if "eval_reward" in logs:
+        return f"eval at step {step}: reward {logs['eval_reward']:.2f}"
+    if "loss" in logs:
+        return f"{phase} {step}/{max_steps}: loss {logs['loss']:.3g}"
+    return None
+
+
+def compact_progress(trainer, phase: str) -> None:
+    """Replace the trainer's progress bar callback with one that keeps the bar and prints one short line
+    per logged step (step_line) instead of transformers' dict of some thirty figures."""
+    from transformers.trainer_callback import ProgressCallback
+
+    class CompactProgress(ProgressCallback):
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if state.is_world_process_zero and self.training_bar is not None and logs:
+                line = step_line(phase, state.global_step, state.max_steps, logs)
+                if line:
+                    self.training_bar.write(line)
+
+    found = trainer.callback_handler.callbacks
+    for i, callback in enumerate(found):
+        if type(callback) is ProgressCallback:  # in its place: its lines come before the health lines
+            found[i] = CompactProgress()
+
+
 def sigterm_as_ctrl_c() -> None:
     """SIGTERM raises KeyboardInterrupt, as Ctrl-C does, wherever no clean-stop handler is installed
     (loading, the difficulty filter, evaluation): the entry point then ends in one line, not silently."""
@@ -247,7 +293,7 @@ def make_health_callback(max_completion_length: int, learning_rate: float, check
 
         def _say(self, state, line):
             if state.is_world_process_zero:
-                print("\n" + line, flush=True)  # on its own line, past the progress bar
+                print("\n" + line + "\n", flush=True)  # on a line of its own, apart from the progress bar
 
         def on_train_begin(self, args, state, control, model=None, **kwargs):
             self.start_step = state.global_step  # a resumed run judges its own first steps
@@ -261,7 +307,7 @@ def make_health_callback(max_completion_length: int, learning_rate: float, check
             if done == min(health.EARLY_STEPS, state.max_steps - self.start_step):
                 self._early_checks(state, kwargs.get("model"))
             if done >= min(health.VERDICT_STEPS, state.max_steps - self.start_step):
-                self.verdict = health.verdict(self.rows, self.warnings)
+                self.verdict = health.verdict(self.rows, self.warnings, partial=done < health.VERDICT_STEPS)
                 self._say(state, self.verdict)
 
         def _early_checks(self, state, model):
@@ -277,7 +323,7 @@ def make_health_callback(max_completion_length: int, learning_rate: float, check
             if self.verdict is None and self.rows:  # stopped before the verdict's step (a signal, an alarm)
                 if not self.checked:
                     self._early_checks(state, model)
-                self.verdict = health.verdict(self.rows, self.warnings)
+                self.verdict = health.verdict(self.rows, self.warnings, partial=True)
                 self._say(state, self.verdict)
 
     return Health()

@@ -115,3 +115,41 @@ def gpu_unseen(script: str) -> str | None:
         f"({os.environ.get('CUDA_VISIBLE_DEVICES', 'unset')}), and that this user may open /dev/nvidia* "
         f"(in a container: --gpus all) {cpu_anyway}"
     )
+
+
+# --- a quieter `import unsloth` on a CPU -------------------------------------------------------------------
+# Library lines that ask nothing of a CPU user, dropped where the project triggers them (`import unsloth`):
+CPU_QUIET = (
+    # vLLM is installed (requirements-dev.txt) and needs a GPU; the run's own `generation:` line says so
+    ("unsloth.import_fixes", "broken vLLM binary extension"),
+    # a deprecation inside torchao's import, for its maintainers
+    ("torch.utils._pytree", "register_constant() on Enum"),
+    # bitsandbytes' optional 4-bit CPU kernel (AVX512-BF16 CPUs); a CPU run never loads 4-bit
+    ("bitsandbytes.backends.cpu.ops", "gemm_4bit_forward from kernels-community"),
+)
+
+
+def import_unsloth() -> None:
+    """`import unsloth`, first, so it can patch transformers, TRL and PEFT. Without a GPU, the lines in
+    CPU_QUIET are dropped and Unsloth's CPU banner ("supported: ... SFTTrainer", as if GRPO were not) is
+    said in one line of the project's; on a GPU every line stays."""
+    import contextlib
+    import io
+    import logging
+    import sys
+
+    import torch
+
+    if "unsloth" in sys.modules or torch.cuda.is_available():
+        import unsloth  # noqa: F401
+        return
+    for name, text in CPU_QUIET:
+        logging.getLogger(name).addFilter(lambda record, text=text: text not in record.getMessage())
+    said = io.StringIO()
+    with contextlib.redirect_stdout(said):
+        import unsloth  # noqa: F401
+    for line in said.getvalue().splitlines():
+        if "no GPU found, training on CPU" in line:
+            line = (f"{line.split(':')[0]} without a GPU: its CPU fallback (stock transformers, PEFT and TRL) runs "
+                    f"priming and GRPO here, slowly, {torch.get_num_threads()} threads")
+        print(line)

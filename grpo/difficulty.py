@@ -19,7 +19,7 @@ import hashlib
 import json
 import os
 
-from grpo.cache import cache_file, same_key
+from grpo.cache import cache_file, same_key, set_aside
 from grpo.checks import BadInput
 from grpo.checksums import adapter_checksum
 from grpo.device import is_main_process
@@ -115,13 +115,19 @@ def filter_prompts(k: dict, model, tokenizer, dataset, judge, max_completion: in
         dataset = dataset.shuffle(seed=k["SEED"]).select(range(k["DIFFICULTY_PROMPTS"]))
     key = cache_key(k, model, tokenizer, dataset, max_completion, model_sha256)
     path = cache_file(k["DIFFICULTY_CACHE"], key, ".json")
-    try:
-        with open(path) as f:
-            cached = json.load(f)
-        hit = same_key(cached.get("key"), key)
-        rates, mean_tokens = (cached["rates"], cached["mean_completion_tokens"]) if hit else (None, None)
-    except (OSError, ValueError, KeyError):
-        rates = None
+    rates = None
+    if os.path.exists(path):
+        try:
+            with open(path) as f:
+                cached = json.load(f)
+            if same_key(cached.get("key"), key):
+                rates, mean_tokens = cached["rates"], cached["mean_completion_tokens"]
+                if len(rates) != len(dataset) or not all(0 <= r <= 1 for r in rates):
+                    raise ValueError(f"{len(rates)} pass rates for {len(dataset)} prompts, or one outside [0, 1]")
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+            rates = None
+            if is_main_process():
+                set_aside(path, f"{type(e).__name__}: {e}")
     if rates is not None:
         print(f"difficulty: reused the pass rates in {path} (same model, adapter, prompts and sampling)")
     else:

@@ -200,8 +200,9 @@ def memory_estimate(sizes: dict, load_in_4bit: bool, vllm_share: float, card_gib
 
 
 # --- the verdict -------------------------------------------------------------------------------------------
-def verdict(rows: list[dict], warnings: list[str]) -> str:
-    """One line on the first steps: healthy with its figures, or the warnings that fired.
+def verdict(rows: list[dict], warnings: list[str], partial: bool = False) -> str:
+    """One line on the first steps: healthy with its figures, or the warnings that fired. `partial`: the run
+    stopped before VERDICT_STEPS, so the line names the checks that ran rather than calling it healthy.
 
     >>> rows = [{"reward": -4.5, "completions/mean_length": 40, "completions/clipped_ratio": 0.1,
     ...          "frac_reward_zero_std": 0.25, "memory/peak_gib": 1.2},
@@ -214,6 +215,10 @@ def verdict(rows: list[dict], warnings: list[str]) -> str:
     ... # doctest: +NORMALIZE_WHITESPACE
     first 2 steps: NOT healthy (1 warning: the LoRA adapter has not changed in the first 2 steps):
     reward -4.50 -> -2.10, completions 48 tokens (12% cut), 0.30 of groups without signal, peak 1.25 GiB
+    >>> print(verdict(rows, [], partial=True))  # doctest: +NORMALIZE_WHITESPACE
+    first 2 steps: no warning from the checks that ran (cut completions, a still adapter); too few steps to
+    judge the learning signal: reward -4.50 -> -2.10, completions 48 tokens (12% cut),
+    0.30 of groups without signal, peak 1.25 GiB
     """
 
     def mean(key):
@@ -226,6 +231,9 @@ def verdict(rows: list[dict], warnings: list[str]) -> str:
         f"{mean('frac_reward_zero_std'):.2f} of groups without signal, peak "
         f"{max((r.get('memory/peak_gib') or 0.0) for r in rows):.2f} GiB"
     )
+    if not warnings and partial:
+        return (f"first {len(rows)} steps: no warning from the checks that ran (cut completions, a still "
+                f"adapter); too few steps to judge the learning signal: {figures}")
     if not warnings:
         return f"first {len(rows)} steps: healthy: {figures}"
     names = "; ".join(w.removeprefix("WARNING: ").split(" (")[0].split(":")[0] for w in warnings)

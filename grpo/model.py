@@ -10,7 +10,7 @@ import os
 import sys
 
 import prompts
-from grpo import checksums, unsloth_cpu
+from grpo import checksums, device, unsloth_cpu
 from grpo.checks import check_target_modules
 from grpo.record import timed
 
@@ -20,7 +20,7 @@ def load(k: dict):
     """(model with its LoRA adapter, tokenizer with the project's chat template, findings). The findings:
     FAST_INFERENCE_USED, whether vLLM generates in this run (FAST_INFERENCE asks; this says what ran), and
     MODEL_SHA256, the weights' checksum for a local model folder (None for a Hub id)."""
-    import unsloth  # noqa: F401  (before trl, transformers and peft)
+    device.import_unsloth()  # first: it patches trl, transformers and peft
     from unsloth import FastLanguageModel
 
     loader = FastLanguageModel

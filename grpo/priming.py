@@ -21,7 +21,7 @@ import shutil
 
 import prompts
 from grpo import callbacks
-from grpo.cache import cache_file, same_key
+from grpo.cache import cache_file, first_unreadable, same_key, set_aside
 from grpo.checks import BadInput, Stopped
 from grpo.device import bf16 as trains_bf16
 from grpo.device import is_main_process
@@ -70,12 +70,23 @@ def _cuda() -> bool:
 
 
 def cached(entry: str, key: dict) -> bool:
-    """Whether entry is a finished cache entry for this key (its key file is written last)."""
-    try:
-        with open(os.path.join(entry, KEY_FILE)) as f:
-            return same_key(json.load(f), key)
-    except (OSError, ValueError):
+    """Whether entry is a finished cache entry for this key (its key file is written last) whose files all
+    read. An entry that exists and does not (a corrupted file, another key under this name) is moved
+    aside, said in one line, and primed again: never reused, never left to block the new entry."""
+    if not os.path.isdir(entry):
         return False
+    bad = first_unreadable(entry)
+    if bad is None:
+        try:
+            with open(os.path.join(entry, KEY_FILE)) as f:
+                if same_key(json.load(f), key):
+                    return True
+            bad = (entry, "its key is another priming's")
+        except OSError as e:
+            bad = (entry, f"no {KEY_FILE}: {e}")
+    if is_main_process():  # every rank finds it unreadable and primes again; one moves it
+        set_aside(entry, f"{os.path.relpath(bad[0], entry)}: {bad[1]}")
+    return False
 
 
 @timed("PRIMING_S")
@@ -121,10 +132,14 @@ def store(primed: str, metrics_path: str, entry: str, key: dict) -> None:
     """Copy the primed adapter and its SFT rows into the cache, whole: into a side folder, key file
     last, then renamed into place (a process that finished the same key first keeps its entry)."""
     partial = f"{entry}.partial-{os.getpid()}"
-    shutil.copytree(primed, partial, dirs_exist_ok=True)
-    shutil.copyfile(metrics_path, os.path.join(partial, "sft_metrics.jsonl"))
-    with open(os.path.join(partial, KEY_FILE), "w") as f:
-        json.dump(key, f, indent=1, default=str)
+    try:
+        shutil.copytree(primed, partial, dirs_exist_ok=True)
+        shutil.copyfile(metrics_path, os.path.join(partial, "sft_metrics.jsonl"))
+        with open(os.path.join(partial, KEY_FILE), "w") as f:
+            json.dump(key, f, indent=1, default=str)
+    except OSError:  # a full disk: no part-written entry is left behind
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
     try:
         os.rename(partial, entry)
     except OSError:  # the entry exists: another run stored the same key first
@@ -175,6 +190,7 @@ def format_sft(k: dict, model, tokenizer, examples, metrics_path: str, bf16: boo
         args=config,
         callbacks=[callbacks.make_sft_metrics_callback(metrics_path), stop],
     )
+    callbacks.compact_progress(trainer, "priming")
     stop.install()
     try:
         trainer.train()

@@ -11,6 +11,7 @@ import sys
 import time
 
 from grpo import record
+from grpo.cache import first_unreadable
 from grpo.checks import BadInput
 from grpo.checksums import adapter_checksum
 from grpo.device import gather, is_main_process
@@ -100,34 +101,59 @@ def is_whole(checkpoint: str) -> bool:
 
 
 def check_loadable(checkpoint: str) -> str:
-    """checkpoint, after reading what resuming will load, without loading it: the state files parse, the
-    torch files are whole zip archives, the safetensors files hold the bytes their headers promise.
+    """checkpoint, after reading what resuming will load, without loading it (grpo/cache.py, unreadable).
     Raises BadInput naming the file otherwise (before the model loads, not as a traceback mid-resume)."""
-    import zipfile
-
-    for name in sorted(os.listdir(checkpoint)):
-        path = os.path.join(checkpoint, name)
-        try:
-            if name.endswith(".json"):
-                with open(path, encoding="utf-8") as f:
-                    json.load(f)
-            elif name.endswith((".pt", ".pth", ".bin")):
-                with zipfile.ZipFile(path) as archive:
-                    if archive.testzip() is not None:
-                        raise ValueError("a damaged member")
-            elif name.endswith(".safetensors"):
-                with open(path, "rb") as f:
-                    size = int.from_bytes(f.read(8), "little")
-                    header = json.loads(f.read(size))
-                ends = [v["data_offsets"][1] for key, v in header.items() if key != "__metadata__"]
-                if os.path.getsize(path) < 8 + size + max(ends, default=0):
-                    raise ValueError("shorter than its header says")
-        except (OSError, ValueError, zipfile.BadZipFile, KeyError, TypeError) as e:
-            raise BadInput(
-                f"{path} cannot be loaded ({type(e).__name__}: {e}); resume from an earlier checkpoint with "
-                f"--resume=PATH, or move {os.path.basename(checkpoint)} aside"
-            ) from e
+    bad = first_unreadable(checkpoint)
+    if bad:
+        raise BadInput(
+            f"{bad[0]} cannot be loaded ({bad[1]}); resume from an earlier checkpoint with --resume=PATH, or "
+            f"move {os.path.basename(checkpoint)} aside"
+        )
     return checkpoint
+
+
+# --- a full disk ---------------------------------------------------------------------------------------------
+FULL_DISK_TEXT = ("No space left on device", "Disk quota exceeded")  # as Python and safetensors tell it
+# torch.save's writer says only that a write failed (no errno): a full disk when the disk is nearly full too
+WRITE_FAILED_TEXT = ("iostream error", "unexpected pos", "file write failed")
+NEARLY_FULL_MIB = 64
+
+
+def free_mib(path: str) -> float:
+    """Free space on the disk that holds `path` (or its nearest existing parent), in MiB."""
+    import shutil
+
+    path = os.path.abspath(path)
+    while not os.path.exists(path) and os.path.dirname(path) != path:
+        path = os.path.dirname(path)
+    return shutil.disk_usage(path).free / 2**20
+
+
+def disk_full(error: BaseException, out: str) -> bool:
+    """Whether `error` (or what caused it) is a write to a full disk: OSError ENOSPC or EDQUOT, as Python
+    raises it, or told in safetensors' text; or torch's failed write while the disk under `out` is nearly
+    full."""
+    import errno
+
+    while error is not None:
+        if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        if any(text in str(error) for text in FULL_DISK_TEXT):
+            return True
+        if any(text in str(error) for text in WRITE_FAILED_TEXT) and free_mib(out) < NEARLY_FULL_MIB:
+            return True
+        error = error.__cause__ or error.__context__
+    return False
+
+
+def disk_full_message(error: BaseException, out: str) -> str:
+    """One line: the folder that filled, the space left there, and what to do next."""
+    folder = os.path.dirname(os.path.abspath(getattr(error, "filename", None) or os.path.join(out, "x")))
+    free = free_mib(folder)
+    go_on = ("then go on with --resume=auto (a checkpoint cut off by the full disk is skipped)"
+             if any(is_whole(c) for c in checkpoints_in(out)) else "then run the same command again")
+    return (f"the disk is full: a write to {folder} failed with {free:.0f} MiB free there. What was saved before "
+            f"stays as it was. Free space, or lower --save_total_limit, or raise --save_steps; {go_on}")
 
 
 def earlier_run(out: str) -> list[str]:
@@ -176,7 +202,15 @@ def resume_checkpoint(k: dict) -> str | None:
         if unfinished and is_main_process():
             print(f"resume: skipping {', '.join(unfinished)} (unfinished: no trainer_state.json, which Trainer "
                   f"writes last, as a kill during the save leaves it); left as it is")
-        return check_loadable(whole[-1])
+        for checkpoint in reversed(whole):  # the newest that reads
+            bad = first_unreadable(checkpoint)
+            if not bad:
+                return checkpoint
+            if is_main_process():
+                print(f"resume: skipping {os.path.basename(checkpoint)}: {bad[0]} cannot be loaded ({bad[1]}); "
+                      f"left as it is")
+        raise BadInput(f"--resume=auto: no checkpoint in {out} can be loaded (each is named above); start a new run "
+                       f"with --output_dir=NEW_FOLDER")
     if k["RESUME"]:
         if not is_whole(k["RESUME"]):
             raise BadInput(f"RESUME={k['RESUME']}: not a checkpoint folder (no trainer_state.json)")

@@ -255,6 +255,7 @@ def build(
         ],  # guard last: it cancels a save
     )
     controls = Controls(alarm=alarm, stop=stop, guard=guard, health=checkup, algorithm=algorithm_used(trainer.args))
+    callbacks.compact_progress(trainer, "grpo")  # one short line a step; metrics.jsonl keeps every figure
     if k["OUTCOME_GATE"]:
         print("outcome gate: groups whose answers are all right or all wrong get zero advantage")
     if k["REINFORCE_RIGHT_ONLY"]:

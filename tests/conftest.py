@@ -36,7 +36,7 @@ def run_script(workdir, name, *args, env=None, check=True, stdin=None, timeout=6
 # The files whose runs take longest go first, so that with two workers (pytest.ini) one of them starts
 # on the learning runs while the other works through the rest; the order within a file is kept.
 SLOWEST_FIRST = ("test_learning.py", "test_unsloth_trainers.py", "test_smollm2.py", "test_long_runs.py",
-                 "test_gpu_check.py", "test_vllm_handoff.py")
+                 "test_gpu_check.py", "test_vllm_handoff.py", "test_disk_faults.py")
 
 
 # Files whose tests share a run of a script (a training run, a dry run): every test in them is `slow`. The

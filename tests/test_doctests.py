@@ -6,8 +6,8 @@ import importlib
 import pytest
 
 
-@pytest.mark.parametrize("name", ["evaluate", "export", "rewards", "grpo.trainer", "grpo.overrides", "grpo.difficulty",
-                                  "grpo.callbacks", "grpo.health", "grpo.stats"])
+@pytest.mark.parametrize("name", ["evaluate", "export", "chat", "rewards", "grpo.trainer", "grpo.overrides",
+                                  "grpo.difficulty", "grpo.callbacks", "grpo.health", "grpo.stats"])
 def test_docstring_examples_hold(name):
     module = importlib.import_module(name)
     result = doctest.testmod(module)

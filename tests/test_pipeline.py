@@ -41,6 +41,11 @@ def test_smoke_writes_adapter_metrics_curves_and_logs(smoke_run):
     # a healthy run: no warning of the project's, and the verdict after its 10 steps
     assert not [line for line in log.splitlines() if line.startswith("WARNING:")]
     assert "\nfirst 10 steps: healthy: reward " in log
+    # a log a person reads: one short line a step (metrics.jsonl keeps every figure), no raw dicts, and none of
+    # the library lines that ask nothing of a CPU user (grpo/device.py, CPU_QUIET)
+    assert "step 10/10: reward " in log and "priming 64/64: loss " in log and "{'loss'" not in log
+    for quiet in ("broken vLLM binary extension", "register_constant()", "kernels-community", "supported: text LoRA"):
+        assert quiet not in log, quiet
     assert "memory: " not in log  # the GPU memory estimate is for a GPU only
     # the shipped tiny model, the same bits on any machine, recorded in the manifest
     assert "(model.safetensors sha256 " + tiny_model.SHIPPED_SHA256 + ", the shipped build)" in log
