@@ -65,8 +65,9 @@ def main(argv: list[str]) -> None:
     from grpo.overrides import resolve
 
     k = resolve(globals(), argv, _SMOKE_PRESET, "chat.py", check_knobs)
-    from grpo.device import gpu_unseen
+    from grpo.device import gpu_unseen, quiet_cpu_lines
 
+    quiet_cpu_lines()
     unseen = gpu_unseen("chat.py")  # a GPU torch cannot use (an old driver): say so, not a silent CPU chat
     if unseen:
         sys.exit(f"chat.py: error: {unseen}")
@@ -81,10 +82,11 @@ def main(argv: list[str]) -> None:
     from transformers import AutoModelForCausalLM
 
     import prompts
+    from grpo.data import load_tokenizer
 
     adapter = os.path.join(k["RUN_DIR"], "lora")
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    tokenizer = prompts.load_tokenizer(adapter)
+    tokenizer = load_tokenizer(adapter, run.get("USE_MODEL_CHAT_TEMPLATE", False))
     base = AutoModelForCausalLM.from_pretrained(
         run["MODEL_NAME"], dtype=torch.bfloat16 if device == "cuda" else torch.float32
     )

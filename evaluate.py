@@ -20,6 +20,7 @@ import re
 import sys
 import time
 
+from grpo import data
 from grpo.stats import bootstrap_ci, paired_bootstrap_ci, pass_at_ks, per_problem, problem_means
 
 # -----------------------------------------------------------------------------------------------
@@ -100,40 +101,27 @@ def primed_adapter(k: dict, run: dict) -> str | None:
 
 
 # --- problems ----------------------------------------------------------------------------------------
-def gsm8k_answer(text: str) -> str:
-    """GSM8K's gold answer is what follows '####' (thousands commas dropped).
-
-    >>> gsm8k_answer("She pays 3 * 4 = 12.\\n#### 1,200")
-    '1200'
-    """
-    return text.split("####")[-1].strip().replace(",", "")
-
-
 def load_problem_set(k: dict, run: dict) -> tuple[list[dict], str]:
     """Rows with 'prompt' and 'solution', and a one-line description of where they came from."""
-    import prompts
 
     name = k["PROBLEM_SET"]
     if name == "heldout":
-        raw = prompts.load_problems(run["DATASET_NAME"], run["DATASET_CONFIG"], run["DATASET_SPLIT"])
-        _train, heldout = prompts.split_holdout(raw, run["HOLDOUT_SIZE"], run["SEED"])
+        raw = data.read_problems_of(run)  # with the run's columns and answer rule, as it trained
+        _train, heldout = data.split_holdout(raw, run["HOLDOUT_SIZE"], run["SEED"])
         if len(heldout) == 0:
             sys.exit("evaluate.py: the run held nothing out (HOLDOUT_SIZE=0); pick another --problem_set")
         rows, source = heldout.to_list(), f"held-out slice of {run['DATASET_NAME']} (seed {run['SEED']})"
     elif name in _HUB_SETS:
-        from datasets import load_dataset
-
         hub, config, split, q, a = _HUB_SETS[name]
-        data = load_dataset(hub, config, split=split)
-        answer = gsm8k_answer if name == "gsm8k" else str
-        rows, source = [{"prompt": r[q], "solution": answer(r[a])} for r in data], f"{hub} {split}"
+        rule = "gsm8k" if name == "gsm8k" else "plain"  # GSM8K's answers end in '#### N'
+        rows, source = data.read_problems(hub, config, split, (q, a), rule).to_list(), f"{hub} {split}"
     elif name == "bundled":
         rows, source = (
-            prompts.read_jsonl(prompts.BUNDLED_PROBLEMS),
+            data.read_jsonl(data.BUNDLED_PROBLEMS),
             "bundled problems (includes rows the smoke run trains on)",
         )
     else:
-        rows, source = prompts.load_problems(name).to_list(), name
+        rows, source = data.read_problems(name).to_list(), name
     if k["N_PROBLEMS"]:
         rows = rows[: k["N_PROBLEMS"]]
     return rows, f"{source}, {len(rows)} problems"
@@ -569,8 +557,9 @@ def write_chart(path: str, results: dict) -> None:
 def main(argv: list[str]) -> dict:
     k = resolve_knobs(argv)
     start = time.time()
-    from grpo.device import gpu_unseen
+    from grpo.device import gpu_unseen, quiet_cpu_lines
 
+    quiet_cpu_lines()
     unseen = gpu_unseen("evaluate.py")  # a GPU torch cannot use (an old driver): say so, not a silent CPU eval
     if unseen:
         sys.exit(f"evaluate.py: error: {unseen}")
@@ -594,9 +583,8 @@ def main(argv: list[str]) -> dict:
     use_vllm = why_not is None
     if not use_vllm:
         print(f"generation: {why_not}; using batched transformers generation")
-    import prompts
 
-    tokenizer = prompts.load_tokenizer(k["ADAPTER"])
+    tokenizer = data.load_tokenizer(k["ADAPTER"], run.get("USE_MODEL_CHAT_TEMPLATE", False))
     texts = chat_prompts(rows, tokenizer)
     primed = primed_adapter(k, run)  # format priming kept apart: base, primed, trained
     if primed:

@@ -32,7 +32,7 @@ from decimal import Decimal
 from grpo.answers import MAX_ANSWER_CHARS, _prefetch_math_verify, answers_match, parse_plain_number
 from prompts import REASONING_END, REASONING_START, SOLUTION_END, SOLUTION_START
 
-# --- scores (the recipe's scale; the README's "Reward design" section explains each) -------------
+# --- scores (the recipe's scale; docs/rewards.md explains each) -----------------------------------
 EXACT_FORMAT_SCORE = 3.0  # whole completion is working, end marker, one solution block, nothing after
 MARKER_ONCE_SCORE = 0.5  # approximate format: a marker that occurs exactly once ...
 MARKER_WRONG_SCORE = -1.0  # ... and one that is missing or repeated
@@ -331,5 +331,14 @@ def answer_is_right(completions, answer=(), **kwargs) -> list[bool]:
     return [bool(_safe(lambda: answers_match(judged_answer(t), g), None, False)) for t, g in zip(texts, golds)]
 
 
-# The order is the order of REWARD_WEIGHTS in train_grpo.py.
-REWARD_FUNCS = [match_format_exactly, match_format_approximately, check_answer, check_numbers]
+# The rewards a run pays, each with its weight in the total: the one list. To add a reward, write its
+# function above and name it here; train_grpo.py's REWARD_FUNCS and REWARD_WEIGHTS knobs default to this
+# (--reward_funcs / --reward_weights choose among them for one run), and metrics.jsonl, the log and the
+# reward curves take each reward's name from it.
+REWARDS = {
+    "match_format_exactly": 1.0,
+    "match_format_approximately": 1.0,
+    "check_answer": 1.0,
+    "check_numbers": 1.0,
+}
+REWARD_FUNCS = [globals()[name] for name in REWARDS]  # the functions, in the same order

@@ -32,10 +32,14 @@ VLLM_SERVER_URL = "http://localhost:8000"  # where `trl vllm-serve` listens (VLL
 LORA_RANK = 32  # adapter rank; ~66M trainable parameters on Qwen3-4B
 LORA_ALPHA = 64  # adapter scale numerator (alpha / rank = 2)
 LORA_TARGET_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")  # layers adapted
+USE_MODEL_CHAT_TEMPLATE = False  # False: the recipe's base-model template (prompts.py); True: the model's own
 # data
-DATASET_NAME = "open-r1/DAPO-Math-17k-Processed"  # Hub id, or a local .jsonl/.parquet with prompt,solution
+DATASET_NAME = "open-r1/DAPO-Math-17k-Processed"  # Hub id, or a local .jsonl/.parquet file
 DATASET_CONFIG = "en"  # Hub config name (ignored for local files)
 DATASET_SPLIT = "train"  # Hub split (ignored for local files)
+DATASET_PROMPT_COLUMN = "prompt"  # the column that holds the problem (GSM8K: question; MATH: problem)
+DATASET_ANSWER_COLUMN = "solution"  # the column that holds the gold answer (GSM8K: answer; MATH: solution)
+ANSWER_FORMAT = "plain"  # the gold answer in that column: plain (as is) | gsm8k (after ####) | boxed (last \boxed{})
 HOLDOUT_SIZE = 500  # rows held out by a seeded split for evaluate.py; never trained on
 PROMPT_LENGTH_PERCENTILE = 90.0  # drop prompts longer than this percentile of tokenized length
 # format priming: a short SFT on worked solutions rewritten into the format, before GRPO (the recipe's step)
@@ -92,8 +96,8 @@ EVAL_SIZE = 16  # held-out prompts per evaluation (x NUM_GENERATIONS completions
 COLLAPSE_PATIENCE = 10  # warn after this many consecutive steps without a learning signal (0 = off)
 STOP_ON_COLLAPSE = False  # on that warning, save the adapter and metrics and stop with exit 0
 # rewards
-REWARD_FUNCS = ("match_format_exactly", "match_format_approximately", "check_answer", "check_numbers")  # in rewards.py
-REWARD_WEIGHTS = (1.0, 1.0, 1.0, 1.0)  # weight of each reward in the total, same order
+REWARD_FUNCS = tuple(rewards.REWARDS)  # the rewards paid, by name: rewards.REWARDS lists them (add one there)
+REWARD_WEIGHTS = tuple(rewards.REWARDS.values())  # weight of each in the total, same order (rewards.REWARDS')
 # output
 OUTPUT_DIR = "outputs"  # checkpoints, metrics.jsonl, reward_curves.png, lora/ (adapter + tokenizer)
 REPORT_TO = "none"  # "none", "wandb", "tensorboard", ...
@@ -138,7 +142,7 @@ def main(argv: list[str]) -> str | None:
     # 5. the GRPO trainer with the rewards, and the run's record
     reward_funcs = [getattr(rewards, name) for name in k["REWARD_FUNCS"]]
     grpo_trainer, controls = trainer.build(k, policy, tokenizer, reward_funcs, rewards.answer_is_right, dataset,
-                                           eval_dataset, max_prompt_length, found["PRIMED_ADAPTER"],
+                                           eval_dataset, budget, found["PRIMED_ADAPTER"],
                                            found["FAST_INFERENCE_USED"])
     run = record.start(k, found, grpo_trainer, controls.algorithm, data.counts(train_rows, heldout_rows, dataset))
     # 6. train (Ctrl-C or SIGTERM: finish the step, save a checkpoint; NaN or inf: stop, save nothing)

@@ -29,6 +29,7 @@ if __package__ in (None, ""):  # run as a script (python cpu_models/tiny_model.p
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import prompts
+from grpo.data import BUNDLED_PROBLEMS, BUNDLED_WORKED_EXAMPLES, read_jsonl
 
 EOS = "<|endoftext|>"
 PAD = "<|pad|>"
@@ -52,7 +53,7 @@ def _plain_answers() -> list[dict]:
     """The pretraining corpus: the bundled worked examples (other problems than the ones GRPO trains
     and is evaluated on), each answered in plain text with no format markers."""
     return [{"prompt": row["problem"], "solution": row["expected_answer"], "working": row["generated_solution"]}
-            for row in prompts.read_jsonl(prompts.BUNDLED_WORKED_EXAMPLES)]
+            for row in read_jsonl(BUNDLED_WORKED_EXAMPLES)]
 
 
 def _corpus(problems: list[dict]) -> list[str]:
@@ -95,7 +96,7 @@ def _recipe(problems_path: str, seed: int = SEED) -> dict:
         "pretrain_lr": PRETRAIN_LR,
         "markers": False,
         "problems": os.path.getsize(problems_path),
-        "plain_answers": os.path.getsize(prompts.BUNDLED_WORKED_EXAMPLES),
+        "plain_answers": os.path.getsize(BUNDLED_WORKED_EXAMPLES),
     }
 
 
@@ -128,7 +129,7 @@ def build_tiny_model(out_dir: str, problems_path: str, seed: int = SEED) -> str:
     from transformers import Qwen3Config, Qwen3ForCausalLM
 
     torch.manual_seed(seed)
-    problems = prompts.read_jsonl(problems_path)
+    problems = read_jsonl(problems_path)
     tokenizer = build_tokenizer(problems)
     config = Qwen3Config(
         vocab_size=len(tokenizer),
@@ -220,7 +221,7 @@ if (
     seeds = [int(a.split("=", 1)[1]) for a in sys.argv[1:] if a.startswith("--seed=")]
     out = build_tiny_model(
         args[0] if args else os.path.join("outputs", "tiny-qwen3"),
-        prompts.BUNDLED_PROBLEMS,
+        BUNDLED_PROBLEMS,
         seeds[-1] if seeds else SEED,
     )
     import hashlib

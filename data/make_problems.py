@@ -1,5 +1,8 @@
-"""Write data/problems.jsonl, the project's bundled math word problems in the training format, and
-data/worked_examples.jsonl, other problems with a worked solution, for format priming.
+"""Write data/problems.jsonl, the project's bundled math word problems in the training format,
+data/worked_examples.jsonl, other problems with a worked solution, for format priming, and two small sets
+in other datasets' shapes, for training on your own data by the knobs alone: data/gsm8k_style.jsonl
+('question', and an 'answer' that ends in '#### N', as GSM8K's) and data/math_style.jsonl ('problem', and a
+worked 'solution' with the answer in \\boxed{}, as MATH's).
 
 Seeded, so running it again writes the same file:  python data/make_problems.py
 Columns follow open-r1/DAPO-Math-17k-Processed: 'prompt' (problem text) and 'solution' (answer).
@@ -15,6 +18,10 @@ OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "problems.jsonl")
 WORKED_SEED = 4321  # the worked examples for format priming: other problems than the ones above
 N_WORKED = 200
 WORKED_OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "worked_examples.jsonl")
+SHAPES_SEED = 5678  # the two sets in other shapes: problems of their own, from a third seed
+N_SHAPES = 60
+GSM8K_OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "gsm8k_style.jsonl")
+MATH_OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "math_style.jsonl")
 
 NAMES = ["Ava", "Ben", "Chloe", "Dev", "Elena", "Farid", "Grace", "Hugo", "Iris", "Jonas", "Kira", "Liam"]
 ITEMS = ["apples", "marbles", "stickers", "books", "pencils", "coins", "cards", "shells", "stamps", "beads"]
@@ -108,6 +115,20 @@ def main():
         for row in worked:
             f.write(json.dumps(row) + "\n")
     print(f"wrote {len(worked)} worked examples to {WORKED_OUT}")
+    # The same kind of problems in GSM8K's and MATH's shapes (train_grpo.py: DATASET_PROMPT_COLUMN,
+    # DATASET_ANSWER_COLUMN, ANSWER_FORMAT=gsm8k or boxed).
+    shaped, rng = [], random.Random(SHAPES_SEED)
+    while len(shaped) < N_SHAPES:
+        problem, answer, working = generated(rng)
+        if problem not in seen:
+            seen.add(problem)
+            shaped.append((problem, answer, working))
+    for path, shape in ((GSM8K_OUT, lambda p, a, w: {"question": p, "answer": f"{w}\n#### {a:,}"}),
+                        (MATH_OUT, lambda p, a, w: {"problem": p, "solution": f"{w} So it is $\\boxed{{{a}}}$."})):
+        with open(path, "w", encoding="utf-8") as f:
+            for row in shaped:
+                f.write(json.dumps(shape(*row)) + "\n")
+        print(f"wrote {len(shaped)} problems to {path}")
 
 
 if __name__ == "__main__":

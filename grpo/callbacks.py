@@ -209,9 +209,9 @@ def compact_progress(trainer, phase: str) -> None:
                     self.training_bar.write(line)
 
     found = trainer.callback_handler.callbacks
-    for i, callback in enumerate(found):
-        if type(callback) is ProgressCallback:  # in its place: its lines come before the health lines
-            found[i] = CompactProgress()
+    if any(type(c) is ProgressCallback for c in found):  # transformers adds it last; here it goes first, after
+        found[:] = [c for c in found if type(c) is not ProgressCallback]  # the flow callback, so that a step's
+        found.insert(1, CompactProgress())  # line comes before what the project's callbacks say at that step
 
 
 def sigterm_as_ctrl_c() -> None:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import importlib.util
 import os
 
-import prompts
 from grpo.device import gpu_unseen, world_size
 
 
@@ -33,6 +32,7 @@ TRACKERS = {"wandb": "wandb", "tensorboard": "tensorboard", "mlflow": "mlflow", 
 
 def check_knobs(k: dict, reward_module) -> None:
     """Cheap consistency checks, so a bad combination fails before the model loads."""
+    from grpo.data import ANSWER_FORMATS, is_local_path  # here: grpo.data imports this module
     unknown = [n for n in k["REWARD_FUNCS"] if not callable(getattr(reward_module, n, None))]
     if unknown:
         raise BadInput(
@@ -125,7 +125,7 @@ def check_knobs(k: dict, reward_module) -> None:
         )
     if (
         k["FORMAT_SFT"]
-        and prompts.is_local_path(k["FORMAT_SFT_DATASET"])
+        and is_local_path(k["FORMAT_SFT_DATASET"])
         and not os.path.exists(k["FORMAT_SFT_DATASET"])
     ):
         raise BadInput(f"FORMAT_SFT_DATASET: no such file {k['FORMAT_SFT_DATASET']}")
@@ -155,7 +155,11 @@ def check_knobs(k: dict, reward_module) -> None:
             f"--smoke: no tiny model in {k['MODEL_NAME']}; build one with  python cpu_models/tiny_model.py "
             f"{k['MODEL_NAME']}"
         )
-    if prompts.is_local_path(k["DATASET_NAME"]) and not os.path.exists(k["DATASET_NAME"]):
+    if k["ANSWER_FORMAT"] not in ANSWER_FORMATS:
+        raise BadInput(f"ANSWER_FORMAT {k['ANSWER_FORMAT']!r} is not one of {', '.join(ANSWER_FORMATS)}")
+    if not (k["DATASET_PROMPT_COLUMN"] and k["DATASET_ANSWER_COLUMN"]):
+        raise BadInput("DATASET_PROMPT_COLUMN and DATASET_ANSWER_COLUMN must name the dataset's columns")
+    if is_local_path(k["DATASET_NAME"]) and not os.path.exists(k["DATASET_NAME"]):
         raise BadInput(f"DATASET_NAME: no such file {k['DATASET_NAME']}")
 
 

@@ -129,13 +129,24 @@ CPU_QUIET = (
 )
 
 
+def quiet_cpu_lines() -> None:
+    """Without a GPU, drop the library lines in CPU_QUIET (before the libraries that say them load)."""
+    import logging
+
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    for name, text in CPU_QUIET:
+        logging.getLogger(name).addFilter(lambda record, text=text: text not in record.getMessage())
+
+
 def import_unsloth() -> None:
     """`import unsloth`, first, so it can patch transformers, TRL and PEFT. Without a GPU, the lines in
     CPU_QUIET are dropped and Unsloth's CPU banner ("supported: ... SFTTrainer", as if GRPO were not) is
     said in one line of the project's; on a GPU every line stays."""
     import contextlib
     import io
-    import logging
     import sys
 
     import torch
@@ -143,8 +154,7 @@ def import_unsloth() -> None:
     if "unsloth" in sys.modules or torch.cuda.is_available():
         import unsloth  # noqa: F401
         return
-    for name, text in CPU_QUIET:
-        logging.getLogger(name).addFilter(lambda record, text=text: text not in record.getMessage())
+    quiet_cpu_lines()
     said = io.StringIO()
     with contextlib.redirect_stdout(said):
         import unsloth  # noqa: F401

@@ -118,18 +118,16 @@ class CollapseWatch:
         if self.collapsed_at is None:
             self.collapsed_at = step
         clipped = logs.get("completions/clipped_ratio", float("nan"))
-        cause = (
-            " Nearly every completion is cut at the length limit: raise --max_completion_length (or "
-            "--max_seq_length) first."
-            if signal == "frac_reward_zero_std" and clipped >= CLIPPED_LIMIT
-            else ""
-        )
-        return (
+        said = (
             f"WARNING: training collapse at step {step}: {signal} = {logs[signal]:.2f} for {self.run} "
-            f"consecutive steps (total reward {logs['reward']:.2f}, completions clipped "
-            f"{clipped:.2f}). Every group scores the same, so every advantage is zero and the policy cannot "
-            f"move.{cause} If the reward is at its maximum the problems are too easy; otherwise {ADVICE}."
+            f"consecutive steps (total reward {logs['reward']:.2f}, completions clipped {clipped:.2f})."
         )
+        if signal == "frac_reward_zero_std" and clipped >= CLIPPED_LIMIT:  # the cause is the length limit
+            return (f"{said} Nearly every completion is cut at the length limit, so the completions of a group "
+                    "score alike and every advantage is zero: raise --max_completion_length (or --max_seq_length) "
+                    f"first; then, if it persists, {ADVICE}.")
+        return (f"{said} Every group scores the same, so every advantage is zero and the policy cannot move. If "
+                f"the reward is at its maximum the problems are too easy; otherwise {ADVICE}.")
 
 
 # --- non-finite values -------------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ import sys
 
 import prompts
 from grpo import checksums, device, unsloth_cpu
-from grpo.checks import check_target_modules
+from grpo.checks import BadInput, check_target_modules
 from grpo.record import timed
 
 
@@ -55,7 +55,7 @@ def load(k: dict):
         print("generation: Unsloth loaded the model without vLLM; using Hugging Face generation (slower)")
         fast = False
     policy = loader.get_peft_model(policy, **peft_kwargs(k))
-    tokenizer.chat_template = prompts.CHAT_TEMPLATE
+    choose_chat_template(k, tokenizer)
     return policy, tokenizer, {"FAST_INFERENCE_USED": fast, "MODEL_SHA256": sha}
 
 
@@ -77,10 +77,9 @@ def expected_memory(k: dict, sizes: dict, fast: bool) -> None:
           + f", LoRA with gradients and optimizer {need['lora']:.1f})")
 
 
-def from_pretrained_kwargs(k: dict, fast_inference: bool | None = None) -> dict:
-    """Keyword arguments for unsloth.FastLanguageModel.from_pretrained (fast_inference: whether vLLM
-    generates, as load decided; FAST_INFERENCE when not given)."""
-    fast = k["FAST_INFERENCE"] if fast_inference is None else fast_inference
+def from_pretrained_kwargs(k: dict, fast: bool) -> dict:
+    """Keyword arguments for unsloth.FastLanguageModel.from_pretrained (fast: whether vLLM generates, as
+    load decided)."""
     kwargs = dict(
         model_name=k["MODEL_NAME"],
         max_seq_length=k["MAX_SEQ_LENGTH"],
@@ -102,6 +101,22 @@ def peft_kwargs(k: dict) -> dict:
         use_gradient_checkpointing="unsloth",
         random_state=k["SEED"],
     )
+
+
+def choose_chat_template(k: dict, tokenizer) -> None:
+    """The recipe's base-model template (prompts.py), or with USE_MODEL_CHAT_TEMPLATE the model's own (an
+    instruct model's); one line says which. The saved tokenizer keeps it, so evaluate.py and chat.py prompt
+    as training did."""
+    own = bool(getattr(tokenizer, "chat_template", None))
+    if k["USE_MODEL_CHAT_TEMPLATE"]:
+        if not own:
+            raise BadInput(f"USE_MODEL_CHAT_TEMPLATE: {k['MODEL_NAME']} has no chat template of its own (a base "
+                           "model); use the recipe's: --use_model_chat_template=false")
+        print("chat template: the model's own (USE_MODEL_CHAT_TEMPLATE); the system prompt still asks for the format")
+        return
+    tokenizer.chat_template = prompts.CHAT_TEMPLATE
+    print("chat template: the recipe's base-model one (prompts.py)"
+          + ("; the model's own is replaced (--use_model_chat_template=true keeps it)" if own else ""))
 
 
 def fsdp2() -> bool:

@@ -6,7 +6,7 @@ from the defaults says why; BENCHMARKS.md has the runs behind them.
 
 import os
 
-import prompts
+from grpo.data import BUNDLED_PROBLEMS, BUNDLED_WORKED_EXAMPLES
 from cpu_models import tiny_model
 
 # --smoke: the same pipeline on a CPU in under a minute. Only what must change changes: the model (a
@@ -14,19 +14,19 @@ from cpu_models import tiny_model
 # so priming is the recipe's own FORMAT_SFT step on bundled worked examples; a 64-wide model needs far larger
 # learning rates than a 4B one, and vLLM is off for it), the data source, steps and lengths, and a
 # KL term to the primed reference, whose gradient still pulls toward the primed policy once GRPO's
-# own signal fades. docs/cpu_evidence.md has the runs behind each value. On a CPU, main() loads float32 on
-# every vendor and Unsloth swaps the 8-bit optimizer for AdamW; on a GPU the smoke run keeps bf16
-# and 8-bit AdamW.
+# own signal fades. docs/cpu_evidence.md has the runs behind each value. On a CPU, checks.preflight makes
+# Unsloth load float32 on every vendor and Unsloth swaps the 8-bit optimizer for AdamW; on a GPU the smoke
+# run keeps bf16 and 8-bit AdamW.
 SMOKE = dict(
     MODEL_NAME=tiny_model.SHIPPED,  # the tiny model committed with the code: the same weights on every machine
-    FORMAT_SFT_DATASET=prompts.BUNDLED_WORKED_EXAMPLES,
+    FORMAT_SFT_DATASET=BUNDLED_WORKED_EXAMPLES,
     FORMAT_SFT_EPOCHS=1,  # 64 examples once at lr 5e-3 (a 64-wide model): formats some samples, not most
     FORMAT_SFT_LEARNING_RATE=5e-3,
     FORMAT_SFT_MAX_EXAMPLES=64,
     FORMAT_SFT_MAX_TOKENS=256,  # the tiny tokenizer spends ~130 tokens on the system prompt and problem
     MAX_SEQ_LENGTH=256,
     FAST_INFERENCE=False,
-    DATASET_NAME=prompts.BUNDLED_PROBLEMS,
+    DATASET_NAME=BUNDLED_PROBLEMS,
     HOLDOUT_SIZE=50,
     LEARNING_RATE=2.5e-4,
     BETA=0.04,
@@ -50,9 +50,9 @@ SMOLLM2 = dict(
     FAST_INFERENCE=False,
     LORA_RANK=16,
     LORA_ALPHA=32,
-    DATASET_NAME=prompts.BUNDLED_PROBLEMS,
+    DATASET_NAME=BUNDLED_PROBLEMS,
     HOLDOUT_SIZE=100,  # 100 held-out problems x 4 samples: a paired interval of about +/- 0.05
-    FORMAT_SFT_DATASET=prompts.BUNDLED_WORKED_EXAMPLES,
+    FORMAT_SFT_DATASET=BUNDLED_WORKED_EXAMPLES,
     FORMAT_SFT_EPOCHS=2,  # one epoch leaves the primed model far weaker, and GRPO does not make it up
     FORMAT_SFT_MAX_EXAMPLES=64,  # x 2 epochs, like the recipe's 59 rows x 2
     # only prompts the primed model sometimes solves: it always or never solves most of the others

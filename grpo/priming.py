@@ -19,10 +19,10 @@ import json
 import os
 import shutil
 
-import prompts
 from grpo import callbacks
 from grpo.cache import cache_file, first_unreadable, same_key, set_aside
 from grpo.checks import BadInput, Stopped
+from grpo.data import DatasetFormatError, filter_sft_by_length, is_local_path, load_worked_examples
 from grpo.device import bf16 as trains_bf16
 from grpo.device import is_main_process
 from grpo.record import installed_versions, timed, write_model_card
@@ -40,15 +40,15 @@ def load_examples(k: dict, resume_from: str | None):
     if not k["FORMAT_SFT"] or resume_from:
         return None
     try:
-        return prompts.load_worked_examples(k["FORMAT_SFT_DATASET"])
-    except (prompts.DatasetFormatError, FileNotFoundError) as e:
+        return load_worked_examples(k["FORMAT_SFT_DATASET"])
+    except (DatasetFormatError, FileNotFoundError) as e:
         raise BadInput(f"FORMAT_SFT_DATASET {k['FORMAT_SFT_DATASET']}: {e}") from e
 
 
 def priming_key(k: dict, model_sha256: str | None, bf16: bool) -> dict:
     """Everything that decides the primed adapter, as a dict (its hash names the cache entry)."""
     source = k["FORMAT_SFT_DATASET"]
-    if prompts.is_local_path(source) and os.path.isfile(source):
+    if is_local_path(source) and os.path.isfile(source):
         with open(source, "rb") as f:
             source = {"file": os.path.abspath(source), "sha256": hashlib.sha256(f.read()).hexdigest()}
     return {**{n: k.get(n) for n in KEY_KNOBS}, "MODEL_SHA256": model_sha256, "FORMAT_SFT_DATASET": source,
@@ -154,8 +154,8 @@ def format_sft(k: dict, model, tokenizer, examples, metrics_path: str, bf16: boo
 
     limit = min(k["FORMAT_SFT_MAX_TOKENS"] or k["MAX_SEQ_LENGTH"] // 2, k["MAX_SEQ_LENGTH"])
     try:
-        examples = prompts.filter_sft_by_length(examples, tokenizer, limit, k["FORMAT_SFT_MAX_EXAMPLES"])
-    except prompts.DatasetFormatError as e:
+        examples = filter_sft_by_length(examples, tokenizer, limit, k["FORMAT_SFT_MAX_EXAMPLES"])
+    except DatasetFormatError as e:
         raise BadInput(
             f"MAX_SEQ_LENGTH={k['MAX_SEQ_LENGTH']}, FORMAT_SFT_MAX_TOKENS={k['FORMAT_SFT_MAX_TOKENS']}: {e} "
             f"of {k['FORMAT_SFT_DATASET']}; raise them, or --format_sft=false"

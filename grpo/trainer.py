@@ -37,11 +37,9 @@ def completion_budget(k: dict, max_prompt_length: int) -> int:
     return max_completion
 
 
-def grpo_config_kwargs(k: dict, max_prompt_length: int, bf16: bool, fast_inference: bool | None = None) -> dict:
-    """Keyword arguments for trl.GRPOConfig. The completion budget is what the longest prompt leaves.
-    fast_inference: whether vLLM generates, as model.load decided (FAST_INFERENCE when not given)."""
-    fast = k["FAST_INFERENCE"] if fast_inference is None else fast_inference
-    max_completion = completion_budget(k, max_prompt_length)
+def grpo_config_kwargs(k: dict, max_completion: int, bf16: bool, fast: bool) -> dict:
+    """Keyword arguments for trl.GRPOConfig: max_completion, the completion budget (completion_budget);
+    fast, whether vLLM generates, as model.load decided."""
     return dict(
         output_dir=k["OUTPUT_DIR"],
         learning_rate=k["LEARNING_RATE"],
@@ -220,7 +218,7 @@ def build(
     judge,
     dataset,
     eval_dataset,
-    max_prompt_length: int,
+    budget: int,
     primed: str | None,
     fast_inference: bool,
 ):
@@ -229,7 +227,7 @@ def build(
     from trl import GRPOConfig, GRPOTrainer
 
     # fp16 GPUs (T4): Unsloth sets fp16 itself
-    config = GRPOConfig(**grpo_config_kwargs(k, max_prompt_length, bf16(), fast_inference))
+    config = GRPOConfig(**grpo_config_kwargs(k, budget, bf16(), fast_inference))
     judged = k["OUTCOME_GATE"] or k["REINFORCE_RIGHT_ONLY"]
     trainer_class = (
         with_outcome_judge(GRPOTrainer, judge, k["OUTCOME_GATE"], k["REINFORCE_RIGHT_ONLY"]) if judged else GRPOTrainer
@@ -284,6 +282,7 @@ def build(
         f"{'vLLM' if fast_inference else 'Hugging Face generate'}\n"
         f"algorithm: " + ", ".join(f"{n.lower()}={v}" for n, v in used.items()
                                    if fast_inference or not n.startswith("VLLM_"))  # those act only with vLLM
+        + "\nrewards: " + ", ".join(f"{n} x{w:g}" for n, w in zip(k["REWARD_FUNCS"], k["REWARD_WEIGHTS"]))
     )
     return trainer, controls
 

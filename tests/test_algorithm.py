@@ -73,7 +73,7 @@ def test_the_knobs_reach_grpo_config_and_are_read_back(changes):
     from grpo.overrides import knobs_of
 
     k = {**knobs_of(vars(train_grpo)), "SMOKE": False, "PRESET": "", "FAST_INFERENCE": False, **changes}
-    config = GRPOConfig(**trainer.grpo_config_kwargs(k, 100, False))
+    config = GRPOConfig(**trainer.grpo_config_kwargs(k, 100, False, False))
     used = trainer.algorithm_used(config)
     for knob in trainer.ALGORITHM_FIELDS:
         assert used[knob] == k[knob], knob

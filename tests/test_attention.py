@@ -3,9 +3,9 @@ while sampling. It must give transformers' `sdpa` numbers on padded batches, rea
 shared-heads path, and put the model's attention back after."""
 
 import pytest
+from grpo import data as grpo_data
 import torch
 
-import prompts
 from cpu_models import tiny_model
 from grpo import attention
 
@@ -18,7 +18,7 @@ def tiny():
     tokenizer.padding_side = "left"
     model = AutoModelForCausalLM.from_pretrained(tiny_model.SHIPPED, dtype=torch.float32)
     assert model.config.num_key_value_heads < model.config.num_attention_heads  # the case this is for
-    texts = [row["prompt"] for row in prompts.read_jsonl(prompts.BUNDLED_PROBLEMS)[:4]]
+    texts = [row["prompt"] for row in grpo_data.read_jsonl(grpo_data.BUNDLED_PROBLEMS)[:4]]
     batch = tokenizer(texts, return_tensors="pt", padding=True)
     assert batch["attention_mask"].min() == 0  # left padding: a mask reaches the attention
     return model, batch

@@ -62,3 +62,19 @@ def test_bad_sampling_knobs_and_data_files_are_one_line_in_seconds(tmp_path, arg
 def test_a_sequence_length_no_prompt_fits_is_one_line_naming_the_knob(tmp_path):
     line, _, _ = refused(tmp_path, "--max_seq_length=10")
     assert "leave no room in MAX_SEQ_LENGTH=10: raise --max_seq_length" in line
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--dataset_name=" + os.path.join(ROOT, "data", "gsm8k_style.jsonl")],
+     "missing column(s) ['prompt', 'solution']; found columns ['question', 'answer']"),
+    (["--dataset_name=" + os.path.join(ROOT, "data", "gsm8k_style.jsonl"), "--dataset_prompt_column=question",
+      "--dataset_answer_column=answer", "--answer_format=boxed"],
+     "gsm8k_style.jsonl, line 1: ANSWER_FORMAT=boxed finds no answer in 'answer'"),
+    (["--dataset_name=" + os.path.join(ROOT, "data", "math_style.jsonl"), "--dataset_prompt_column=problem",
+      "--dataset_answer_column=solution", "--answer_format=gsm8k"],
+     "math_style.jsonl, line 1: ANSWER_FORMAT=gsm8k finds no answer in 'solution'"),
+    (["--answer_format=latex"], "ANSWER_FORMAT 'latex' is not one of plain, gsm8k, boxed"),
+])
+def test_columns_and_an_answer_rule_that_do_not_fit_the_data_are_one_line(tmp_path, args, message):
+    line, seconds, _ = refused(tmp_path, *args)
+    assert message in line and seconds < 30, (line, seconds)

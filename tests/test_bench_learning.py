@@ -10,6 +10,7 @@ import subprocess
 import sys
 
 import prompts
+from grpo import data as grpo_data
 from conftest import ROOT
 from cpu_models import tiny_model
 
@@ -32,7 +33,7 @@ def test_the_table_gives_each_cell_its_gain_over_its_control_and_the_verdict(tmp
         model = out / f"build-{build}"
         model.mkdir(parents=True)
         (model / "model.safetensors").write_bytes(b"weights %d" % build)
-        (model / tiny_model.MARKER).write_text(json.dumps(tiny_model._recipe(prompts.BUNDLED_PROBLEMS, build)))
+        (model / tiny_model.MARKER).write_text(json.dumps(tiny_model._recipe(grpo_data.BUNDLED_PROBLEMS, build)))
         fake_run(out / f"b{build}-s5-control", [-4.0] * STEPS)
         fake_run(out / f"b{build}-s5", [-4.0] * 10 + [-4.0 + (1.5 if build == 1 else 0.2)] * (STEPS - 10))
         fake_run(out / f"b{build}-s5-shuffled", [-4.1] * STEPS)

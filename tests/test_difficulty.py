@@ -7,6 +7,7 @@ dropped (all of them, for the tiny model, which never answers right: a clear err
 import json
 
 import pytest
+from grpo import data as grpo_data
 from conftest import ROOT, run_script
 
 from grpo.difficulty import histogram, select
@@ -139,13 +140,12 @@ def test_the_filter_stops_where_grpo_stops_whether_priming_ran_or_was_reused():
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     import evaluate
-    import prompts
     from cpu_models import tiny_model
     from grpo import difficulty
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_model.SHIPPED)
     model = AutoModelForCausalLM.from_pretrained(tiny_model.SHIPPED)
-    texts = evaluate.chat_prompts(prompts.read_jsonl(prompts.BUNDLED_PROBLEMS)[:32], tokenizer)
+    texts = evaluate.chat_prompts(grpo_data.read_jsonl(grpo_data.BUNDLED_PROBLEMS)[:32], tokenizer)
     k = {"DIFFICULTY_SAMPLES": 4, "TEMPERATURE": 1.0, "TOP_P": 1.0, "MIN_P": 0.1, "SEED": 3}
     other = 5  # a second stop token in the config, as SmolLM2's names one its template does not end turns with
     assert tokenizer.eos_token_id != other

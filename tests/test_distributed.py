@@ -140,11 +140,11 @@ def test_vllm_mode_chooses_where_generation_runs():
     from grpo import model, trainer
 
     colocate = train_grpo.resolve_knobs([])
-    assert model.from_pretrained_kwargs(colocate)["fast_inference"] is True
-    assert "vllm_mode" not in trainer.grpo_config_kwargs(colocate, 100, True)
+    assert model.from_pretrained_kwargs(colocate, True)["fast_inference"] is True
+    assert "vllm_mode" not in trainer.grpo_config_kwargs(colocate, 100, True, True)
     server = train_grpo.resolve_knobs(["--vllm_mode=server", "--vllm_server_url=http://10.0.0.5:8000"])
-    assert model.from_pretrained_kwargs(server)["fast_inference"] is False
-    kwargs = trainer.grpo_config_kwargs(server, 100, True)
+    assert model.from_pretrained_kwargs(server, True)["fast_inference"] is False
+    kwargs = trainer.grpo_config_kwargs(server, 100, True, True)
     assert kwargs["use_vllm"] is True and kwargs["vllm_mode"] == "server"
     assert kwargs["vllm_server_base_url"] == "http://10.0.0.5:8000"
     fields = {f.name for f in dataclasses.fields(GRPOConfig)}

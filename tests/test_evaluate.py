@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import pytest
+from grpo import data as grpo_data
 from conftest import run_script
 
 import evaluate
@@ -16,8 +17,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the script
 
 
 def test_gsm8k_answer_follows_the_marker():
-    assert evaluate.gsm8k_answer("Work: 2 * 600 = 1,200.\n#### 1,200") == "1200"
-    assert evaluate.gsm8k_answer("#### -3") == "-3"
+    assert grpo_data.gold_answer("Work: 2 * 600 = 1,200.\n#### 1,200", "gsm8k") == "1200"
+    assert grpo_data.gold_answer("#### -3", "gsm8k") == "-3"
+    assert grpo_data.gold_answer("Work, and no marker", "gsm8k") is None  # refused by read_problems, naming the row
 
 
 def sample(problem, text, n_tokens=5, truncated=False):
@@ -164,13 +166,12 @@ def test_local_problem_set(tmp_path):
 
 
 def test_heldout_set_is_the_slice_training_never_sees(tmp_path):
-    import prompts
     import train_grpo
 
     run = train_grpo.resolve_knobs(["--smoke"])
     rows, _ = evaluate.load_problem_set(evaluate.resolve_knobs(["--smoke"]), run)
-    raw = prompts.load_problems(run["DATASET_NAME"])
-    train, _ = prompts.split_holdout(raw, run["HOLDOUT_SIZE"], run["SEED"])
+    raw = grpo_data.read_problems(run["DATASET_NAME"])
+    train, _ = grpo_data.split_holdout(raw, run["HOLDOUT_SIZE"], run["SEED"])
     assert len(rows) == run["HOLDOUT_SIZE"]
     assert not {r["prompt"] for r in rows} & set(train["prompt"])
 
@@ -220,12 +221,11 @@ def test_sampling_reads_each_prompt_once_and_matches_plain_generate():
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    import prompts
     from cpu_models import tiny_model
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_model.SHIPPED)
     model = AutoModelForCausalLM.from_pretrained(tiny_model.SHIPPED).eval()
-    rows = prompts.read_jsonl(prompts.BUNDLED_PROBLEMS)[:5]  # prompts of different lengths: left padding
+    rows = grpo_data.read_jsonl(grpo_data.BUNDLED_PROBLEMS)[:5]  # prompts of different lengths: left padding
     texts = evaluate.chat_prompts(rows, tokenizer)
     k = dict(SEED=1, TEMPERATURE=0, TOP_P=1.0, N_SAMPLES=2, MAX_NEW_TOKENS=24, BATCH_SIZE=5)
     shared = evaluate.generate_hf(model, tokenizer, texts, k, "test")
@@ -252,14 +252,13 @@ def test_sample_texts_counts_tokens_to_the_stop_and_puts_the_model_back():
     training mode, its attention and the tokenizer's padding side are restored."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    import prompts
     from cpu_models import tiny_model
     from grpo.sampling import sample_texts
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_model.SHIPPED)
     tokenizer.padding_side = "right"
     model = AutoModelForCausalLM.from_pretrained(tiny_model.SHIPPED).train()
-    texts = evaluate.chat_prompts(prompts.read_jsonl(prompts.BUNDLED_PROBLEMS)[:3], tokenizer)
+    texts = evaluate.chat_prompts(grpo_data.read_jsonl(grpo_data.BUNDLED_PROBLEMS)[:3], tokenizer)
     def draw():
         return sample_texts(model, tokenizer, texts, 3, 2, "test", 0, do_sample=True, temperature=1.0,
                             max_new_tokens=12, eos_token_id=tokenizer.eos_token_id)
@@ -339,7 +338,6 @@ def test_evaluation_draws_are_seeded_and_float32_adapters_merge_to_the_same_mode
     from peft import LoraConfig, PeftModel, get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    import prompts
     from cpu_models import tiny_model
 
     lora = get_peft_model(
@@ -360,7 +358,7 @@ def test_evaluation_draws_are_seeded_and_float32_adapters_merge_to_the_same_mode
     torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-4)
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_model.SHIPPED)
-    texts = evaluate.chat_prompts(prompts.read_jsonl(prompts.BUNDLED_PROBLEMS)[:3], tokenizer)
+    texts = evaluate.chat_prompts(grpo_data.read_jsonl(grpo_data.BUNDLED_PROBLEMS)[:3], tokenizer)
     k = dict(SEED=5, TEMPERATURE=0.7, TOP_P=0.95, N_SAMPLES=2, MAX_NEW_TOKENS=16, BATCH_SIZE=3)
     first = evaluate.generate_hf(merged, tokenizer, texts, k, "test")
     assert first == evaluate.generate_hf(merged, tokenizer, texts, k, "test")

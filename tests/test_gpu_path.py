@@ -81,7 +81,7 @@ def test_unsloth_from_pretrained_takes_the_vllm_arguments_the_project_passes():
     loader = source("unsloth", "models", "loader.py")
     signature = loader[loader.index("    def from_pretrained(") :]
     signature = signature[: signature.index("):")]
-    for argument in model.from_pretrained_kwargs({**production(), "FAST_INFERENCE": True}):
+    for argument in model.from_pretrained_kwargs({**production(), "FAST_INFERENCE": True}, True):
         assert f"{argument} =" in signature or f"{argument}=" in signature, argument
     llama = source("unsloth", "models", "llama.py")
     assert "model.vllm_engine = llm" in llama  # model.load tells Unsloth's own fallback by this attribute

@@ -142,8 +142,10 @@ def test_a_whole_checkpoint_that_cannot_load_is_one_line(tmp_path):
     assert resume_checkpoint(knobs(tmp_path)) == str(tmp_path / "checkpoint-2")  # the miniature is whole
     bad = fake_checkpoint(tmp_path, 4)
     (bad / "optimizer.pt").write_bytes(b"PK\x03\x04 cut off")
+    # --resume=auto falls back to the newest that reads (tests/test_disk_faults.py); a path to it is refused
+    assert resume_checkpoint(knobs(tmp_path)) == str(tmp_path / "checkpoint-2")
     with pytest.raises(BadInput, match=r"checkpoint-4/optimizer.pt cannot be loaded .*--resume=PATH"):
-        resume_checkpoint(knobs(tmp_path))
+        resume_checkpoint(knobs(tmp_path, resume=str(bad)))
     data = (bad / "adapter_model.safetensors").read_bytes()
     (bad / "optimizer.pt").unlink()
     (bad / "adapter_model.safetensors").write_bytes(data[:-4])  # shorter than its header promises

@@ -11,6 +11,7 @@ import sys
 
 import unsloth  # noqa: F401  (must precede transformers/trl/peft)
 import pytest
+from grpo import data as grpo_data
 
 from cpu_models import tiny_model
 import train_grpo
@@ -196,11 +197,10 @@ def test_held_out_evaluation_rows_during_training(variant_run):
 
 def test_eval_prompts_come_from_the_held_out_slice_only():
     from cpu_models import tiny_model
-    import prompts
 
     knobs = train_grpo.resolve_knobs(["--smoke", "--eval_steps=5", "--eval_size=50"])
     train, heldout = data.load_problems(knobs)
-    tokenizer = tiny_model.build_tokenizer(prompts.read_jsonl(prompts.BUNDLED_PROBLEMS))
+    tokenizer = tiny_model.build_tokenizer(grpo_data.read_jsonl(grpo_data.BUNDLED_PROBLEMS))
     evals = data.build_eval_dataset(knobs, heldout, tokenizer, max_prompt_length=10_000)
     asked = {conversation[-1]["content"] for conversation in evals["prompt"]}
     assert len(asked) == 50 and not asked & set(train["prompt"])
@@ -223,7 +223,7 @@ def test_production_grpo_config_accepts_every_field():
     from trl import GRPOConfig
 
     knobs = train_grpo.resolve_knobs([])
-    kwargs = trainer.grpo_config_kwargs(knobs, max_prompt_length=201, bf16=True)
+    kwargs = trainer.grpo_config_kwargs(knobs, trainer.completion_budget(knobs, 201), bf16=True, fast=True)
     config = GRPOConfig(**kwargs)  # a renamed or removed field raises TypeError here
     assert config.max_completion_length == knobs["MAX_SEQ_LENGTH"] - 201 == 1847
     # Unsloth's CPU fallback swaps the 8-bit optimizer and bf16 (GPU-only); report_to is normalised.
@@ -253,8 +253,74 @@ def test_unsloth_signatures_name_every_keyword_we_pass(tmp_path):
     accepted = json.loads(result.stdout.strip().splitlines()[-1])
     production = train_grpo.resolve_knobs([])
     for kwargs, fn in (
-        (model.from_pretrained_kwargs(production), "from_pretrained"),
+        (model.from_pretrained_kwargs(production, True), "from_pretrained"),
         (model.peft_kwargs(production), "get_peft_model"),
     ):
         unknown = set(kwargs) - set(accepted[fn])
         assert not unknown, f"FastLanguageModel.{fn} has no parameter(s) {unknown}"
+
+
+FIFTH_REWARD = """
+import json, sys
+sys.path.insert(0, {root!r})
+import rewards
+
+
+def shorter_is_better(completions, **kwargs):  # a fifth reward, added to rewards.py's one list and nowhere else
+    return [-len(c[0]["content"]) / 100 for c in completions]
+
+
+rewards.shorter_is_better = shorter_is_better
+rewards.REWARDS["shorter_is_better"] = 0.5
+import train_grpo
+
+if sys.argv[1] == "help":
+    train_grpo.resolve_knobs(["--help"])
+else:
+    train_grpo.main(["--smoke", "--max_steps=1", "--format_sft=false", "--output_dir=outputs/five"])
+"""
+
+
+@pytest.mark.slow
+def test_a_fifth_reward_added_in_rewards_py_alone_reaches_help_the_log_and_the_metrics(tmp_path):
+    def run(mode):
+        result = subprocess.run([sys.executable, "-c", FIFTH_REWARD.format(root=ROOT), mode], cwd=tmp_path,
+                                capture_output=True, text=True, timeout=600)
+        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+        return result.stdout
+
+    assert "shorter_is_better" in next(line for line in run("help").splitlines() if "--reward_funcs " in line)
+    log = run("train")
+    assert "\nrewards: match_format_exactly x1, match_format_approximately x1, check_answer x1, check_numbers x1, " \
+           "shorter_is_better x0.5\n" in log
+    assert "shorter_is_better " in next(line for line in log.splitlines() if line.startswith("step 1/1: reward"))
+    row = next(json.loads(x) for x in open(tmp_path / "outputs" / "five" / "metrics.jsonl") if '"reward"' in x)
+    assert row["rewards/shorter_is_better/mean"] < 0
+
+
+SHAPES = {  # the bundled sets in other datasets' shapes (data/make_problems.py), trained on by the knobs alone
+    "gsm8k": ["--dataset_name=" + os.path.join(ROOT, "data", "gsm8k_style.jsonl"), "--dataset_prompt_column=question",
+              "--dataset_answer_column=answer", "--answer_format=gsm8k"],
+    "math": ["--dataset_name=" + os.path.join(ROOT, "data", "math_style.jsonl"), "--dataset_prompt_column=problem",
+             "--dataset_answer_column=solution", "--answer_format=boxed"],
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("shape", sorted(SHAPES))
+def test_a_set_in_gsm8k_or_math_shape_trains_and_evaluates_by_the_knobs_alone(tmp_path, shape):
+    out = tmp_path / "outputs" / shape
+    run = subprocess.run([sys.executable, SCRIPT, "--smoke", *SHAPES[shape], "--holdout_size=20", "--max_steps=2",
+                          f"--output_dir={out}"], cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    assert "chat template: the recipe's base-model one (prompts.py)" in run.stdout
+    evaluated = subprocess.run([sys.executable, os.path.join(ROOT, "evaluate.py"), f"--run_dir={out}", "--n_samples=1",
+                                "--max_new_tokens=16"], cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert evaluated.returncode == 0, evaluated.stdout[-3000:] + evaluated.stderr[-3000:]
+    assert f"held-out slice of {SHAPES[shape][0].split('=', 1)[1]} (seed 3407), 20 problems" in evaluated.stdout
+    # each held-out row scored against the number the rule reads: after '####', or in the last \boxed{}
+    source = [json.loads(line) for line in open(SHAPES[shape][0].split("=", 1)[1])]
+    numbers = {str(int(r["answer"].split("#### ")[1].replace(",", ""))) if shape == "gsm8k"
+               else r["solution"].split("\\boxed{")[1].split("}")[0] for r in source}
+    golds = {json.loads(line)["gold"] for line in open(out / "eval_samples.jsonl")}
+    assert len(golds) > 5 and golds <= numbers, golds - numbers

@@ -8,6 +8,7 @@ import json
 import time
 
 import pytest
+from grpo import data as grpo_data
 from conftest import run_script
 
 import prompts
@@ -127,11 +128,11 @@ def test_worked_completion_table(solution, answer, expected, why):
 def test_bundled_worked_examples_are_in_the_format_and_never_held_out_problems():
     from rewards import is_exact_format, judged_answer
 
-    worked = prompts.read_jsonl(prompts.BUNDLED_WORKED_EXAMPLES)
-    problems = {row["prompt"] for row in prompts.read_jsonl(prompts.BUNDLED_PROBLEMS)}
+    worked = grpo_data.read_jsonl(grpo_data.BUNDLED_WORKED_EXAMPLES)
+    problems = {row["prompt"] for row in grpo_data.read_jsonl(grpo_data.BUNDLED_PROBLEMS)}
     assert len(worked) == 200 and not {row["problem"] for row in worked} & problems
     for row in worked:
-        example = prompts.to_sft_example(row)
+        example = grpo_data.to_sft_example(row)
         reply = example["completion"][0]["content"]
         assert reply.startswith(prompts.REASONING_START)
         body = reply[len(prompts.REASONING_START) :]

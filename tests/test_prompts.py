@@ -3,9 +3,10 @@
 import json
 
 import pytest
+from grpo import data as grpo_data
 
 import prompts
-from prompts import DatasetFormatError
+from grpo.data import DatasetFormatError
 
 
 def test_make_conversation():
@@ -53,7 +54,7 @@ def test_chat_template_without_system_message_uses_the_system_prompt():
 def test_chat_template_through_a_real_tokenizer():
     from cpu_models import tiny_model
 
-    rows = prompts.read_jsonl(prompts.BUNDLED_PROBLEMS)[:50]
+    rows = grpo_data.read_jsonl(grpo_data.BUNDLED_PROBLEMS)[:50]
     tok = tiny_model.build_tokenizer(rows)
     conv = prompts.make_conversation(rows[0])["prompt"]
     text = tok.apply_chat_template(conv, add_generation_prompt=True, tokenize=False)
@@ -65,7 +66,7 @@ def test_chat_template_through_a_real_tokenizer():
 
 
 def test_bundled_problems_have_the_hub_columns():
-    rows = prompts.read_jsonl(prompts.BUNDLED_PROBLEMS)
+    rows = grpo_data.read_jsonl(grpo_data.BUNDLED_PROBLEMS)
     assert len(rows) >= 300
     assert all(r["prompt"].strip() and r["solution"].strip() for r in rows)
     assert {"hand-written", "generated"} <= {r["data_source"] for r in rows}
@@ -74,12 +75,12 @@ def test_bundled_problems_have_the_hub_columns():
 def test_load_local_jsonl_and_missing_column_error(tmp_path):
     good = tmp_path / "good.jsonl"
     good.write_text("\n".join(json.dumps({"prompt": f"p{i}", "solution": str(i)}) for i in range(5)))
-    assert len(prompts.load_problems(str(good))) == 5
+    assert len(grpo_data.read_problems(str(good))) == 5
 
     bad = tmp_path / "bad.jsonl"
     bad.write_text(json.dumps({"question": "q", "solution": "1"}) + "\n")
     with pytest.raises(DatasetFormatError) as err:
-        prompts.load_problems(str(bad))
+        grpo_data.read_problems(str(bad))
     assert "'prompt'" in str(err.value) and "question" in str(err.value)
 
 
@@ -88,12 +89,12 @@ def test_load_local_parquet(tmp_path):
 
     path = tmp_path / "p.parquet"
     datasets.Dataset.from_dict({"prompt": ["a", "b"], "solution": ["1", "2"]}).to_parquet(str(path))
-    assert prompts.load_problems(str(path))["solution"] == ["1", "2"]
+    assert grpo_data.read_problems(str(path))["solution"] == ["1", "2"]
 
 
 def test_missing_local_file_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="nope.jsonl"):
-        prompts.load_problems(str(tmp_path / "nope.jsonl"))
+        grpo_data.read_problems(str(tmp_path / "nope.jsonl"))
 
 
 @pytest.mark.parametrize(
@@ -106,7 +107,7 @@ def test_missing_local_file_is_a_clear_error(tmp_path):
     ],
 )
 def test_length_cutoff(lengths, percentile, expected):
-    assert prompts.length_cutoff(lengths, percentile) == expected
+    assert grpo_data.length_cutoff(lengths, percentile) == expected
 
 
 class FakeTokenizer:
@@ -120,27 +121,27 @@ def small_dataset(n):
     import datasets
 
     rows = {"prompt": [" ".join(["w"] * (i + 1)) for i in range(n)], "solution": [str(i) for i in range(n)]}
-    return prompts.to_conversations(datasets.Dataset.from_dict(rows))
+    return grpo_data.to_conversations(datasets.Dataset.from_dict(rows))
 
 
 def test_filter_by_length_keeps_prompts_at_or_below_the_percentile():
-    kept, longest = prompts.filter_by_length(small_dataset(10), FakeTokenizer(), 90)
+    kept, longest = grpo_data.filter_by_length(small_dataset(10), FakeTokenizer(), 90)
     assert len(kept) == 9 and longest == 9
     assert kept[0]["answer"] == "0"
 
 
 def test_filter_with_nothing_to_measure_is_a_clear_error():
     with pytest.raises(DatasetFormatError):
-        prompts.filter_by_length(small_dataset(0), FakeTokenizer(), 90)
+        grpo_data.filter_by_length(small_dataset(0), FakeTokenizer(), 90)
 
 
 def test_split_holdout_is_seeded_and_disjoint():
     import datasets
 
     ds = datasets.Dataset.from_dict({"prompt": [f"p{i}" for i in range(100)], "solution": ["1"] * 100})
-    train_a, held_a = prompts.split_holdout(ds, 10, seed=1)
-    train_b, held_b = prompts.split_holdout(ds, 10, seed=1)
+    train_a, held_a = grpo_data.split_holdout(ds, 10, seed=1)
+    train_b, held_b = grpo_data.split_holdout(ds, 10, seed=1)
     assert held_a["prompt"] == held_b["prompt"] and len(train_a) == 90
     assert not set(train_a["prompt"]) & set(held_a["prompt"])
     with pytest.raises(DatasetFormatError):
-        prompts.split_holdout(ds, 100, seed=1)
+        grpo_data.split_holdout(ds, 100, seed=1)

@@ -196,9 +196,8 @@ def test_each_reward_docstring_has_an_example_that_runs_and_a_table():
 def test_the_trainers_rewards_are_rewards_py_s_in_order_each_with_a_weight():
     import train_grpo
 
-    assert tuple(f.__name__ for f in rewards.REWARD_FUNCS) == train_grpo.REWARD_FUNCS
-    assert len(train_grpo.REWARD_WEIGHTS) == len(train_grpo.REWARD_FUNCS)
-    assert all(getattr(rewards, name) is f for name, f in zip(train_grpo.REWARD_FUNCS, rewards.REWARD_FUNCS))
+    assert tuple(f.__name__ for f in rewards.REWARD_FUNCS) == train_grpo.REWARD_FUNCS == tuple(rewards.REWARDS)
+    assert train_grpo.REWARD_WEIGHTS == tuple(rewards.REWARDS.values())
 
 
 @pytest.mark.parametrize("module", [rewards, answers], ids=["rewards", "answers"])

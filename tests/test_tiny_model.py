@@ -5,6 +5,7 @@ import json
 import os
 
 import prompts
+from grpo import data as grpo_data
 from cpu_models import tiny_model
 from grpo.checksums import weights_sha256
 
@@ -12,7 +13,7 @@ from grpo.checksums import weights_sha256
 def test_the_shipped_weights_are_the_recorded_build_of_the_current_recipe():
     assert weights_sha256(tiny_model.SHIPPED) == tiny_model.SHIPPED_SHA256
     # the recipe (seed, sizes, the bundled files it was trained on) is the one the builder has now
-    assert tiny_model.is_built(tiny_model.SHIPPED, prompts.BUNDLED_PROBLEMS)
+    assert tiny_model.is_built(tiny_model.SHIPPED, grpo_data.BUNDLED_PROBLEMS)
     assert os.path.getsize(os.path.join(tiny_model.SHIPPED, "model.safetensors")) < 1_000_000
 
 
@@ -27,10 +28,10 @@ def test_the_builder_makes_a_loadable_model_that_depends_on_its_seed(tmp_path, m
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     monkeypatch.setattr(tiny_model, "PRETRAIN_STEPS", 3)
-    a = tiny_model.build_tiny_model(str(tmp_path / "a"), prompts.BUNDLED_PROBLEMS, seed=1)
-    b = tiny_model.build_tiny_model(str(tmp_path / "b"), prompts.BUNDLED_PROBLEMS, seed=2)
-    assert tiny_model.is_built(a, prompts.BUNDLED_PROBLEMS, seed=1) and not tiny_model.is_built(
-        a, prompts.BUNDLED_PROBLEMS, seed=2
+    a = tiny_model.build_tiny_model(str(tmp_path / "a"), grpo_data.BUNDLED_PROBLEMS, seed=1)
+    b = tiny_model.build_tiny_model(str(tmp_path / "b"), grpo_data.BUNDLED_PROBLEMS, seed=2)
+    assert tiny_model.is_built(a, grpo_data.BUNDLED_PROBLEMS, seed=1) and not tiny_model.is_built(
+        a, grpo_data.BUNDLED_PROBLEMS, seed=2
     )
     assert json.load(open(os.path.join(a, tiny_model.MARKER)))["seed"] == 1
     assert weights_sha256(a) != weights_sha256(b)

@@ -139,7 +139,8 @@ def trl_sampling_kwargs():
     from grpo import trainer
 
     k = train_grpo.resolve_knobs(["--max_completion_length=1500"])
-    config = GRPOConfig(**{**trainer.grpo_config_kwargs(k, 400, False, True), "output_dir": "unused",
+    kwargs = trainer.grpo_config_kwargs(k, trainer.completion_budget(k, 400), False, True)
+    config = GRPOConfig(**{**kwargs, "output_dir": "unused",
                            "use_vllm": False})  # use_vllm: the config would look for vLLM's engine otherwise
     top_k = -1 if config.top_k in (0, None) else config.top_k
     kwargs = {"n": 1, "repetition_penalty": config.repetition_penalty, "temperature": config.temperature,
