@@ -6,7 +6,8 @@ functions that need them).
     overrides.py     the knob block's --name=value parsing and --help
     presets.py       --smoke and --preset=NAME: whole sets of knob values
     checks.py        checks that fail in seconds, before anything loads (knobs, the machine); BadInput
-    data.py          step 1: the problems, the held-out slice, the conversations
+    data.py          step 1: the problems, the held-out slice, the conversations; reading and checking every data
+                     file (problems by their columns and answer rule, worked examples)
     model.py         steps 2-3: the model through Unsloth, with LoRA; whether vLLM generates; the memory estimate
     unsloth_cpu.py   UNSLOTH_ALLOW_CPU=1: Unsloth's generated trainers on a CPU (the code a GPU user trains through)
     priming.py       step 4: format priming (SFT on worked solutions), cached for reuse
@@ -16,7 +17,8 @@ functions that need them).
     run_dir.py       the run's folder: resume or refuse, and step 7, the save at the end
     device.py        processes (torchrun), rank 0, gathering across ranks, the training precision; the NVIDIA
                      driver against the CUDA torch was built for (why torch sees no GPU)
-    cache.py         cache entries named by the hash of what decides them
+    cache.py         cache entries named by the hash of what decides them; whether a file reads (within its
+                     format's limits), and setting an unreadable entry aside
     checksums.py     the base weights' and the adapter's checksums
     callbacks.py     the TRL plumbing: metrics.jsonl, the health checks, the collapse alarm, the guard, a clean stop
     health.py        judgments on a run's health: truncation, a still adapter, collapse, non-finite, memory, verdict

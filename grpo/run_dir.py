@@ -174,7 +174,12 @@ def set_aside_previous(k: dict, resume_from: str | None) -> None:
         return
     aside = out + ".prev"
     shutil.rmtree(aside, ignore_errors=True)
-    os.replace(out, aside)
+    try:
+        os.replace(out, aside)
+    except OSError:  # OUTPUT_DIR is a mount point (or busy): move what it holds instead
+        os.makedirs(aside)
+        for name in os.listdir(out):
+            shutil.move(os.path.join(out, name), os.path.join(aside, name))
     print(f"smoke: starting over in {out}; the previous smoke run is now in {aside}")
 
 

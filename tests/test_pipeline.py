@@ -260,7 +260,16 @@ def test_unsloth_signatures_name_every_keyword_we_pass(tmp_path):
         assert not unknown, f"FastLanguageModel.{fn} has no parameter(s) {unknown}"
 
 
-FIFTH_REWARD = """
+SHAPES = {  # the bundled sets in other datasets' shapes (data/make_problems.py), trained on by the knobs alone
+    "gsm8k": ["--dataset_name=" + os.path.join(ROOT, "data", "gsm8k_style.jsonl"), "--dataset_prompt_column=question",
+              "--dataset_answer_column=answer", "--answer_format=gsm8k"],
+    "math": ["--dataset_name=" + os.path.join(ROOT, "data", "math_style.jsonl"), "--dataset_prompt_column=problem",
+             "--dataset_answer_column=solution", "--answer_format=boxed"],
+}
+
+# One process, as a user who edited rewards.py alone: a fifth reward added to its one list, then a smoke run
+# on each of the two shapes by the knobs alone (each its own main(), as train_grpo.py runs it).
+OWN_DATA_AND_REWARD = """
 import json, sys
 sys.path.insert(0, {root!r})
 import rewards
@@ -276,51 +285,51 @@ import train_grpo
 
 if sys.argv[1] == "help":
     train_grpo.resolve_knobs(["--help"])
-else:
-    train_grpo.main(["--smoke", "--max_steps=1", "--format_sft=false", "--output_dir=outputs/five"])
+for shape, args in {shapes!r}.items():
+    if sys.argv[1] == "train":
+        train_grpo.main(["--smoke", *args, "--holdout_size=20", "--max_steps=1", "--output_dir=outputs/" + shape])
 """
 
 
-@pytest.mark.slow
-def test_a_fifth_reward_added_in_rewards_py_alone_reaches_help_the_log_and_the_metrics(tmp_path):
+@pytest.fixture(scope="module")
+def own_data_and_reward(tmp_path_factory):
+    work = tmp_path_factory.mktemp("own")
+
     def run(mode):
-        result = subprocess.run([sys.executable, "-c", FIFTH_REWARD.format(root=ROOT), mode], cwd=tmp_path,
-                                capture_output=True, text=True, timeout=600)
+        result = subprocess.run([sys.executable, "-c", OWN_DATA_AND_REWARD.format(root=ROOT, shapes=SHAPES), mode],
+                                cwd=work, capture_output=True, text=True, timeout=600)
         assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
         return result.stdout
 
-    assert "shorter_is_better" in next(line for line in run("help").splitlines() if "--reward_funcs " in line)
-    log = run("train")
-    assert "\nrewards: match_format_exactly x1, match_format_approximately x1, check_answer x1, check_numbers x1, " \
-           "shorter_is_better x0.5\n" in log
-    assert "shorter_is_better " in next(line for line in log.splitlines() if line.startswith("step 1/1: reward"))
-    row = next(json.loads(x) for x in open(tmp_path / "outputs" / "five" / "metrics.jsonl") if '"reward"' in x)
-    assert row["rewards/shorter_is_better/mean"] < 0
-
-
-SHAPES = {  # the bundled sets in other datasets' shapes (data/make_problems.py), trained on by the knobs alone
-    "gsm8k": ["--dataset_name=" + os.path.join(ROOT, "data", "gsm8k_style.jsonl"), "--dataset_prompt_column=question",
-              "--dataset_answer_column=answer", "--answer_format=gsm8k"],
-    "math": ["--dataset_name=" + os.path.join(ROOT, "data", "math_style.jsonl"), "--dataset_prompt_column=problem",
-             "--dataset_answer_column=solution", "--answer_format=boxed"],
-}
+    return work, run("help"), run("train")
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("shape", sorted(SHAPES))
-def test_a_set_in_gsm8k_or_math_shape_trains_and_evaluates_by_the_knobs_alone(tmp_path, shape):
-    out = tmp_path / "outputs" / shape
-    run = subprocess.run([sys.executable, SCRIPT, "--smoke", *SHAPES[shape], "--holdout_size=20", "--max_steps=2",
-                          f"--output_dir={out}"], cwd=tmp_path, capture_output=True, text=True, timeout=600)
-    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
-    assert "chat template: the recipe's base-model one (prompts.py)" in run.stdout
+def test_a_fifth_reward_added_in_rewards_py_alone_reaches_help_the_log_and_the_metrics(own_data_and_reward):
+    work, help_text, log = own_data_and_reward
+    assert "shorter_is_better" in next(line for line in help_text.splitlines() if "--reward_funcs " in line)
+    assert "\nrewards: match_format_exactly x1, match_format_approximately x1, check_answer x1, check_numbers x1, " \
+           "shorter_is_better x0.5\n" in log
+    assert "shorter_is_better " in next(line for line in log.splitlines() if line.startswith("step 1/1: reward"))
+    for shape in SHAPES:
+        row = next(json.loads(x) for x in open(work / "outputs" / shape / "metrics.jsonl") if '"reward"' in x)
+        assert row["rewards/shorter_is_better/mean"] < 0
+
+
+@pytest.mark.slow
+def test_a_set_in_gsm8k_or_math_shape_trains_by_the_knobs_alone_and_evaluates_on_its_own_rows(own_data_and_reward):
+    work, _, log = own_data_and_reward
+    assert log.count("chat template: the recipe's base-model one (prompts.py)") == 2
+    for shape, args in SHAPES.items():
+        found = json.load(open(work / "outputs" / shape / "run_config.json"))
+        assert found["ANSWER_FORMAT"] == args[3].split("=")[1] and found["FOUND"]["STEPS_DONE"] == 1, shape
+    out = work / "outputs" / "gsm8k"
     evaluated = subprocess.run([sys.executable, os.path.join(ROOT, "evaluate.py"), f"--run_dir={out}", "--n_samples=1",
-                                "--max_new_tokens=16"], cwd=tmp_path, capture_output=True, text=True, timeout=600)
+                                "--max_new_tokens=16"], cwd=work, capture_output=True, text=True, timeout=600)
     assert evaluated.returncode == 0, evaluated.stdout[-3000:] + evaluated.stderr[-3000:]
-    assert f"held-out slice of {SHAPES[shape][0].split('=', 1)[1]} (seed 3407), 20 problems" in evaluated.stdout
-    # each held-out row scored against the number the rule reads: after '####', or in the last \boxed{}
-    source = [json.loads(line) for line in open(SHAPES[shape][0].split("=", 1)[1])]
-    numbers = {str(int(r["answer"].split("#### ")[1].replace(",", ""))) if shape == "gsm8k"
-               else r["solution"].split("\\boxed{")[1].split("}")[0] for r in source}
+    source_file = SHAPES["gsm8k"][0].split("=", 1)[1]
+    assert f"held-out slice of {source_file} (seed 3407), 20 problems" in evaluated.stdout
+    # each held-out row is scored against the number after '####', not the worked solution
+    numbers = {r["answer"].split("#### ")[1].replace(",", "") for r in map(json.loads, open(source_file))}
     golds = {json.loads(line)["gold"] for line in open(out / "eval_samples.jsonl")}
     assert len(golds) > 5 and golds <= numbers, golds - numbers
