@@ -94,33 +94,31 @@ def small_disk(tmp_path_factory):
 
 
 @pytest.mark.slow
-def test_a_full_disk_ends_in_one_line_then_the_run_resumes(small_disk):
+def test_a_full_disk_ends_in_one_line_then_the_run_resumes_past_a_corrupted_checkpoint(small_disk):
+    """The disk fills during a checkpoint save: one line. Space is freed, and the newest whole checkpoint is
+    corrupted too (random bytes in its adapter): --resume=auto skips the one the full disk cut off and the
+    one that does not read, each in one line, resumes from the one before, and logs every step once."""
     work = small_disk
+    run = work / "disk" / "run"
     full = run_script(work, "train_grpo.py", *BASE, "--max_steps=6", check=False, timeout=600)
     assert full.returncode == 1 and "Traceback" not in full.stderr, full.stderr[-3000:]
     line = full.stderr.strip().splitlines()[-1]
-    assert line.startswith(f"train_grpo.py: error: the disk is full: a write to {work / 'disk' / 'run'}"), line
+    assert line.startswith(f"train_grpo.py: error: the disk is full: a write to {run}"), line
     assert "MiB free there" in line and "--save_total_limit" in line and "--save_steps" in line
     assert "then go on with --resume=auto" in line
-    saved = sorted(os.listdir(work / "disk" / "run"))
+    saved = sorted(os.listdir(run))
     subprocess.run(["mount", "-o", "remount,size=64m", str(work / "disk")], check=True)  # space freed
+    whole = [c for c in run_dir.checkpoints_in(str(run)) if run_dir.is_whole(c)]
+    newest, before = whole[-1], whole[-2]
+    corrupt(run / os.path.basename(newest) / "adapter_model.safetensors", "random bytes")
     again = run_script(work, "train_grpo.py", *BASE, "--max_steps=6", "--resume=auto", timeout=600)
-    assert "resume: skipping checkpoint-" in again.stdout  # the one the full disk cut off
-    assert steps(work / "disk" / "run" / "metrics.jsonl") == [1, 2, 3, 4, 5, 6]
-    assert set(saved) <= set(os.listdir(work / "disk" / "run"))
-
-
-@pytest.mark.slow
-def test_a_corrupted_newest_checkpoint_is_skipped_and_the_run_trains(small_disk):
-    work = small_disk
-    run = work / "disk" / "run"
-    if not (run / "checkpoint-6").exists():
-        pytest.skip("needs the full-disk test's run")
-    corrupt(run / "checkpoint-6" / "adapter_model.safetensors", "random bytes")
-    result = run_script(work, "train_grpo.py", *BASE, "--max_steps=7", "--resume=auto", timeout=600)
-    assert f"resume: skipping checkpoint-6: {'disk/run/checkpoint-6/adapter_model.safetensors'}" in result.stdout
-    assert "resuming from disk/run/checkpoint-5 (step 5)" in result.stdout and "Traceback" not in result.stderr
-    assert steps(run / "metrics.jsonl") == [1, 2, 3, 4, 5, 6, 7]
+    assert "resume: skipping checkpoint-" in again.stdout and "(unfinished: no trainer_state.json" in again.stdout
+    bad = f"disk/run/{os.path.basename(newest)}/adapter_model.safetensors"
+    assert f"resume: skipping {os.path.basename(newest)}: {bad} cannot be loaded" in again.stdout
+    step = run_dir.checkpoint_step(before)
+    assert f"resuming from disk/run/{os.path.basename(before)} (step {step})" in again.stdout
+    assert steps(run / "metrics.jsonl") == [1, 2, 3, 4, 5, 6] and "Traceback" not in again.stderr
+    assert set(saved) <= set(os.listdir(run))
 
 
 @pytest.mark.slow
