@@ -14,7 +14,8 @@ functions that need them).
     difficulty.py    optional, after step 4: keep the prompts the primed model sometimes solves
     trainer.py       steps 5-6: GRPOConfig, the GRPOTrainer and its Controls (callbacks), training
     record.py        run_config.json: the knobs, and apart from them what the run found (FOUND); step timers
-    run_dir.py       the run's folder: resume or refuse, and step 7, the save at the end
+    run_dir.py       the run's folder: resume or refuse, an earlier smoke run set aside, step 7 (the save at
+                     the end), a full disk in one line
     device.py        processes (torchrun), rank 0, gathering across ranks, the training precision; the NVIDIA
                      driver against the CUDA torch was built for (why torch sees no GPU)
     cache.py         cache entries named by the hash of what decides them; whether a file reads (within its

@@ -1,6 +1,7 @@
-"""The run's folder, before and after training: which checkpoint to resume from (and the refusal to mix two
-runs in one folder), and the save at the end (the adapter, the curves, the final record). Rank 0 alone
-writes; the other ranks of a torchrun run follow it.
+"""The run's folder, before and after training: which checkpoint to resume from (the newest that reads, and
+the refusal to mix two runs in one folder), setting an earlier smoke run aside once every check has passed,
+the save at the end (the adapter, the curves, the final record), and a full disk told in one line. Rank 0
+alone writes; the other ranks of a torchrun run follow it.
 """
 
 from __future__ import annotations
