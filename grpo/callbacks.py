@@ -1,6 +1,6 @@
 """The TRL plumbing of what the trainer reports and guards while it runs: the metrics file (GRPO's and the
 priming SFT's), the early health checks and verdict, the collapse alarm, a clean stop on a signal, the
-checkpoint tidy-up and the non-finite guard. The judgments themselves (what counts as truncation, a still
+one-line-a-step progress and the non-finite guard. The judgments themselves (what counts as truncation, a still
 adapter, a collapse, a non-finite value) are in grpo/health.py, on plain values.
 
 `metrics.jsonl` gets one row per training step, with the process's peak memory (`memory/peak_gib`), and,

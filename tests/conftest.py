@@ -10,6 +10,15 @@ if os.environ.get("PYTEST_XDIST_WORKER"):  # two workers share the cores (pytest
     os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = "1"  # or OpenMP's spinning threads fight
 
 
+def source(package: str, *parts: str) -> str:
+    """A file of an installed package, as text (its GPU code is plain source even where it never runs)."""
+    import importlib.util
+
+    folder = os.path.dirname(importlib.util.find_spec(package).origin)
+    with open(os.path.join(folder, *parts)) as f:
+        return f.read()
+
+
 def start_script(workdir, name, *args, env=None):
     """`python <repo>/<name> args...` in workdir, started and not waited for (stdout and stderr together):
     for runs side by side. finish_script waits for it."""

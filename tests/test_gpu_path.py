@@ -3,7 +3,6 @@ hook the project relies on on a GPU, checked against the installed library's sou
 that removes one fails here and not on a user's GPU; and the vLLM fallback, with a broken vLLM on the path.
 """
 
-import importlib.util
 import inspect
 import os
 import re
@@ -12,17 +11,10 @@ import sys
 
 import unsloth  # noqa: F401  (before trl, transformers and peft, as in training)
 import pytest
-from conftest import ROOT
+from conftest import ROOT, source
 
 import train_grpo
 from grpo import model, presets
-
-
-def source(package: str, *parts: str) -> str:
-    """A file of an installed package, as text (its GPU code is plain source even where it never runs)."""
-    folder = os.path.dirname(importlib.util.find_spec(package).origin)
-    with open(os.path.join(folder, *parts)) as f:
-        return f.read()
 
 
 # --- the outcome gate and right-only: TRL's private hooks, in the order grpo/trainer.py relies on ------------

@@ -19,7 +19,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import ROOT
+from conftest import ROOT, source
 from test_unsloth_trainers import ALLOW_CPU
 
 CASES = {"primed-kl": ["--beta=0.04"], "primed": ["--beta=0"],
@@ -258,11 +258,7 @@ def test_the_sampling_params_trl_the_filter_and_evaluate_build_are_vllms(handed)
 def test_the_library_lines_the_hand_off_relies_on():
     """The filter this file applies is Unsloth's own, vLLM's worker is Unsloth's (its tensors path), and
     TRL's colocated SamplingParams take the keywords trl_sampling_kwargs builds."""
-    import importlib.util
     import inspect
-
-    def source(package, *parts):
-        return open(os.path.join(os.path.dirname(importlib.util.find_spec(package).origin), *parts)).read()
 
     zoo = source("unsloth_zoo", "vllm_utils.py")
     assert ('state_dict = {k.replace(".default", ""):v for k, v in items if ".lora_A." in k or ".lora_B." in k}'
