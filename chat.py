@@ -6,7 +6,9 @@
 
 Both models get the same system prompt and chat template (prompts.py, as in training), and the
 same sampling settings; greedy by default, so a difference comes from the adapter alone. The base
-is the same loaded model with the adapter switched off.
+is the same loaded model with the adapter switched off. With --gguf=FILE (an export.py GGUF, or its
+folder) the exported model answers too, through llama.cpp, from the same prompt tokens: what you will
+serve, beside what you trained (needs llama-cpp-python: bash scripts/install_llama_cpp.sh).
 """
 
 import json
@@ -20,6 +22,7 @@ MAX_NEW_TOKENS = 0  # completion token limit; 0 = as long as the run trained to 
 TEMPERATURE = 0.0  # 0 = greedy (the same answer every time); above 0 samples, seeded
 TOP_P = 0.95  # nucleus sampling, when TEMPERATURE > 0
 SEED = 3407  # sampling seed, the same for both models
+GGUF = ""  # an exported .gguf, or the export folder holding one: it answers too, through llama.cpp
 # -----------------------------------------------------------------------------------------------
 
 _SMOKE_PRESET = dict(RUN_DIR=os.path.join("outputs", "smoke"), MAX_NEW_TOKENS=48)
@@ -47,16 +50,22 @@ def questions(k: dict) -> list[str]:
     return [line.strip() for line in sys.stdin if line.strip()]
 
 
-def side_by_side(question: str, base: str, trained: str) -> str:
+def side_by_side(question: str, answers: list[tuple[str, str]]) -> str:
     """The printed comparison of one question, with the answer each model put in its solution block.
 
-    >>> print(side_by_side("1+1?", "two", "w<end_working_out><SOLUTION>2</SOLUTION>").splitlines()[0])
+    >>> print(side_by_side("1+1?", [("base", "two"), ("trained", "w<end_working_out><SOLUTION>2</SOLUTION>")]))
     == 1+1?
+    -- base (answer in the solution block: None)
+    two
+    <BLANKLINE>
+    -- trained (answer in the solution block: '2')
+    w<end_working_out><SOLUTION>2</SOLUTION>
+    <BLANKLINE>
     """
     from rewards import judged_answer
 
     lines = [f"== {question}"]
-    for label, text in (("base", base), ("trained", trained)):
+    for label, text in answers:
         lines += [f"-- {label} (answer in the solution block: {judged_answer(text)!r})", text.strip(), ""]
     return "\n".join(lines)
 
@@ -64,7 +73,7 @@ def side_by_side(question: str, base: str, trained: str) -> str:
 def main(argv: list[str]) -> None:
     from grpo.overrides import resolve
 
-    k = resolve(globals(), argv, _SMOKE_PRESET, "chat.py", check_knobs)
+    k = resolve(globals(), argv, "chat.py", check_knobs, {"smoke": _SMOKE_PRESET})
     from grpo.device import gpu_unseen, quiet_cpu_lines
 
     quiet_cpu_lines()
@@ -74,6 +83,13 @@ def main(argv: list[str]) -> None:
     config = os.path.join(k["RUN_DIR"], "run_config.json")
     if not os.path.exists(config):
         sys.exit(f"chat.py: no {config}; train first (python train_grpo.py [--smoke]) or set --run_dir")
+    if k["GGUF"]:
+        from grpo.llama_cpp import find_gguf
+
+        try:
+            k["GGUF"] = find_gguf(k["GGUF"])
+        except ValueError as e:
+            sys.exit(f"chat.py: error: {e}")
     asked = questions(k)
     with open(config) as f:
         run = json.load(f)
@@ -104,28 +120,58 @@ def main(argv: list[str]) -> None:
               "that shows the pipeline works, not a reasoner (--preset=smollm2, or the GPU run, answers for real)")
     room = getattr(base.config, "max_position_embeddings", None)  # the longest sequence the model takes
     capped = []  # said once
+    served = None
+    if k["GGUF"]:
+        from grpo import llama_cpp
 
-    def answer(question: str) -> str:
+        context = min(room or 1 << 16, k["MAX_NEW_TOKENS"] + 2048)  # the prompt and the answer, not the full window
+        try:
+            served = llama_cpp.load(k["GGUF"], context, k["SEED"])
+        except ValueError as e:
+            sys.exit(f"chat.py: error: {e}")
+        room = min(room or context, context)
+        stop_ids = {t for t in (tokenizer.eos_token_id, served.token_eos()) if t is not None}
+
+    def prompt_ids(question: str) -> list[int]:
         conversation = prompts.make_conversation({"prompt": question, "solution": ""})["prompt"]
         text = tokenizer.apply_chat_template(conversation, add_generation_prompt=True, tokenize=False)
-        ids = tokenizer(text, return_tensors="pt", add_special_tokens=False).to(device)
-        limit = new_token_limit(k["MAX_NEW_TOKENS"], room, ids["input_ids"].shape[1])
+        return tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    def limit_for(prompt: list[int]) -> int:
+        limit = new_token_limit(k["MAX_NEW_TOKENS"], room, len(prompt))
         if limit < k["MAX_NEW_TOKENS"] and not capped:
             print(f"note: the model's {room}-token context leaves {limit} new tokens after this prompt, not "
                   f"MAX_NEW_TOKENS={k['MAX_NEW_TOKENS']}")
             capped.append(limit)
+        return limit
+
+    def answer(question: str) -> str:
+        prompt = prompt_ids(question)
+        ids = torch.tensor([prompt], device=device)
         torch.manual_seed(k["SEED"])
         with torch.no_grad():
             out = model.generate(  # stops at the end of the answer block, as the rewards read it
-                **ids, max_new_tokens=limit, pad_token_id=tokenizer.pad_token_id, stop_strings=[prompts.SOLUTION_END],
-                tokenizer=tokenizer, **sampling
+                input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=limit_for(prompt),
+                pad_token_id=tokenizer.pad_token_id, stop_strings=[prompts.SOLUTION_END], tokenizer=tokenizer,
+                **sampling
             )
-        return tokenizer.decode(out[0, ids["input_ids"].shape[1] :], skip_special_tokens=True)
+        return tokenizer.decode(out[0, len(prompt) :], skip_special_tokens=True)
+
+    def served_answer(question: str) -> str:
+        prompt = prompt_ids(question)
+        out = llama_cpp.generate(
+            served, prompt, limit_for(prompt), stop_ids, sampling if k["TEMPERATURE"] > 0 else None,
+            stop=lambda ids: prompts.SOLUTION_END in tokenizer.decode(ids[-16:]),
+        )
+        return tokenizer.decode(out, skip_special_tokens=True)
 
     for question in asked:
         with model.disable_adapter():
-            before = answer(question)
-        print(side_by_side(question, before, answer(question)), flush=True)
+            answers = [("base", answer(question))]
+        answers.append(("trained", answer(question)))
+        if served is not None:
+            answers.append((f"gguf {os.path.basename(k['GGUF'])}", served_answer(question)))
+        print(side_by_side(question, answers), flush=True)
 
 
 if __name__ == "__main__":

@@ -70,7 +70,7 @@ def resolve_knobs(argv: list[str]) -> dict:
     """Defaults, then the smoke preset (if --smoke), then --name=value; exits naming a bad knob."""
     from grpo.overrides import resolve
 
-    knobs = resolve(globals(), argv, _SMOKE_PRESET, "evaluate.py", check_knobs)
+    knobs = resolve(globals(), argv, "evaluate.py", check_knobs, {"smoke": _SMOKE_PRESET})
     for name, value in _SET_DEFAULTS.get(knobs["PROBLEM_SET"], {}).items():
         if not any(a.startswith(f"--{name.lower()}=") for a in argv):
             knobs[name] = value

@@ -6,12 +6,15 @@
 
 The adapter (RUN_DIR/lora) is merged into the base model through Unsloth's own save methods.
 A merged folder loads with plain transformers (AutoModelForCausalLM.from_pretrained) and keeps the
-tokenizer with the training chat template. GGUF needs llama.cpp; if it is missing, the script says
-so before any work.
+tokenizer with the training chat template. GGUF needs llama.cpp where Unsloth looks for it: on a machine
+without GitHub, `bash scripts/install_llama_cpp.sh` puts it there from the package registry; on a connected
+box, --allow_llama_cpp_download=true lets Unsloth fetch its own. If it is missing, or its converter would refuse
+the model, the script says so before any work. `python chat.py --gguf=RUN_DIR/gguf_q8_0` talks to the file.
 """
 
 import json
 import os
+import shutil
 import sys
 import time
 
@@ -46,25 +49,9 @@ def check_knobs(k: dict) -> None:
 def resolve_knobs(argv: list[str]) -> dict:
     from grpo.overrides import resolve
 
-    knobs = resolve(globals(), argv, _SMOKE_PRESET, "export.py", check_knobs)
+    knobs = resolve(globals(), argv, "export.py", check_knobs, {"smoke": _SMOKE_PRESET})
     knobs["OUT_DIR"] = knobs["OUT_DIR"] or os.path.join(knobs["RUN_DIR"], knobs["FORMAT"])
     return knobs
-
-
-def llama_cpp_dir() -> str:
-    """Where Unsloth looks for llama.cpp (UNSLOTH_LLAMA_CPP_PATH, else ~/.unsloth/llama.cpp)."""
-    return os.environ.get("UNSLOTH_LLAMA_CPP_PATH", os.path.join(os.path.expanduser("~"), ".unsloth", "llama.cpp"))
-
-
-def missing_llama_cpp() -> list[str]:
-    """What GGUF export needs from llama.cpp and cannot find: the converter script and llama-quantize."""
-    folder = llama_cpp_dir()
-    missing = []
-    if not any(os.path.isfile(os.path.join(folder, n)) for n in ("convert_hf_to_gguf.py", "convert-hf-to-gguf.py")):
-        missing.append(f"{folder}/convert_hf_to_gguf.py")
-    if not any(os.access(os.path.join(folder, n), os.X_OK) for n in ("llama-quantize", "quantize")):
-        missing.append(f"{folder}/llama-quantize")
-    return missing
 
 
 def preflight(k: dict) -> dict:
@@ -80,23 +67,52 @@ def preflight(k: dict) -> dict:
     adapter = os.path.join(k["RUN_DIR"], "lora")
     if not os.path.isfile(os.path.join(adapter, "adapter_config.json")):
         raise ValueError(f"no adapter in {adapter} (adapter_config.json): did the run finish?")
-    if k["FORMAT"].startswith("gguf_") and not k["ALLOW_LLAMA_CPP_DOWNLOAD"]:
-        missing = missing_llama_cpp()
-        if missing:
-            raise ValueError(
-                "GGUF export needs llama.cpp's converter and quantizer, which are not installed here: missing "
-                + ", ".join(missing) + ".\n  Either build llama.cpp (git clone https://github.com/ggml-org/llama.cpp; "
-                "cmake -B build && cmake --build build --target llama-quantize; copy build/bin/llama-quantize next to "
-                "convert_hf_to_gguf.py) and set UNSLOTH_LLAMA_CPP_PATH to that folder,\n  or let Unsloth fetch and "
-                "build it (needs network, git, cmake and a C++ compiler): --allow_llama_cpp_download=true"
-            )
     if k["FORMAT"] == "merged_4bit":
         import torch
 
         if not torch.cuda.is_available():
             raise ValueError("merged_4bit needs a CUDA GPU (bitsandbytes 4-bit); on a CPU use --format=merged_16bit")
     with open(path) as f:
-        return json.load(f)
+        run = json.load(f)
+    if k["FORMAT"].startswith("gguf_"):
+        check_llama_cpp(k, run, adapter)
+    return run
+
+
+def check_llama_cpp(k: dict, run: dict, adapter: str) -> None:
+    """GGUF: llama.cpp is where Unsloth looks, and its converter takes this model, before anything loads.
+    Offline unless ALLOW_LLAMA_CPP_DOWNLOAD: Unsloth reads UNSLOTH_LLAMA_CPP_OFFLINE and UNSLOTH_AUTO_INSTALL when it
+    would fetch, so a check that passes here is not followed by a download (unsloth_zoo/llama_cpp.py)."""
+    from grpo import llama_cpp
+
+    where = llama_cpp.folder()
+    if not k["ALLOW_LLAMA_CPP_DOWNLOAD"]:
+        absent = llama_cpp.missing(where)
+        if absent:
+            raise ValueError(llama_cpp.refusal(where, absent))
+        os.environ["UNSLOTH_LLAMA_CPP_OFFLINE"] = "1"
+        os.environ["UNSLOTH_AUTO_INSTALL"] = "0"
+    if os.path.isfile(llama_cpp.converter(where)):  # with a download allowed and none yet, Unsloth's converter says
+        why = llama_cpp.unconvertible(run["MODEL_NAME"], adapter, where)
+        if why:
+            raise ValueError(why)
+
+
+def read_back(path: str, adapter: str, tokenizer) -> None:
+    """llama.cpp reads the file's tokenizer as transformers reads the run's, on a chat prompt; exits if not."""
+    import prompts
+    from grpo import llama_cpp
+
+    if not llama_cpp.has_python_binding():
+        print(f"note: {path} was not read back: llama-cpp-python is not installed ({llama_cpp.INSTALL})")
+        return
+    question = "Ava has 27 stickers and buys 18 more. How many stickers does she have now?"
+    conversation = prompts.make_conversation({"prompt": question, "solution": ""})["prompt"]
+    why = llama_cpp.reads_back(path, adapter, tokenizer.apply_chat_template(
+        conversation, add_generation_prompt=True, tokenize=False))
+    if why:
+        sys.exit(f"export.py: error: {why}. The file is kept for a look, but llama.cpp will not serve it as trained")
+    print("llama.cpp reads it back: its tokens for a chat prompt are transformers' tokens")
 
 
 def main(argv: list[str]) -> str:
@@ -126,14 +142,28 @@ def main(argv: list[str]) -> str:
         model.save_pretrained_merged(out, tokenizer, save_method=unsloth_save_method(k["FORMAT"]))
         files = sorted(os.listdir(out))
     else:
-        files = model.save_pretrained_gguf(out, tokenizer, quantization_method=k["FORMAT"][len("gguf_"):])
+        from grpo.llama_cpp import gguf_files
+
+        try:
+            written = model.save_pretrained_gguf(out, tokenizer, quantization_method=k["FORMAT"][len("gguf_"):])
+        except RuntimeError as e:  # llama.cpp's converter or quantizer failed: its last words, not a traceback
+            last = [line for line in str(e).strip().splitlines() if line.strip()][-1:] or [type(e).__name__]
+            sys.exit(f"export.py: error: llama.cpp failed on {out}: {last[0].strip()}")
+        files = gguf_files(written, out)
+        staged = os.path.join(out, "merged_16bit")
+        if isinstance(written, list) and os.path.isdir(staged):  # the CPU save's float32 merge, fed to the converter
+            shutil.rmtree(staged)  # the GPU save drops its own the same way
+        read_back(files[0], os.path.join(k["RUN_DIR"], "lora"), tokenizer)
+        modelfile = isinstance(written, dict) and written.get("modelfile_location")
+        if modelfile:  # Unsloth's GPU save writes one from its own template for the base model's name
+            files.append(modelfile)
     if k["PUSH_TO_HUB"]:
         if k["FORMAT"].startswith("merged_"):
             model.push_to_hub_merged(k["PUSH_TO_HUB"], tokenizer, save_method=unsloth_save_method(k["FORMAT"]))
         else:
             model.push_to_hub_gguf(k["PUSH_TO_HUB"], tokenizer, quantization_method=k["FORMAT"][len("gguf_"):])
         print(f"pushed to https://huggingface.co/{k['PUSH_TO_HUB']}")
-    print(f"wrote {out}: {', '.join(map(str, files))} ({time.time() - start:.0f} s)")
+    print(f"wrote {out}: {', '.join(os.path.basename(str(f)) for f in files)} ({time.time() - start:.0f} s)")
     return out
 
 

@@ -110,14 +110,12 @@ def resolve_knobs(argv: list[str]) -> dict:
     Exits with a message naming the knob on any bad value, before anything heavy is imported."""
     from grpo.overrides import resolve
 
-    return resolve(
-        globals(), argv, presets.SMOKE, "train_grpo.py", lambda k: checks.check_knobs(k, rewards), presets.PRESETS
-    )
+    return resolve(globals(), argv, "train_grpo.py", lambda k: checks.check_knobs(k, rewards), presets.PRESETS)
 
 
 def main(argv: list[str]) -> str | None:
     """The recipe's steps. `k` stays the knobs as asked; each step returns what it found, gathered in
-    `found` and kept apart from the knobs in run_config.json. Returns None, or a message to exit with."""
+    `loaded.found` and kept apart from the knobs in run_config.json. Returns None, or a message to exit with."""
     k = resolve_knobs(argv)  # the knobs above, a preset, then --name=value
     callbacks.sigterm_as_ctrl_c()  # until GRPO installs its clean stop, SIGTERM ends the run as Ctrl-C does
     started = time.time()
@@ -127,24 +125,21 @@ def main(argv: list[str]) -> str | None:
     train_rows, heldout_rows = data.load_problems(k)
     worked = priming.load_examples(k, resume_from)
     # 2. model and 3. LoRA, through Unsloth
-    policy, tokenizer, found = model.load(k)  # found: whether vLLM generates, the weights' checksum
-    dataset, max_prompt_length = data.build_dataset(k, train_rows, tokenizer)
-    eval_dataset = data.build_eval_dataset(k, heldout_rows, tokenizer, max_prompt_length)
+    loaded = model.load(k)  # the policy, its tokenizer, and .found: whether vLLM generates, the weights' checksum
+    dataset, max_prompt_length = data.build_dataset(k, train_rows, loaded.tokenizer)
+    eval_dataset = data.build_eval_dataset(k, heldout_rows, loaded.tokenizer, max_prompt_length)
     budget = trainer.completion_budget(k, max_prompt_length)  # completion tokens: what the longest prompt leaves
-    found.update(MAX_PROMPT_LENGTH=max_prompt_length, RESUMED_FROM=resume_from)
+    loaded.found.update(MAX_PROMPT_LENGTH=max_prompt_length, RESUMED_FROM=resume_from)
     run_dir.set_aside_previous(k, resume_from)  # every check passed: an earlier smoke run moves to OUTPUT_DIR.prev
     # 4. format priming: SFT on worked solutions, on the same LoRA (or the adapter an earlier run primed)
-    found.update(priming.prime(k, policy, tokenizer, worked, resume_from, found["MODEL_SHA256"]))
+    loaded.found.update(priming.prime(k, loaded, worked, resume_from))
     # (optional) keep the prompts the primed model sometimes solves
-    dataset, kept = difficulty.filter_prompts(k, policy, tokenizer, dataset, rewards.answer_is_right, budget,
-                                              found["MODEL_SHA256"])
-    found.update(kept)
+    dataset, kept = difficulty.filter_prompts(k, loaded, dataset, rewards.answer_is_right, budget)
+    loaded.found.update(kept)
     # 5. the GRPO trainer with the rewards, and the run's record
-    reward_funcs = [getattr(rewards, name) for name in k["REWARD_FUNCS"]]
-    grpo_trainer, controls = trainer.build(k, policy, tokenizer, reward_funcs, rewards.answer_is_right, dataset,
-                                           eval_dataset, budget, found["PRIMED_ADAPTER"],
-                                           found["FAST_INFERENCE_USED"])
-    run = record.start(k, found, grpo_trainer, controls.algorithm, data.counts(train_rows, heldout_rows, dataset))
+    grpo_trainer, controls = trainer.build(k, loaded, rewards, dataset, eval_dataset, budget)
+    run = record.start(k, loaded.found, grpo_trainer, controls.algorithm,
+                       data.counts(train_rows, heldout_rows, dataset))
     # 6. train (Ctrl-C or SIGTERM: finish the step, save a checkpoint; NaN or inf: stop, save nothing)
     trainer.train(grpo_trainer, controls, resume_from)
     # 7. save the adapter and tokenizer, the curves, and what the run did

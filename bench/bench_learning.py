@@ -38,7 +38,7 @@ OUT = os.path.join("outputs", "bench-learning")  # builds and runs, one folder e
 def resolve_knobs(argv):
     from grpo.overrides import resolve
 
-    return resolve(globals(), argv, {}, "bench_learning.py")
+    return resolve(globals(), argv, "bench_learning.py")
 
 
 def run(args, threads):

@@ -38,7 +38,7 @@ sys.path.insert(0, ROOT)
 def resolve_knobs(argv):
     from grpo.overrides import resolve
 
-    return resolve(globals(), argv, {}, "bench_smollm2.py")
+    return resolve(globals(), argv, "bench_smollm2.py")
 
 
 def run(script, *args, threads=0):

@@ -83,7 +83,7 @@ def check_knobs(k: dict) -> None:
 def resolve_knobs(argv: list[str]) -> dict:
     from grpo.overrides import resolve
 
-    return resolve(globals(), argv, _SMOKE_PRESET, "bench_train.py", check_knobs)
+    return resolve(globals(), argv, "bench_train.py", check_knobs, {"smoke": _SMOKE_PRESET})
 
 
 # --- the model and data, built in-process ----------------------------------------------------------

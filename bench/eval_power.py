@@ -180,7 +180,7 @@ def main(argv: list[str]) -> None:
     from grpo.overrides import resolve
 
     folders = [a for a in argv if not a.startswith("--")]
-    k = resolve(globals(), [a for a in argv if a.startswith("--")], {}, "eval_power.py", check_knobs)
+    k = resolve(globals(), [a for a in argv if a.startswith("--")], "eval_power.py", check_knobs)
     if not folders:
         sys.exit("eval_power.py: name one or more run folders, each with evaluate.py's eval_samples.jsonl")
     missing = [f for f in folders if not os.path.exists(os.path.join(f, "eval_samples.jsonl"))]

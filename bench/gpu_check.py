@@ -43,7 +43,7 @@ EVAL_PROBLEMS = 50  # held-out problems in the evaluation (x 4 samples)
 def resolve_knobs(argv):
     from grpo.overrides import resolve
 
-    return resolve(globals(), argv, {}, "gpu_check.py")
+    return resolve(globals(), argv, "gpu_check.py")
 
 
 def unpack(bundle: str) -> str:

@@ -45,7 +45,23 @@ def gguf_folder() -> str:
 
 
 def _recipe(folder: str) -> dict:
-    return {"gguf": GGUF_FILE, "bytes": os.path.getsize(os.path.join(folder, GGUF_FILE)), "dtype": "float32"}
+    return {"gguf": GGUF_FILE, "bytes": os.path.getsize(os.path.join(folder, GGUF_FILE)), "dtype": "float32",
+            "tokenizer": "byte-level BPE"}
+
+
+def byte_level(tokenizer) -> None:
+    """Give the tokenizer SmolLM2's own byte-level BPE back. transformers rebuilds the GGUF's vocabulary with byte
+    fallback and a SentencePiece-style decoder: the same token ids and text here, but llama.cpp's converter takes
+    such a tokenizer.json for a Llama SentencePiece vocabulary and writes a GGUF whose tokenizer llama.cpp aborts
+    on (docs/gguf.md). Plain byte-level BPE converts as SmolLM2 ("smollm" pre-tokenizer)."""
+    import json
+
+    from tokenizers import Tokenizer
+
+    state = json.loads(tokenizer.backend_tokenizer.to_str())
+    state["model"]["byte_fallback"] = False
+    state["decoder"] = {"type": "ByteLevel", "add_prefix_space": True, "trim_offsets": True, "use_regex": True}
+    tokenizer._tokenizer = Tokenizer.from_str(json.dumps(state))
 
 
 def is_built(out_dir: str) -> bool:
@@ -89,6 +105,8 @@ def build_smollm2(out_dir: str = DEFAULT_DIR, loaded=None) -> str:
     model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     model.load_state_dict(gguf_model.state_dict())
     model.generation_config = gguf_model.generation_config
+    tokenizer = copy.deepcopy(tokenizer)  # the caller's loaded tokenizer keeps its own
+    byte_level(tokenizer)
     return publish(model, tokenizer, out_dir, MARKER, _recipe(folder))
 
 

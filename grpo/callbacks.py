@@ -208,10 +208,10 @@ def compact_progress(trainer, phase: str) -> None:
                 if line:
                     self.training_bar.write(line)
 
-    found = trainer.callback_handler.callbacks
-    if any(type(c) is ProgressCallback for c in found):  # transformers adds it last; here it goes first, after
-        found[:] = [c for c in found if type(c) is not ProgressCallback]  # the flow callback, so that a step's
-        found.insert(1, CompactProgress())  # line comes before what the project's callbacks say at that step
+    handlers = trainer.callback_handler.callbacks
+    if any(type(c) is ProgressCallback for c in handlers):  # transformers adds it last; here it goes first, after
+        handlers[:] = [c for c in handlers if type(c) is not ProgressCallback]  # the flow callback, so that a step's
+        handlers.insert(1, CompactProgress())  # line comes before what the project's callbacks say at that step
 
 
 def sigterm_as_ctrl_c() -> None:
@@ -312,10 +312,10 @@ def make_health_callback(max_completion_length: int, learning_rate: float, check
 
         def _early_checks(self, state, model):
             self.checked = True
-            found = [health.truncation_warning(self.rows, max_completion_length)]
+            early = [health.truncation_warning(self.rows, max_completion_length)]
             if self.before is not None and model is not None:
-                found.append(health.still_adapter_warning(self.before, checksum(model), len(self.rows), learning_rate))
-            for warning in filter(None, found):
+                early.append(health.still_adapter_warning(self.before, checksum(model), len(self.rows), learning_rate))
+            for warning in filter(None, early):
                 self.add(warning)
                 self._say(state, warning)
 

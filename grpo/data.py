@@ -239,12 +239,12 @@ def gold_answer(text, rule: str) -> str | None:
     """
     text = str(text)
     if rule == "gsm8k":
-        found = text.split("####")[-1].strip().replace(",", "") if "####" in text else None
+        answer = text.split("####")[-1].strip().replace(",", "") if "####" in text else None
     elif rule == "boxed":
-        found = last_boxed(text)
+        answer = last_boxed(text)
     else:
-        found = text.strip()
-    return found or None
+        answer = text.strip()
+    return answer or None
 
 
 def last_boxed(text: str) -> str | None:

@@ -29,7 +29,7 @@ def gather(value) -> list:
     return out
 
 
-def bf16() -> bool:
+def trains_bf16() -> bool:
     """Whether this run trains in bfloat16: on a GPU that supports it (a CPU run trains float32)."""
     import torch
 
@@ -65,15 +65,15 @@ def nvidia_driver() -> str | None:
     try:
         out = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
                              capture_output=True, text=True, timeout=20)
-        found = re.search(r"\d+\.\d+(\.\d+)?", out.stdout) if out.returncode == 0 else None
-        if found:
-            return found.group(0)
+        match = re.search(r"\d+\.\d+(\.\d+)?", out.stdout) if out.returncode == 0 else None
+        if match:
+            return match.group(0)
     except (OSError, subprocess.SubprocessError):
         pass
     try:
         with open(PROC_DRIVER_VERSION) as f:
-            found = re.search(r"Kernel Module\s+(\d+\.\d+(\.\d+)?)", f.read())
-        return found.group(1) if found else None
+            match = re.search(r"Kernel Module\s+(\d+\.\d+(\.\d+)?)", f.read())
+        return match.group(1) if match else None
     except OSError:
         return None
 

@@ -105,15 +105,16 @@ def sample_hf(k: dict, model, tokenizer, texts: list[str], max_completion: int) 
 
 
 @timed("DIFFICULTY_S")
-def filter_prompts(k: dict, model, tokenizer, dataset, judge, max_completion: int, model_sha256: str | None):
-    """(The training prompts whose pass rate under the primed model lies in DIFFICULTY_BAND, all of them
+def filter_prompts(k: dict, loaded, dataset, judge, max_completion: int):
+    """(The training prompts whose pass rate under the loaded (primed) policy lies in DIFFICULTY_BAND, all of them
     when DIFFICULTY_FILTER is off; findings: DIFFICULTY_KEPT, how many were kept, None when off)."""
     if not k["DIFFICULTY_FILTER"]:
         return dataset, {"DIFFICULTY_KEPT": None}
     if 0 < k["DIFFICULTY_PROMPTS"] < len(dataset):  # a seeded draw, so a second run draws the same prompts
         print(f"difficulty: a seeded draw of {k['DIFFICULTY_PROMPTS']} of the {len(dataset)} training prompts")
         dataset = dataset.shuffle(seed=k["SEED"]).select(range(k["DIFFICULTY_PROMPTS"]))
-    key = cache_key(k, model, tokenizer, dataset, max_completion, model_sha256)
+    model, tokenizer = loaded.model, loaded.tokenizer
+    key = cache_key(k, model, tokenizer, dataset, max_completion, loaded.found["MODEL_SHA256"])
     path = cache_file(k["DIFFICULTY_CACHE"], key, ".json")
     rates = None
     if os.path.exists(path):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import sys
+from dataclasses import dataclass
 
 import prompts
 from grpo import checksums, device, unsloth_cpu
@@ -15,11 +16,21 @@ from grpo.checks import BadInput, check_target_modules
 from grpo.record import timed
 
 
+@dataclass
+class Loaded:
+    """What steps 2 and 3 loaded, handed on whole to the steps after them: the policy (the base model with its
+    LoRA adapter), its tokenizer, and the findings so far (run_config.json's FOUND), which each later step adds
+    to: FAST_INFERENCE_USED, whether vLLM generates in this run (FAST_INFERENCE asks; this says what ran), and
+    MODEL_SHA256, the weights' checksum for a local model folder (None for a Hub id), to start with."""
+
+    model: object
+    tokenizer: object
+    found: dict
+
+
 @timed("LOAD_S")
-def load(k: dict):
-    """(model with its LoRA adapter, tokenizer with the project's chat template, findings). The findings:
-    FAST_INFERENCE_USED, whether vLLM generates in this run (FAST_INFERENCE asks; this says what ran), and
-    MODEL_SHA256, the weights' checksum for a local model folder (None for a Hub id)."""
+def load(k: dict) -> Loaded:
+    """The base model through Unsloth, its LoRA adapter, and its tokenizer with the run's chat template."""
     device.import_unsloth()  # first: it patches trl, transformers and peft
     from unsloth import FastLanguageModel
 
@@ -56,7 +67,7 @@ def load(k: dict):
         fast = False
     policy = loader.get_peft_model(policy, **peft_kwargs(k))
     choose_chat_template(k, tokenizer)
-    return policy, tokenizer, {"FAST_INFERENCE_USED": fast, "MODEL_SHA256": sha}
+    return Loaded(policy, tokenizer, {"FAST_INFERENCE_USED": fast, "MODEL_SHA256": sha})
 
 
 def expected_memory(k: dict, sizes: dict, fast: bool) -> None:

@@ -64,17 +64,16 @@ def convert(name: str, text: str, default):
     fail(type(default).__name__)
 
 
-def resolve(namespace: dict, argv: list[str], smoke_preset: dict, script: str, check=None, presets=None) -> dict:
-    """An entry point's knobs for this run: defaults, then a preset (`--smoke`, or `--preset=NAME` of
-    `presets`), then each `--name=value`, then `check(knobs)`. Exits non-zero naming the knob on any
-    error. The result has PRESET set to the preset's name ("" for none) and SMOKE to whether it is
-    the smoke preset."""
+def resolve(namespace: dict, argv: list[str], script: str, check=None, presets=None) -> dict:
+    """An entry point's knobs for this run: defaults, then a preset (`--preset=NAME` of `presets`; `--smoke` is
+    `--preset=smoke`), then each `--name=value`, then `check(knobs)`. Exits non-zero naming the knob on any error.
+    The result has PRESET set to the preset's name ("" for none) and SMOKE to whether it is the smoke preset."""
     import sys
 
     knobs = knobs_of(namespace)
-    presets = {"smoke": smoke_preset, **(presets or {})}
+    presets = presets or {}
     if "--help" in argv or "-h" in argv:
-        print(help_text(namespace, script, smoke_preset, presets))
+        print(help_text(namespace, script, presets))
         sys.exit(0)
     chosen = ["smoke" for a in argv if a == "--smoke"] + [
         a.split("=", 1)[1] for a in argv if a.startswith("--preset=")
@@ -83,7 +82,8 @@ def resolve(namespace: dict, argv: list[str], smoke_preset: dict, script: str, c
         if len(set(chosen)) > 1:
             raise OverrideError(f"one preset at a time, got {', '.join(sorted(set(chosen)))}")
         if chosen and chosen[0] not in presets:
-            raise OverrideError(f"--preset={chosen[0]}: no such preset; known: {', '.join(presets)}")
+            known = ", ".join(presets) or "none"
+            raise OverrideError(f"--preset={chosen[0]}: no such preset for {script}; known: {known}")
         if chosen:
             knobs.update(presets[chosen[0]])
         knobs = apply_overrides(knobs, [a for a in argv if a != "--smoke" and not a.startswith("--preset=")])
@@ -110,7 +110,7 @@ def knob_comments(source: str) -> dict:
     return out
 
 
-def help_text(namespace: dict, script: str, smoke_preset: dict, presets: dict | None = None) -> str:
+def help_text(namespace: dict, script: str, presets: dict) -> str:
     """What --help prints: usage, then every knob with its default and its comment, read from the source."""
     knobs = knobs_of(namespace)
     comments = {}
@@ -119,21 +119,18 @@ def help_text(namespace: dict, script: str, smoke_preset: dict, presets: dict | 
         with open(path, encoding="utf-8") as f:
             comments = knob_comments(f.read())
     doc = (namespace.get("__doc__") or "").strip().splitlines()
+    choice = (["--smoke"] if "smoke" in presets else []) + (["--preset=NAME"] if set(presets) - {"smoke"} else [])
     lines = [
         doc[0] if doc else script,
         "",
-        f"usage: python {script} [--smoke{' | --preset=NAME' if len(presets or {}) > 1 else ''}] [--name=value ...]",
+        f"usage: python {script} {'[' + ' | '.join(choice) + '] ' if choice else ''}[--name=value ...]",
         "",
         "Every knob is an UPPER_CASE constant at the top of the script; --lowercase_name=value overrides it.",
-        "--smoke first applies the CPU preset: " + ", ".join(f"{k.lower()}={v!r}" for k, v in smoke_preset.items()),
         "",
     ]
-    for name, preset in (presets or {}).items():
-        if name != "smoke":
-            lines += [
-                f"--preset={name} first applies: " + ", ".join(f"{k.lower()}={v!r}" for k, v in preset.items()),
-                "",
-            ]
+    for name, preset in presets.items():
+        flag = "--smoke (the CPU preset)" if name == "smoke" else f"--preset={name}"
+        lines += [f"{flag} first applies: " + ", ".join(f"{k.lower()}={v!r}" for k, v in preset.items()), ""]
     lines.append("knobs (default, then what it does):")
     width = max(len(name) for name in knobs) + 2
     for name, value in knobs.items():

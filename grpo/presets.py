@@ -71,4 +71,4 @@ SMOLLM2 = dict(
     SAVE_STEPS=8,
     OUTPUT_DIR=os.path.join("outputs", "smollm2"),
 )
-PRESETS = {"smollm2": SMOLLM2}  # --preset=NAME; --smoke is SMOKE
+PRESETS = {"smoke": SMOKE, "smollm2": SMOLLM2}  # --preset=NAME; --smoke is --preset=smoke

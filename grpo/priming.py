@@ -23,7 +23,7 @@ from grpo import callbacks
 from grpo.cache import cache_file, first_unreadable, same_key, set_aside
 from grpo.checks import BadInput, Stopped
 from grpo.data import DatasetFormatError, filter_sft_by_length, is_local_path, load_worked_examples
-from grpo.device import bf16 as trains_bf16
+from grpo.device import trains_bf16
 from grpo.device import is_main_process
 from grpo.record import installed_versions, timed, write_model_card
 
@@ -90,12 +90,13 @@ def cached(entry: str, key: dict) -> bool:
 
 
 @timed("PRIMING_S")
-def prime(k: dict, model, tokenizer, examples, resume_from: str | None, model_sha256: str | None) -> dict:
-    """Prime the format (or reuse an earlier priming). Returns the findings: PRIMED_ADAPTER, the primed
-    adapter's folder (OUTPUT_DIR/lora_primed, or None without priming), PRIMING_REUSED_FROM, the cache
-    entry reused or None, and PRIMING_TRAINER, the SFTTrainer class that primed it (None on a resume).
-    On a resume the checkpoint's adapter is primed already; with a KL term, the reference must be the
-    primed adapter, so it is loaded first."""
+def prime(k: dict, loaded, examples, resume_from: str | None) -> dict:
+    """Prime the format on the loaded policy (or reuse an earlier priming). Returns the findings:
+    PRIMED_ADAPTER, the primed adapter's folder (OUTPUT_DIR/lora_primed, or None without priming),
+    PRIMING_REUSED_FROM, the cache entry reused or None, and PRIMING_TRAINER, the SFTTrainer class that
+    primed it (None on a resume). On a resume the checkpoint's adapter is primed already; with a KL term,
+    the reference must be the primed adapter, so it is loaded first."""
+    model, tokenizer = loaded.model, loaded.tokenizer
     primed = os.path.join(k["OUTPUT_DIR"], "lora_primed")
     if resume_from:
         if not (k["FORMAT_SFT"] and os.path.isdir(primed)):
@@ -107,7 +108,7 @@ def prime(k: dict, model, tokenizer, examples, resume_from: str | None, model_sh
         return {"PRIMED_ADAPTER": None, "PRIMING_REUSED_FROM": None, "PRIMING_TRAINER": None}
     bf16 = trains_bf16()
     metrics_path = os.path.join(k["OUTPUT_DIR"], "metrics.jsonl")
-    key = priming_key(k, model_sha256, bf16)
+    key = priming_key(k, loaded.found["MODEL_SHA256"], bf16)
     entry = cache_file(k["PRIMING_CACHE"], key)
     if k["REUSE_PRIMING"] and cached(entry, key):
         model.load_adapter(entry, adapter_name="default", is_trainable=True)

@@ -17,15 +17,15 @@ from grpo.device import is_main_process, world_size
 
 
 def timed(name: str):
-    """Decorator for a step that returns its findings (a dict, or a tuple ending in one): adds the step's
-    wall time to them as `name`, for run_config.json and the time split the run prints at the end."""
+    """Decorator for a step that returns its findings (a dict, a tuple ending in one, or a record with `.found`):
+    adds the step's wall time to them as `name`, for run_config.json and the time split the run prints at the end."""
 
     def wrap(step):
         @functools.wraps(step)
         def timed_step(*args, **kwargs):
             start = time.time()
             out = step(*args, **kwargs)
-            (out[-1] if isinstance(out, tuple) else out)[name] = round(time.time() - start, 1)
+            (out[-1] if isinstance(out, tuple) else getattr(out, "found", out))[name] = round(time.time() - start, 1)
             return out
         return timed_step
     return wrap

@@ -43,8 +43,8 @@ def finish(k: dict, run: dict, trainer, controls, started: float, argv: list[str
         found.update(WALL_TIME_S=round(time.time() - started, 1), STEPS_DONE=step, STOPPED_BY="non-finite",
                      **health_found(controls))
         record.write_run_config(k["OUTPUT_DIR"], run)
-        found_checkpoints = checkpoints_in(k["OUTPUT_DIR"])
-        last_good = (found_checkpoints[-1] if found_checkpoints else found.get("PRIMED_ADAPTER")
+        checkpoints = checkpoints_in(k["OUTPUT_DIR"])
+        last_good = (checkpoints[-1] if checkpoints else found.get("PRIMED_ADAPTER")
                      or f"the base model {k['MODEL_NAME']} (nothing was trained yet)")
         return controls.guard.message(last_good)
     checksums = gather(adapter_checksum(model))  # one per rank: equal when the gradients were all-reduced
@@ -87,8 +87,8 @@ def checkpoints_in(folder: str) -> list[str]:
     """The checkpoint-N folders in `folder`, oldest step first."""
     if not os.path.isdir(folder):
         return []
-    found = [n for n in os.listdir(folder) if n.startswith(CHECKPOINT) and n[len(CHECKPOINT):].isdigit()]
-    return [os.path.join(folder, n) for n in sorted(found, key=checkpoint_step)]
+    names = [n for n in os.listdir(folder) if n.startswith(CHECKPOINT) and n[len(CHECKPOINT):].isdigit()]
+    return [os.path.join(folder, n) for n in sorted(names, key=checkpoint_step)]
 
 
 def checkpoint_step(path: str) -> int:
@@ -199,12 +199,14 @@ def resume_checkpoint(k: dict) -> str | None:
     A new run never mixes silently with an earlier one in the same OUTPUT_DIR: it is refused, except
     that a smoke run starts over by itself in the folder of an earlier smoke run."""
     out = k["OUTPUT_DIR"]
-    found = checkpoints_in(out)
+    checkpoints = checkpoints_in(out)
     if k["RESUME"] == "auto":
-        whole = [c for c in found if is_whole(c)]
+        whole = [c for c in checkpoints if is_whole(c)]
         if not whole:
-            raise BadInput(f"--resume=auto: no {'whole ' if found else ''}checkpoint-N folder in {out} to resume from")
-        unfinished = [os.path.basename(c) for c in found if checkpoint_step(c) > checkpoint_step(whole[-1])]
+            raise BadInput(
+                f"--resume=auto: no {'whole ' if checkpoints else ''}checkpoint-N folder in {out} to resume from"
+            )
+        unfinished = [os.path.basename(c) for c in checkpoints if checkpoint_step(c) > checkpoint_step(whole[-1])]
         if unfinished and is_main_process():
             print(f"resume: skipping {', '.join(unfinished)} (unfinished: no trainer_state.json, which Trainer "
                   f"writes last, as a kill during the save leaves it); left as it is")
@@ -225,30 +227,6 @@ def resume_checkpoint(k: dict) -> str | None:
         return None
     earlier = earlier_run(out)
     if earlier and not (k["SMOKE"] and was_smoke_run(out)):  # a smoke run starts over; a real one never
-        raise BadInput(
-            f"{out} already holds another run ({', '.join(earlier[:4])}). Continue it with --resume=auto, "
-            f"or start a new one with --output_dir=NEW_FOLDER (or delete {out})"
-        )
-    return None
-    earlier = [os.path.basename(p) for p in found] + [
-        n for n in ("metrics.jsonl",) if os.path.exists(os.path.join(out, n))
-    ]
-    if earlier and k["SMOKE"] and was_smoke_run(out):  # never wipe a real run, even from --smoke
-        import shutil
-
-        for name in [os.path.basename(p) for p in found] + [
-            "completions",
-            "lora",
-            "lora_primed",
-            "format_sft",
-            "runs",
-        ]:
-            shutil.rmtree(os.path.join(out, name), ignore_errors=True)
-        for name in ("metrics.jsonl", "run_config.json", "reward_curves.png"):
-            if os.path.exists(os.path.join(out, name)):
-                os.remove(os.path.join(out, name))
-        print(f"smoke: starting over in {out} (removed the previous smoke run)")
-    elif earlier:
         raise BadInput(
             f"{out} already holds another run ({', '.join(earlier[:4])}). Continue it with --resume=auto, "
             f"or start a new one with --output_dir=NEW_FOLDER (or delete {out})"

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from grpo import callbacks, health
 from grpo.checks import BadInput
 from grpo.checksums import adapter_checksum
-from grpo.device import bf16, world_size
+from grpo.device import trains_bf16, world_size
 from grpo.record import library_class
 from grpo.run_dir import checkpoint_step
 
@@ -210,24 +210,17 @@ class Controls:
     algorithm: dict
 
 
-def build(
-    k: dict,
-    model,
-    tokenizer,
-    reward_funcs: list,
-    judge,
-    dataset,
-    eval_dataset,
-    budget: int,
-    primed: str | None,
-    fast_inference: bool,
-):
-    """(The GRPOTrainer, with OUTCOME_GATE and REINFORCE_RIGHT_ONLY by judge, ready to train; its Controls).
-    Prints the run's shape and any algorithm knob Unsloth's config rewrote."""
+def build(k: dict, loaded, rewards, dataset, eval_dataset, budget: int):
+    """(The GRPOTrainer on the loaded policy, with the REWARD_FUNCS of `rewards` and OUTCOME_GATE and
+    REINFORCE_RIGHT_ONLY by its answer_is_right, ready to train; its Controls). Prints the run's shape and any
+    algorithm knob Unsloth's config rewrote."""
     from trl import GRPOConfig, GRPOTrainer
 
+    model, judge = loaded.model, rewards.answer_is_right
+    primed, fast_inference = loaded.found["PRIMED_ADAPTER"], loaded.found["FAST_INFERENCE_USED"]
+
     # fp16 GPUs (T4): Unsloth sets fp16 itself
-    config = GRPOConfig(**grpo_config_kwargs(k, budget, bf16(), fast_inference))
+    config = GRPOConfig(**grpo_config_kwargs(k, budget, trains_bf16(), fast_inference))
     judged = k["OUTCOME_GATE"] or k["REINFORCE_RIGHT_ONLY"]
     trainer_class = (
         with_outcome_judge(GRPOTrainer, judge, k["OUTCOME_GATE"], k["REINFORCE_RIGHT_ONLY"]) if judged else GRPOTrainer
@@ -239,8 +232,8 @@ def build(
     metrics_path = os.path.join(k["OUTPUT_DIR"], "metrics.jsonl")
     trainer = trainer_class(
         model=model,
-        processing_class=tokenizer,
-        reward_funcs=reward_funcs,
+        processing_class=loaded.tokenizer,
+        reward_funcs=[getattr(rewards, name) for name in k["REWARD_FUNCS"]],
         args=config,
         train_dataset=dataset,
         eval_dataset=eval_dataset,

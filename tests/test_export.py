@@ -20,6 +20,12 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 script = run_script
 
 
+def llama_cpp_missing():
+    from grpo import llama_cpp
+
+    return llama_cpp.missing(llama_cpp.folder())
+
+
 @pytest.fixture(scope="module")
 def smoke(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("export")
@@ -55,10 +61,47 @@ def test_gguf_without_llama_cpp_is_refused_before_any_work(smoke, tmp_path):
     start = time.time()
     result = script(smoke, "export.py", "--smoke", "--format=gguf_q4_k_m", check=False,
                     env={"UNSLOTH_LLAMA_CPP_PATH": str(tmp_path / "no-llama.cpp")})
-    assert result.returncode != 0 and "GGUF export needs llama.cpp" in result.stderr
-    assert "llama-quantize" in result.stderr and "--allow_llama_cpp_download=true" in result.stderr
-    assert "Traceback" not in result.stderr and time.time() - start < 20
+    assert result.returncode != 0 and "GGUF export needs llama.cpp in " in result.stderr
+    assert "bash scripts/install_llama_cpp.sh" in result.stderr and "--allow_llama_cpp_download=true" in result.stderr
+    assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert time.time() - start < 20 and not result.stdout.strip()  # refused before anything loads
     assert not (smoke / "outputs" / "smoke" / "gguf_q4_k_m").exists()
+
+
+def test_a_llama_cpp_folder_lacking_a_part_is_named(tmp_path):
+    """What Unsloth needs of the folder (unsloth_zoo check_llama_cpp, install_llama_cpp), each part missing in turn."""
+    from grpo import llama_cpp
+
+    where = tmp_path / "llama.cpp"
+    for d in ("src", "ggml", "common", "conversion", "gguf-py/gguf"):
+        (where / d).mkdir(parents=True)
+    (where / "conversion" / "__init__.py").write_text("")
+    (where / "gguf-py" / "gguf" / "__init__.py").write_text("")
+    (where / "convert_hf_to_gguf.py").write_text("from conversion import ModelBase\n")
+    quantizer = where / "llama-quantize"
+    quantizer.write_text("#!/bin/sh\necho 'usage: llama-quantize model-f32.gguf [type]'\nexit 1\n")
+    quantizer.chmod(0o755)
+    assert llama_cpp.missing(str(where)) == []
+    quantizer.write_text("#!/bin/sh\nexit 1\n")  # there, but does not answer
+    assert llama_cpp.missing(str(where)) == ["an llama-quantize that runs"]
+    quantizer.write_text("#!/bin/sh\necho usage\n")
+    (where / "conversion" / "__init__.py").unlink()
+    assert llama_cpp.missing(str(where)) == ["the converter's conversion/ package"]
+    (where / "convert_hf_to_gguf.py").write_text("import gguf\n")  # the older layout needs no conversion/
+    assert llama_cpp.missing(str(where)) == []
+    (where / "common").rmdir()
+    assert llama_cpp.missing(str(where)) == ["its source folders (common)"]
+    assert llama_cpp.missing(str(tmp_path / "none")) == [f"the folder {tmp_path / 'none'}"]
+
+
+@pytest.mark.skipif(bool(llama_cpp_missing()), reason="no llama.cpp: bash scripts/install_llama_cpp.sh")
+def test_gguf_of_the_tiny_model_is_refused_for_its_tokenizer_before_any_work(smoke):
+    """The smoke model's tokenizer is the project's own; llama.cpp's converter has no hash for its pre-tokenizer."""
+    result = script(smoke, "export.py", "--smoke", "--format=gguf_q8_0", check=False)
+    assert result.returncode != 0 and "does not know this model's tokenizer" in result.stderr
+    assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert "--format=merged_16bit" in result.stderr and not result.stdout.strip()  # before Unsloth's import
+    assert not (smoke / "outputs" / "smoke" / "gguf_q8_0").exists()
 
 
 @pytest.mark.parametrize("args,message", [(["--format=onnx"], "FORMAT 'onnx' is not one of"),

@@ -167,7 +167,7 @@ def test_model_load_falls_back_with_one_line_and_leaves_the_knobs_alone(tmp_path
     monkeypatch.setattr(model, "vllm_unusable", lambda: "vLLM does not import (ImportError: libcudart.so.13)")
     k = smoke_knobs(tmp_path, FAST_INFERENCE=True)
     before = dict(k)
-    _, _, found = model.load(k)
+    found = model.load(k).found
     lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("generation:")]
     assert lines == [
         "generation: vLLM does not import (ImportError: libcudart.so.13); using Hugging Face generation (slower)"
@@ -189,7 +189,7 @@ def test_where_unsloth_loads_without_vllm_trl_is_not_asked_for_a_second_engine(t
             **{**{n: v for n, v in kw.items() if n != "gpu_memory_utilization"}, "fast_inference": False}
         ),
     )
-    _, _, found = model.load(smoke_knobs(tmp_path, FAST_INFERENCE=True))
+    found = model.load(smoke_knobs(tmp_path, FAST_INFERENCE=True)).found
     assert "generation: Unsloth loaded the model without vLLM" in capsys.readouterr().out
     assert found["FAST_INFERENCE_USED"] is False
     from grpo import trainer

