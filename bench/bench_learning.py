@@ -144,7 +144,7 @@ def main(argv):
             f"{gain:+.2f} | {clipped:.2f} | {'yes' if ok else '**no**'} |"
         )
     from cpu_models import tiny_model
-    from grpo.checksums import weights_sha256
+    from grpo.record import weights_sha256
 
     lines.append("")
     lines += [

@@ -13,18 +13,19 @@ functions that need them).
     priming.py       step 4: format priming (SFT on worked solutions), cached for reuse
     difficulty.py    optional, after step 4: keep the prompts the primed model sometimes solves
     trainer.py       steps 5-6: GRPOConfig, the GRPOTrainer and its Controls (callbacks), training
-    record.py        run_config.json: the knobs, and apart from them what the run found (FOUND); step timers
+    record.py        run_config.json: the knobs, and apart from them what the run found (FOUND); step timers;
+                     the base weights' and the adapter's checksums
     run_dir.py       the run's folder: resume or refuse, an earlier smoke run set aside, step 7 (the save at
                      the end), a full disk in one line
     device.py        processes (torchrun), rank 0, gathering across ranks, the training precision; the NVIDIA
                      driver against the CUDA torch was built for (why torch sees no GPU)
     cache.py         cache entries named by the hash of what decides them; whether a file reads (within its
                      format's limits), and setting an unreadable entry aside
-    checksums.py     the base weights' and the adapter's checksums
     callbacks.py     the TRL plumbing: metrics.jsonl, the health checks, the collapse alarm, the guard, a clean stop
     health.py        judgments on a run's health: truncation, a still adapter, collapse, non-finite, memory, verdict
     answers.py       the answer judge shared by the rewards and evaluate.py
     sampling.py      several completions per prompt, each prompt read once (evaluate.py, the filter)
     attention.py     grouped-query attention on a CPU without copying heads, while sampling
     plot_rewards.py  the reward curves (also: python grpo/plot_rewards.py RUN_DIR)
+    llama_cpp.py     GGUF: llama.cpp where Unsloth looks, export.py's checks, running a GGUF (chat.py, the tests)
 """

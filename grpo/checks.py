@@ -30,9 +30,50 @@ TRACKERS = {"wandb": "wandb", "tensorboard": "tensorboard", "mlflow": "mlflow", 
              "clearml": "clearml", "trackio": "trackio", "dvclive": "dvclive", "swanlab": "swanlab"}
 
 
+# The knobs a single range check covers: (whether a value is good, what it must be). The message is
+# "NAME must be WHAT, got VALUE"; knobs that depend on each other are checked in check_knobs.
+RANGES = {
+    "NUM_GENERATIONS": (lambda v: v >= 2, "at least 2: GRPO compares completions within a group"),
+    "PROMPT_LENGTH_PERCENTILE": (lambda v: 0 < v <= 100, "in (0, 100]"),
+    "MAX_COMPLETION_LENGTH": (lambda v: v >= 0, ">= 0 (0 = all the room left)"),
+    **{name: (lambda v: v >= 1, "positive")
+       for name in ("MAX_STEPS", "SAVE_STEPS", "SAVE_TOTAL_LIMIT", "MAX_SEQ_LENGTH", "LORA_RANK", "DIFFICULTY_SAMPLES",
+                    "FORMAT_SFT_EPOCHS", "EVAL_SIZE")},
+    "WARMUP_RATIO": (lambda v: 0 <= v < 1, "in [0, 1)"),
+    "TEMPERATURE": (lambda v: v > 0, "> 0 (GRPO samples its completions)"),
+    "TOP_P": (lambda v: 0 < v <= 1, "in (0, 1] (1 = off)"),
+    "MIN_P": (lambda v: 0 <= v < 1, "in [0, 1) (0 = off)"),
+    "TOP_ENTROPY_QUANTILE": (lambda v: 0 <= v <= 1, "in [0, 1] (1 = every token)"),
+    "BETA": (lambda v: v >= 0, ">= 0 (a KL penalty, 0 = off)"),
+    "EPSILON": (lambda v: v > 0, "> 0"),
+    "EVAL_STEPS": (lambda v: v >= 0, ">= 0 (0 = off)"),
+    "DIFFICULTY_PROMPTS": (lambda v: v >= 0, ">= 0 (0 = every training prompt)"),
+    "COLLAPSE_PATIENCE": (lambda v: v >= 0, ">= 0 (0 = off)"),
+    **{name: (lambda v: v >= 0, ">= 0")
+       for name in ("LEARNING_RATE", "FORMAT_SFT_LEARNING_RATE", "FORMAT_SFT_MAX_EXAMPLES",
+                    "FORMAT_SFT_MAX_TOKENS")},
+}
+# The knobs that name one of a few values.
+CHOICES = {
+    "LOSS_TYPE": LOSS_TYPES,
+    "SCALE_REWARDS": SCALE_REWARDS,
+    "IMPORTANCE_SAMPLING_LEVEL": IMPORTANCE_SAMPLING_LEVELS,
+    "MULTI_OBJECTIVE_AGGREGATION": MULTI_OBJECTIVE_AGGREGATIONS,
+    "VLLM_IMPORTANCE_SAMPLING_MODE": VLLM_IMPORTANCE_SAMPLING_MODES,
+    "VLLM_MODE": ("colocate", "server"),
+}
+
+
 def check_knobs(k: dict, reward_module) -> None:
-    """Cheap consistency checks, so a bad combination fails before the model loads."""
+    """Cheap consistency checks, so a bad value or combination fails before the model loads."""
     from grpo.data import ANSWER_FORMATS, is_local_path  # here: grpo.data imports this module
+
+    for name, (good, what) in RANGES.items():
+        if not good(k[name]):
+            raise BadInput(f"{name} must be {what}, got {k[name]}")
+    for name, allowed in {**CHOICES, "ANSWER_FORMAT": ANSWER_FORMATS}.items():
+        if k[name] not in allowed:
+            raise BadInput(f"{name} {k[name]!r} is not one of {', '.join(allowed)}")
     unknown = [n for n in k["REWARD_FUNCS"] if not callable(getattr(reward_module, n, None))]
     if unknown:
         raise BadInput(
@@ -41,42 +82,12 @@ def check_knobs(k: dict, reward_module) -> None:
         )
     if len(k["REWARD_WEIGHTS"]) != len(k["REWARD_FUNCS"]):
         raise BadInput(f"REWARD_WEIGHTS has {len(k['REWARD_WEIGHTS'])} values for {len(k['REWARD_FUNCS'])} rewards")
-    if k["NUM_GENERATIONS"] < 2:
-        raise BadInput("NUM_GENERATIONS must be at least 2: GRPO compares completions within a group")
     batch = k["PER_DEVICE_TRAIN_BATCH_SIZE"] * k["GRADIENT_ACCUMULATION_STEPS"] * world_size()
     if batch % k["NUM_GENERATIONS"]:
         raise BadInput(
             f"PER_DEVICE_TRAIN_BATCH_SIZE x GRADIENT_ACCUMULATION_STEPS x processes ({world_size()}) = {batch} "
             f"completions per step is not a multiple of NUM_GENERATIONS = {k['NUM_GENERATIONS']}"
         )
-    if not 0 < k["PROMPT_LENGTH_PERCENTILE"] <= 100:
-        raise BadInput(f"PROMPT_LENGTH_PERCENTILE must be in (0, 100], got {k['PROMPT_LENGTH_PERCENTILE']}")
-    if k["MAX_COMPLETION_LENGTH"] < 0:
-        raise BadInput(f"MAX_COMPLETION_LENGTH must be >= 0 (0 = all the room left), got {k['MAX_COMPLETION_LENGTH']}")
-    for name in ("MAX_STEPS", "SAVE_STEPS", "SAVE_TOTAL_LIMIT", "MAX_SEQ_LENGTH", "LORA_RANK"):
-        if k[name] < 1:
-            raise BadInput(f"{name} must be positive, got {k[name]}")
-    if not 0 <= k["WARMUP_RATIO"] < 1:
-        raise BadInput(f"WARMUP_RATIO must be in [0, 1), got {k['WARMUP_RATIO']}")
-    if k["TEMPERATURE"] <= 0:
-        raise BadInput(f"TEMPERATURE must be > 0 (GRPO samples its completions), got {k['TEMPERATURE']}")
-    if not 0 < k["TOP_P"] <= 1:
-        raise BadInput(f"TOP_P must be in (0, 1] (1 = off), got {k['TOP_P']}")
-    if not 0 <= k["MIN_P"] < 1:
-        raise BadInput(f"MIN_P must be in [0, 1) (0 = off), got {k['MIN_P']}")
-    if k["LEARNING_RATE"] < 0:
-        raise BadInput(f"LEARNING_RATE must be >= 0, got {k['LEARNING_RATE']}")
-    if k["LOSS_TYPE"] not in LOSS_TYPES:
-        raise BadInput(f"LOSS_TYPE {k['LOSS_TYPE']!r} is not one of {', '.join(LOSS_TYPES)}")
-    if k["SCALE_REWARDS"] not in SCALE_REWARDS:
-        raise BadInput(f"SCALE_REWARDS {k['SCALE_REWARDS']!r} is not one of {', '.join(SCALE_REWARDS)}")
-    for knob, allowed in (("IMPORTANCE_SAMPLING_LEVEL", IMPORTANCE_SAMPLING_LEVELS),
-                          ("MULTI_OBJECTIVE_AGGREGATION", MULTI_OBJECTIVE_AGGREGATIONS),
-                          ("VLLM_IMPORTANCE_SAMPLING_MODE", VLLM_IMPORTANCE_SAMPLING_MODES)):
-        if k[knob] not in allowed:
-            raise BadInput(f"{knob} {k[knob]!r} is not one of {', '.join(allowed)}")
-    if not 0 <= k["TOP_ENTROPY_QUANTILE"] <= 1:
-        raise BadInput(f"TOP_ENTROPY_QUANTILE must be in [0, 1] (1 = every token), got {k['TOP_ENTROPY_QUANTILE']}")
     if (k["LOSS_TYPE"] == "vespo" and k["FAST_INFERENCE"] and k["VLLM_IMPORTANCE_SAMPLING_CORRECTION"]
             and not k["VLLM_IMPORTANCE_SAMPLING_MODE"].startswith("token_")):
         raise BadInput(
@@ -84,18 +95,10 @@ def check_knobs(k: dict, reward_module) -> None:
             f"token: --vllm_importance_sampling_mode=token_truncate (or token_mask), not "
             f"{k['VLLM_IMPORTANCE_SAMPLING_MODE']}, or --vllm_importance_sampling_correction=false"
         )
-    if k["BETA"] < 0:
-        raise BadInput(f"BETA must be >= 0 (a KL penalty, 0 = off), got {k['BETA']}")
-    if k["EPSILON"] <= 0:
-        raise BadInput(f"EPSILON must be > 0, got {k['EPSILON']}")
     if k["EPSILON_HIGH"] < k["EPSILON"]:
         raise BadInput(
             f"EPSILON_HIGH ({k['EPSILON_HIGH']}) must be >= EPSILON ({k['EPSILON']}): clip-higher widens the upper "
             "range"
-        )
-    if k["EVAL_STEPS"] < 0 or k["EVAL_SIZE"] < 1:
-        raise BadInput(
-            f"EVAL_STEPS must be >= 0 (0 = off) and EVAL_SIZE >= 1, got {k['EVAL_STEPS']} and {k['EVAL_SIZE']}"
         )
     if k["EVAL_STEPS"] and k["EVAL_SIZE"] > k["HOLDOUT_SIZE"]:
         raise BadInput(f"EVAL_SIZE={k['EVAL_SIZE']} is more than the {k['HOLDOUT_SIZE']} held-out rows (HOLDOUT_SIZE)")
@@ -114,23 +117,6 @@ def check_knobs(k: dict, reward_module) -> None:
                 f"REPORT_TO={tracker} but the {TRACKERS[tracker]} package is not installed: "
                 f"pip install {TRACKERS[tracker]}   (or --report_to=none)"
             )
-    if (
-        k["FORMAT_SFT_EPOCHS"] < 1
-        or k["FORMAT_SFT_LEARNING_RATE"] < 0
-        or min(k["FORMAT_SFT_MAX_EXAMPLES"], k["FORMAT_SFT_MAX_TOKENS"]) < 0
-    ):
-        raise BadInput(
-            "FORMAT_SFT_EPOCHS must be >= 1, FORMAT_SFT_LEARNING_RATE >= 0, "
-            "FORMAT_SFT_MAX_EXAMPLES and FORMAT_SFT_MAX_TOKENS >= 0"
-        )
-    if (
-        k["FORMAT_SFT"]
-        and is_local_path(k["FORMAT_SFT_DATASET"])
-        and not os.path.exists(k["FORMAT_SFT_DATASET"])
-    ):
-        raise BadInput(f"FORMAT_SFT_DATASET: no such file {k['FORMAT_SFT_DATASET']}")
-    if k["VLLM_MODE"] not in ("colocate", "server"):
-        raise BadInput(f"VLLM_MODE {k['VLLM_MODE']!r} is not one of colocate, server")
     if k["FAST_INFERENCE"] and k["VLLM_MODE"] == "server" and k["LOAD_IN_4BIT"]:
         # Unsloth cannot sync a quantized model into `trl vllm-serve` (unsloth/models/rl_replacements.py,
         # _unsloth_vllm_sync_kind): it raises at the first generation, after the model has loaded
@@ -144,23 +130,16 @@ def check_knobs(k: dict, reward_module) -> None:
         raise BadInput(
             f"DIFFICULTY_BAND must be two pass rates low,high with 0 <= low <= high <= 1, got {k['DIFFICULTY_BAND']}"
         )
-    if k["DIFFICULTY_SAMPLES"] < 1:
-        raise BadInput(f"DIFFICULTY_SAMPLES must be positive, got {k['DIFFICULTY_SAMPLES']}")
-    if k["DIFFICULTY_PROMPTS"] < 0:
-        raise BadInput(f"DIFFICULTY_PROMPTS must be >= 0 (0 = every training prompt), got {k['DIFFICULTY_PROMPTS']}")
-    if k["COLLAPSE_PATIENCE"] < 0:
-        raise BadInput(f"COLLAPSE_PATIENCE must be >= 0 (0 = off), got {k['COLLAPSE_PATIENCE']}")
     if k["SMOKE"] and not os.path.isdir(k["MODEL_NAME"]):
         raise BadInput(
             f"--smoke: no tiny model in {k['MODEL_NAME']}; build one with  python cpu_models/tiny_model.py "
             f"{k['MODEL_NAME']}"
         )
-    if k["ANSWER_FORMAT"] not in ANSWER_FORMATS:
-        raise BadInput(f"ANSWER_FORMAT {k['ANSWER_FORMAT']!r} is not one of {', '.join(ANSWER_FORMATS)}")
     if not (k["DATASET_PROMPT_COLUMN"] and k["DATASET_ANSWER_COLUMN"]):
         raise BadInput("DATASET_PROMPT_COLUMN and DATASET_ANSWER_COLUMN must name the dataset's columns")
-    if is_local_path(k["DATASET_NAME"]) and not os.path.exists(k["DATASET_NAME"]):
-        raise BadInput(f"DATASET_NAME: no such file {k['DATASET_NAME']}")
+    for name in ("DATASET_NAME", "FORMAT_SFT_DATASET"):
+        if (name == "DATASET_NAME" or k["FORMAT_SFT"]) and is_local_path(k[name]) and not os.path.exists(k[name]):
+            raise BadInput(f"{name}: no such file {k[name]}")
 
 
 def preflight(k: dict) -> None:

@@ -21,7 +21,7 @@ import os
 
 from grpo.cache import cache_file, same_key, set_aside
 from grpo.checks import BadInput
-from grpo.checksums import adapter_checksum
+from grpo.record import adapter_checksum
 from grpo.device import is_main_process
 from grpo.record import timed
 

@@ -11,9 +11,9 @@ import sys
 from dataclasses import dataclass
 
 import prompts
-from grpo import checksums, device, unsloth_cpu
+from grpo import device, unsloth_cpu
 from grpo.checks import BadInput, check_target_modules
-from grpo.record import timed
+from grpo.record import timed, weights_sha256
 
 
 @dataclass
@@ -53,7 +53,7 @@ def load(k: dict) -> Loaded:
     sizes = check_target_modules(k)
     if sizes is not None:
         expected_memory(k, sizes, fast)
-    sha = checksums.weights_sha256(k["MODEL_NAME"]) if os.path.isdir(k["MODEL_NAME"]) else None
+    sha = weights_sha256(k["MODEL_NAME"]) if os.path.isdir(k["MODEL_NAME"]) else None
     if k["SMOKE"]:
         from cpu_models import tiny_model
 

@@ -82,8 +82,7 @@ def resolve(namespace: dict, argv: list[str], script: str, check=None, presets=N
         if len(set(chosen)) > 1:
             raise OverrideError(f"one preset at a time, got {', '.join(sorted(set(chosen)))}")
         if chosen and chosen[0] not in presets:
-            known = ", ".join(presets) or "none"
-            raise OverrideError(f"--preset={chosen[0]}: no such preset for {script}; known: {known}")
+            raise OverrideError(f"--preset={chosen[0]}: no such preset; known: {', '.join(presets) or 'none'}")
         if chosen:
             knobs.update(presets[chosen[0]])
         knobs = apply_overrides(knobs, [a for a in argv if a != "--smoke" and not a.startswith("--preset=")])

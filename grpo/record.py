@@ -2,7 +2,9 @@
 and, apart from them under "FOUND", what the run found and decided (whether vLLM generated, the weights'
 checksum, the prompt budget, the priming reused, what the trainer really uses, the manifest of versions,
 device, code and data, and at the end the time split and how the run ended). Also each step's timer and
-the adapter's model card. Rank 0 alone writes.
+the adapter's model card, and the checksums that say which weights a run used: the base model's file (a
+local folder) and the trainable LoRA weights (equal on every rank of a data-parallel run whose gradients were
+all-reduced). Rank 0 alone writes.
 """
 
 from __future__ import annotations
@@ -12,8 +14,34 @@ import json
 import os
 import time
 
-from grpo.checksums import adapter_checksum
 from grpo.device import is_main_process, world_size
+
+
+def weights_sha256(model_dir: str) -> str | None:
+    """The sha256 of model_dir's model.safetensors (None when it has none): which weights a run loaded."""
+    import hashlib
+
+    path = os.path.join(model_dir, "model.safetensors")
+    if not os.path.isfile(path):
+        return None
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 24), b""):  # in 16 MB pieces: a local 4B model is 8 GB
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def adapter_checksum(model) -> str:
+    """A short hash of every trainable (LoRA) weight, bit for bit: equal on every rank of a data-parallel
+    run whose gradients were all-reduced, and different once the weights have trained."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for name, param in sorted(model.named_parameters()):
+        if param.requires_grad:
+            digest.update(name.encode())
+            digest.update(param.detach().float().cpu().numpy().tobytes())
+    return digest.hexdigest()[:16]
 
 
 def timed(name: str):

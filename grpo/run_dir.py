@@ -14,7 +14,7 @@ import time
 from grpo import record
 from grpo.cache import first_unreadable
 from grpo.checks import BadInput
-from grpo.checksums import adapter_checksum
+from grpo.record import adapter_checksum
 from grpo.device import gather, is_main_process
 
 CHECKPOINT = "checkpoint-"  # transformers' checkpoint folders: checkpoint-<step>

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from grpo import callbacks, health
 from grpo.checks import BadInput
-from grpo.checksums import adapter_checksum
+from grpo.record import adapter_checksum
 from grpo.device import trains_bf16, world_size
 from grpo.record import library_class
 from grpo.run_dir import checkpoint_step

@@ -17,11 +17,14 @@ PYTHON="${PYTHON:-python}"
 STAMP="llama-cpp-python==$VERSION"
 start=$SECONDS
 
-working() {  # this version, a quantizer that answers (as Unsloth judges it: a usage line), llama_cpp importable
+built() {  # this version's llama.cpp, with a quantizer that answers (as Unsloth judges it: a usage line)
   local usage
   usage=$("$DEST/llama-quantize" --help 2>&1 || true)
   [ "$(cat "$DEST/INSTALLED_BY_PROJECT" 2>/dev/null)" = "$STAMP" ] && [[ "${usage,,}" == *usage* ]] &&
-    "$PYTHON" -c "import llama_cpp, sys; sys.exit(llama_cpp.__version__ != '$VERSION')" 2>/dev/null
+    [ -e "$DEST/build/bin/libllama.so" ]
+}
+working() {  # built, and llama_cpp importable in this Python on its libraries
+  built && "$PYTHON" -c "import llama_cpp, sys; sys.exit(llama_cpp.__version__ != '$VERSION')" 2>/dev/null
 }
 if working; then
   echo "llama.cpp ($STAMP) is installed in $DEST, and llama_cpp imports: nothing to do"
@@ -47,25 +50,28 @@ fi
 tar xzf "$sdist" -C "$work"
 src=$(ls -d "$work"/llama_cpp_python-*/)
 
-rm -rf "$DEST.partial" && mkdir -p "$(dirname "$DEST")"
-cp -r "$src/vendor/llama.cpp" "$DEST.partial"
-echo "building llama-quantize and llama.cpp's libraries in $DEST/build (a few minutes) ..."
-# $ORIGIN paths, so the binary and libraries still find each other once the folder is moved into place.
-cmake -S "$DEST.partial" -B "$DEST.partial/build" -DCMAKE_BUILD_TYPE=Release -DBUILD_SHARED_LIBS=ON \
-  -DCMAKE_BUILD_RPATH_USE_ORIGIN=ON -DLLAMA_CURL=OFF -DLLAMA_OPENSSL=OFF -DLLAMA_BUILD_TESTS=OFF \
-  -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=OFF >"$work/cmake.log" 2>&1 ||
-  { tail -20 "$work/cmake.log" >&2; exit 1; }
-cmake --build "$DEST.partial/build" --target llama-quantize -j "$(nproc)" >"$work/build.log" 2>&1 ||
-  { tail -20 "$work/build.log" >&2; exit 1; }
-find "$DEST.partial/build" -name '*.o' -delete  # the objects are hundreds of MB; the binary and .so files stay
-ln -s build/bin/llama-quantize "$DEST.partial/llama-quantize"  # where Unsloth's check_llama_cpp looks
+if built; then  # another Python (a new venv): only llama-cpp-python is missing
+  echo "llama.cpp ($STAMP) is built in $DEST already"
+else
+  rm -rf "$DEST.partial" && mkdir -p "$(dirname "$DEST")"
+  cp -r "$src/vendor/llama.cpp" "$DEST.partial"
+  echo "building llama-quantize and llama.cpp's libraries in $DEST/build (a few minutes) ..."
+  # $ORIGIN paths, so the binary and libraries still find each other once the folder is moved into place.
+  cmake -S "$DEST.partial" -B "$DEST.partial/build" -DCMAKE_BUILD_TYPE=Release -DBUILD_SHARED_LIBS=ON \
+    -DCMAKE_BUILD_RPATH_USE_ORIGIN=ON -DLLAMA_CURL=OFF -DLLAMA_OPENSSL=OFF -DLLAMA_BUILD_TESTS=OFF \
+    -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=OFF >"$work/cmake.log" 2>&1 ||
+    { tail -20 "$work/cmake.log" >&2; exit 1; }
+  cmake --build "$DEST.partial/build" --target llama-quantize -j "$(nproc)" >"$work/build.log" 2>&1 ||
+    { tail -20 "$work/build.log" >&2; exit 1; }
+  find "$DEST.partial/build" -name '*.o' -delete  # the objects are hundreds of MB; the binary and .so files stay
+  ln -s build/bin/llama-quantize "$DEST.partial/llama-quantize"  # where Unsloth's check_llama_cpp looks
+  echo "$STAMP" >"$DEST.partial/INSTALLED_BY_PROJECT"
+  rm -rf "$DEST" && mv "$DEST.partial" "$DEST"
+fi
 
 echo "installing llama-cpp-python $VERSION on those libraries ..."
 CMAKE_ARGS="-DLLAMA_BUILD=OFF -DLLAVA_BUILD=OFF" "$PYTHON" -m pip install -q "$sdist"
 lib=$("$PYTHON" -c "import importlib.util, os; print(os.path.join(os.path.dirname(importlib.util.find_spec('llama_cpp').origin), 'lib'))")
-mkdir -p "$lib" && cp -P "$DEST.partial"/build/bin/*.so* "$lib"/
-
-rm -rf "$DEST" && mv "$DEST.partial" "$DEST"
-echo "$STAMP" >"$DEST/INSTALLED_BY_PROJECT"
+mkdir -p "$lib" && cp -P "$DEST"/build/bin/*.so* "$lib"/
 working || { echo "install_llama_cpp.sh: error: installed, but the check failed: run it again to see why" >&2; exit 1; }
 echo "llama.cpp ($STAMP) installed in $DEST in $((SECONDS - start)) s: converter, llama-quantize, and llama_cpp in $PYTHON"

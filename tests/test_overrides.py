@@ -128,7 +128,7 @@ def test_eval_knobs_are_checked_before_anything_loads(args, message, tmp_path):
         "grpo.record",
         "grpo.device",
         "grpo.cache",
-        "grpo.checksums",
+        "grpo.llama_cpp",
         "grpo.stats",
         "grpo.presets",
         "cpu_models.tiny_model",

@@ -7,7 +7,7 @@ import os
 import prompts
 from grpo import data as grpo_data
 from cpu_models import tiny_model
-from grpo.checksums import weights_sha256
+from grpo.record import weights_sha256
 
 
 def test_the_shipped_weights_are_the_recorded_build_of_the_current_recipe():
