@@ -42,23 +42,23 @@ def missing(where: str) -> list[str]:
     """What GGUF export needs in `where` and does not find there, each as a short phrase ([] = all there)."""
     if not os.path.isdir(where):
         return [f"the folder {where}"]
-    found = []
+    lacking = []
     absent = [d for d in ("src", "ggml", "common") if not os.path.isdir(os.path.join(where, d))]
     if absent:  # Unsloth takes such a folder for a broken checkout and re-clones it
-        found.append(f"its source folders ({', '.join(absent)})")
+        lacking.append(f"its source folders ({', '.join(absent)})")
     script = converter(where)
     if not os.path.isfile(script):
-        found.append("convert_hf_to_gguf.py")
+        lacking.append("convert_hf_to_gguf.py")
     else:
         with open(script, encoding="utf-8", errors="replace") as f:
             imports_conversion = "from conversion import" in f.read()
         if imports_conversion and not os.path.isfile(os.path.join(where, "conversion", "__init__.py")):
-            found.append("the converter's conversion/ package")
+            lacking.append("the converter's conversion/ package")
         if not os.path.isfile(os.path.join(where, "gguf-py", "gguf", "__init__.py")):
-            found.append("the converter's gguf-py/")
+            lacking.append("the converter's gguf-py/")
     if not any(quantizer_answers(os.path.join(where, name)) for name in QUANTIZERS):
-        found.append("an llama-quantize that runs")
-    return found
+        lacking.append("an llama-quantize that runs")
+    return lacking
 
 
 def refusal(where: str, absent: list[str]) -> str:
@@ -114,10 +114,10 @@ def gguf_files(result, out: str) -> list[str]:
 def find_gguf(path: str) -> str:
     """A .gguf file, or the one .gguf in an export folder."""
     if os.path.isdir(path):
-        found = sorted(n for n in os.listdir(path) if n.endswith(".gguf"))
-        if len(found) != 1:
-            raise ValueError(f"{path} holds {len(found)} .gguf files ({', '.join(found) or 'none'}): name one")
-        return os.path.join(path, found[0])
+        names = sorted(n for n in os.listdir(path) if n.endswith(".gguf"))
+        if len(names) != 1:
+            raise ValueError(f"{path} holds {len(names)} .gguf files ({', '.join(names) or 'none'}): name one")
+        return os.path.join(path, names[0])
     if not (os.path.isfile(path) and path.endswith(".gguf")):
         raise ValueError(f"no GGUF file at {path}: export one first (python export.py --format=gguf_q8_0)")
     return path

@@ -68,32 +68,6 @@ def test_gguf_without_llama_cpp_is_refused_before_any_work(smoke, tmp_path):
     assert not (smoke / "outputs" / "smoke" / "gguf_q4_k_m").exists()
 
 
-def test_a_llama_cpp_folder_lacking_a_part_is_named(tmp_path):
-    """What Unsloth needs of the folder (unsloth_zoo check_llama_cpp, install_llama_cpp), each part missing in turn."""
-    from grpo import llama_cpp
-
-    where = tmp_path / "llama.cpp"
-    for d in ("src", "ggml", "common", "conversion", "gguf-py/gguf"):
-        (where / d).mkdir(parents=True)
-    (where / "conversion" / "__init__.py").write_text("")
-    (where / "gguf-py" / "gguf" / "__init__.py").write_text("")
-    (where / "convert_hf_to_gguf.py").write_text("from conversion import ModelBase\n")
-    quantizer = where / "llama-quantize"
-    quantizer.write_text("#!/bin/sh\necho 'usage: llama-quantize model-f32.gguf [type]'\nexit 1\n")
-    quantizer.chmod(0o755)
-    assert llama_cpp.missing(str(where)) == []
-    quantizer.write_text("#!/bin/sh\nexit 1\n")  # there, but does not answer
-    assert llama_cpp.missing(str(where)) == ["an llama-quantize that runs"]
-    quantizer.write_text("#!/bin/sh\necho usage\n")
-    (where / "conversion" / "__init__.py").unlink()
-    assert llama_cpp.missing(str(where)) == ["the converter's conversion/ package"]
-    (where / "convert_hf_to_gguf.py").write_text("import gguf\n")  # the older layout needs no conversion/
-    assert llama_cpp.missing(str(where)) == []
-    (where / "common").rmdir()
-    assert llama_cpp.missing(str(where)) == ["its source folders (common)"]
-    assert llama_cpp.missing(str(tmp_path / "none")) == [f"the folder {tmp_path / 'none'}"]
-
-
 @pytest.mark.skipif(bool(llama_cpp_missing()), reason="no llama.cpp: bash scripts/install_llama_cpp.sh")
 def test_gguf_of_the_tiny_model_is_refused_for_its_tokenizer_before_any_work(smoke):
     """The smoke model's tokenizer is the project's own; llama.cpp's converter has no hash for its pre-tokenizer."""
