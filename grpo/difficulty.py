@@ -21,9 +21,8 @@ import os
 
 from grpo.cache import cache_file, same_key, set_aside
 from grpo.checks import BadInput
-from grpo.record import adapter_checksum
 from grpo.device import is_main_process
-from grpo.record import timed
+from grpo.record import adapter_checksum, timed
 
 BATCH_PROMPTS = 16  # prompts per generate call (x DIFFICULTY_SAMPLES sequences)
 

@@ -14,8 +14,8 @@ import time
 from grpo import record
 from grpo.cache import first_unreadable
 from grpo.checks import BadInput
-from grpo.record import adapter_checksum
 from grpo.device import gather, is_main_process
+from grpo.record import adapter_checksum
 
 CHECKPOINT = "checkpoint-"  # transformers' checkpoint folders: checkpoint-<step>
 

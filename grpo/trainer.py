@@ -12,9 +12,8 @@ from dataclasses import dataclass
 
 from grpo import callbacks, health
 from grpo.checks import BadInput
-from grpo.record import adapter_checksum
 from grpo.device import trains_bf16, world_size
-from grpo.record import library_class
+from grpo.record import adapter_checksum, library_class
 from grpo.run_dir import checkpoint_step
 
 # GRPOConfig fields set from the algorithm knobs; run_config.json records what the trainer used
