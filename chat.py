@@ -130,7 +130,8 @@ def main(argv: list[str]) -> None:
         except ValueError as e:
             sys.exit(f"chat.py: error: {e}")
         room = min(room or context, context)
-        stop_ids = {t for t in (tokenizer.eos_token_id, served.token_eos()) if t is not None}
+        eos = model.generation_config.eos_token_id  # where transformers' generate stops, so llama.cpp stops there too
+        stop_ids = set(eos if isinstance(eos, list) else [eos if eos is not None else tokenizer.eos_token_id])
 
     def prompt_ids(question: str) -> list[int]:
         conversation = prompts.make_conversation({"prompt": question, "solution": ""})["prompt"]
