@@ -81,7 +81,7 @@ def train(k, name, model, seed, extra, threads, script="train_grpo.py"):
 
 
 def main(argv):
-    from grpo import plot_rewards
+    from grpo import stats
 
     k = resolve_knobs(argv)
     k["OUT"] = os.path.abspath(k["OUT"])
@@ -131,7 +131,7 @@ def main(argv):
             continue
         b = name.split("-")[0][1:]
         run_rows, control = rows[name], rows[f"b{b}-s{seed}-control"]
-        gain = plot_rewards.gain_over_control(run_rows, control, w)
+        gain = stats.gain_over_control(run_rows, control, w)
         clipped = sum(r["completions/clipped_ratio"] for r in run_rows[-20:]) / 20
         ok = gain >= k["MARGIN"] and clipped < k["MAX_END_CLIPPED"]
         label = f"{seed} (shuffled rewards)" if name.endswith("shuffled") else str(seed)
@@ -170,7 +170,7 @@ def plot(k, rows, path):
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from grpo import plot_rewards
+    from grpo import plot_rewards, stats
 
     builds, seeds = k["BUILDS"], k["SEEDS"]
     fig, axes = plt.subplots(
@@ -192,7 +192,7 @@ def plot(k, rows, path):
                         label=label,
                         color=color,
                     )
-            gain = plot_rewards.gain_over_control(rows[f"b{b}-s{s}"], rows[f"b{b}-s{s}-control"], k["WINDOW"])
+            gain = stats.gain_over_control(rows[f"b{b}-s{s}"], rows[f"b{b}-s{s}-control"], k["WINDOW"])
             ax.set_title(f"build {b}, seed {s}: gain {gain:+.2f}", fontsize=9)
             ax.axvspan(k["MAX_STEPS"] - k["WINDOW"], k["MAX_STEPS"], color="0.93")
     axes[0][0].legend(fontsize=7)

@@ -27,5 +27,6 @@ functions that need them).
     sampling.py      several completions per prompt, each prompt read once (evaluate.py, the filter)
     attention.py     grouped-query attention on a CPU without copying heads, while sampling
     plot_rewards.py  the reward curves (also: python grpo/plot_rewards.py RUN_DIR)
+    stats.py         the statistics of an evaluation (problems as the unit) and GRPO's gain over its control
     llama_cpp.py     GGUF: llama.cpp where Unsloth looks, export.py's checks, running a GGUF (chat.py, the tests)
 """

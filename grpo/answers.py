@@ -213,7 +213,6 @@ class _MathVerifyWorker:
         self.proc = None
         self.warm = False  # the child has answered once (math-verify and sympy imported)
         self.lock = threading.Lock()
-        self.timeouts = 0
 
     def _start(self):
         self.warm = False
@@ -245,7 +244,6 @@ class _MathVerifyWorker:
                 self.proc.stdin.flush()
                 ready, _, _ = select.select([self.proc.stdout], [], [], limit)
                 if not ready:
-                    self.timeouts += 1
                     self._kill()
                     return False
                 line = self.proc.stdout.readline()

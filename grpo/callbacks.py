@@ -44,16 +44,8 @@ def eval_row(logs: dict, step: int, reward_names: list[str]) -> dict:
     >>> eval_row({"eval_reward": 0.5, "eval_rewards/a/mean": 0.5, "eval_loss": 0.0}, 10, ["a"])
     {'step': 10, 'eval_rewards/a/mean': 0.5, 'eval_reward': 0.5, 'eval_loss': 0.0}
     """
-    return {
-        "step": step,
-        **{
-            f"eval_{key}": value
-            for key, value in metrics_row(
-                {k[5:]: v for k, v in logs.items() if k.startswith("eval_")}, step, reward_names
-            ).items()
-            if key != "step"
-        },
-    }
+    row = metrics_row({key[5:]: value for key, value in logs.items() if key.startswith("eval_")}, step, reward_names)
+    return {"step": step, **{f"eval_{key}": value for key, value in row.items() if key != "step"}}
 
 
 def make_metrics_callback(path: str, reward_names: list[str]):
@@ -112,12 +104,8 @@ def make_sft_metrics_callback(path: str):
 
         def on_log(self, args, state, control, logs=None, **kwargs):
             if logs and "loss" in logs and state.is_world_process_zero:
-                row = {
-                    "phase": "sft",
-                    "sft_step": state.global_step,
-                    "loss": logs["loss"],
-                    "learning_rate": logs.get("learning_rate"),
-                }
+                row = {"phase": "sft", "sft_step": state.global_step, "loss": logs["loss"],
+                       "learning_rate": logs.get("learning_rate")}
                 with open(path, "a") as f:
                     f.write(json.dumps(row) + "\n")
 
@@ -260,11 +248,8 @@ def make_collapse_callback(patience: int, stop: bool, health_callback=None):
             if health_callback is not None:
                 health_callback.add(warning)
             if state.is_world_process_zero:
-                suffix = (
-                    " STOP_ON_COLLAPSE is set: saving and stopping now."
-                    if stop
-                    else " (--stop_on_collapse=true saves and stops instead of going on.)"
-                )
+                suffix = (" STOP_ON_COLLAPSE is set: saving and stopping now." if stop
+                          else " (--stop_on_collapse=true saves and stops instead of going on.)")
                 print("\n" + warning + suffix, flush=True)  # on its own line, past the progress bar
             if stop:
                 self.stopped = True
@@ -355,9 +340,7 @@ def make_nonfinite_guard_callback():
         def on_step_end(self, args, state, control, model=None, **kwargs):
             bad = health.first_nonfinite_weight(model) if model is not None else None
             if _on_any_rank(bad is not None):  # every rank stops after the same step
-                self.trip(
-                    f"adapter weight {bad}" if bad else "an adapter weight on another process", state.global_step
-                )
+                self.trip(f"adapter weight {bad}" if bad else "an adapter weight on another rank", state.global_step)
             return self._stop(control) if self.tripped else control
 
         def on_log(self, args, state, control, logs=None, **kwargs):

@@ -48,10 +48,8 @@ def build_dataset(k: dict, train, tokenizer):
         dataset, max_prompt_length = filter_by_length(dataset, tokenizer, k["PROMPT_LENGTH_PERCENTILE"])
     except ValueError as e:  # DatasetFormatError is one
         raise BadInput(str(e)) from e
-    print(
-        f"data: {len(dataset)} of {len(train)} training prompts kept, at or below the "
-        f"{k['PROMPT_LENGTH_PERCENTILE']:g}th percentile ({max_prompt_length} tokens)"
-    )
+    print(f"data: {len(dataset)} of {len(train)} training prompts kept, at or below the "
+          f"{k['PROMPT_LENGTH_PERCENTILE']:g}th percentile ({max_prompt_length} tokens)")
     return dataset, max_prompt_length
 
 
@@ -108,11 +106,10 @@ def load_tokenizer(folder: str, model_template: bool = False):
     return tokenizer
 
 
-def check_columns(column_names, source: str, required=REQUIRED_COLUMNS, meaning: str = "") -> None:
-    """Raise a clear error naming the missing column(s) and listing the columns found."""
+def check_columns(column_names, source: str, required, meaning: str) -> None:
+    """Raise a clear error naming the missing column(s), listing the columns found and saying what a row needs."""
     missing = [c for c in required if c not in column_names]
     if missing:
-        meaning = meaning or f"'{PROBLEM_COLUMN}' (the problem text) and '{ANSWER_COLUMN}' (the final answer)"
         raise DatasetFormatError(
             f"{source}: missing column(s) {missing}; found columns {list(column_names)}. Each row needs {meaning}."
         )
@@ -141,11 +138,9 @@ def to_sft_example(row: dict) -> dict:
     """One priming example in TRL's conversational prompt-completion form: the GRPO prompt, and the
     assistant's reply in the format. The chat template renders the reply after the opening marker,
     exactly where a GRPO completion starts, and the loss falls on the reply only."""
-    conversation = prompts.make_conversation({PROBLEM_COLUMN: row[WORKED_PROBLEM], ANSWER_COLUMN: row[WORKED_ANSWER]})[
-        "prompt"
-    ]
+    conversation = prompts.make_conversation({PROBLEM_COLUMN: row[WORKED_PROBLEM], ANSWER_COLUMN: row[WORKED_ANSWER]})
     reply = prompts.REASONING_START + prompts.worked_completion(row[WORKED_SOLUTION], row[WORKED_ANSWER])
-    return {"prompt": conversation, "completion": [{"role": "assistant", "content": reply}]}
+    return {"prompt": conversation["prompt"], "completion": [{"role": "assistant", "content": reply}]}
 
 
 def load_worked_examples(name: str, split: str = "cot"):
@@ -157,12 +152,8 @@ def load_worked_examples(name: str, split: str = "cot"):
         data = load_local_file(name, f"each line should be a JSON object with {', '.join(map(repr, WORKED_COLUMNS))}")
     else:
         data = load_dataset(name, split=split)
-    check_columns(
-        data.column_names,
-        name,
-        WORKED_COLUMNS,
-        "'problem', 'generated_solution' (the worked solution) and 'expected_answer'",
-    )
+    check_columns(data.column_names, name, WORKED_COLUMNS,
+                  "'problem', 'generated_solution' (the worked solution) and 'expected_answer'")
     data = data.filter(lambda row: is_numeric_answer(row[WORKED_ANSWER]))
     if len(data) == 0:
         raise DatasetFormatError(f"{name}: no row has a numeric expected_answer")
@@ -174,10 +165,7 @@ def filter_sft_by_length(examples, tokenizer, max_tokens: int, max_examples: int
     first max_examples of them (0 = all)."""
 
     def length(example):
-        ids = tokenizer.apply_chat_template(
-            example["prompt"] + example["completion"], tokenize=True, return_dict=False
-        )
-        return len(ids)
+        return len(tokenizer.apply_chat_template(example["prompt"] + example["completion"], return_dict=False))
 
     keep = [i for i, example in enumerate(examples) if length(example) <= max_tokens]
     if max_examples:
@@ -318,8 +306,7 @@ def check_jsonl(path: str) -> None:
                 row = json.loads(line)
             except json.JSONDecodeError as e:
                 raise DatasetFormatError(
-                    f"{path}, line {number}: not valid JSON ({e.msg} at column {e.colno})"
-                ) from None
+                    f"{path}, line {number}: not valid JSON ({e.msg} at column {e.colno})") from None
             if not isinstance(row, dict):
                 raise DatasetFormatError(f"{path}, line {number}: expected a JSON object, got {type(row).__name__}")
             rows += 1
@@ -335,9 +322,8 @@ def split_holdout(dataset, holdout_size: int, seed: int):
     if holdout_size <= 0:
         return dataset, dataset.select([])
     if holdout_size >= len(dataset):
-        raise DatasetFormatError(
-            f"holdout of {holdout_size} rows leaves nothing to train on ({len(dataset)} rows in all)"
-        )
+        raise DatasetFormatError(f"holdout of {holdout_size} rows leaves nothing to train on "
+                                 f"({len(dataset)} rows in all)")
     parts = dataset.train_test_split(test_size=holdout_size, seed=seed, shuffle=True)
     return parts["train"], parts["test"]
 

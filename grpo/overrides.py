@@ -39,16 +39,12 @@ def convert(name: str, text: str, default):
         if low in FALSE:
             return False
         fail("true or false")
-    if isinstance(default, int):
-        try:
-            return int(text)
-        except ValueError:
-            fail("an integer")
-    if isinstance(default, float):
-        try:
-            return float(text)
-        except ValueError:
-            fail("a number")
+    for kind, expected in ((int, "an integer"), (float, "a number")):
+        if isinstance(default, kind):
+            try:
+                return kind(text)
+            except ValueError:
+                fail(expected)
     if isinstance(default, str):
         return text
     if isinstance(default, (tuple, list)):

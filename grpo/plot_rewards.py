@@ -39,23 +39,6 @@ def grpo_rows(rows: list[dict]) -> list[dict]:
     return [r for r in rows if r.get("phase") != "sft" and "reward" in r]
 
 
-def gain_over_control(run: list[dict], control: list[dict], window: int) -> float:
-    """GRPO's measured effect: the run's mean total reward over its last `window` steps minus the
-    learning-rate-0 control's over the same steps. Run and control share the seed, so they draw the
-    same prompts: what differs is only what the updates did.
-
-    >>> run, control = [{"step": s, "reward": 1.0} for s in (1, 2, 3)], [{"step": s, "reward": 0.5} for s in (1, 2, 3)]
-    >>> gain_over_control(run, control, 2)
-    0.5
-    """
-    run, control = grpo_rows(run), grpo_rows(control)
-    if len(run) < window or [r["step"] for r in run] != [r["step"] for r in control]:
-        raise ValueError(
-            f"run and control must log the same steps, at least {window}: {len(run)} and {len(control)} GRPO rows"
-        )
-    return sum(r["reward"] for r in run[-window:]) / window - sum(r["reward"] for r in control[-window:]) / window
-
-
 def smooth(values: list[float], window: int) -> list[float]:
     """Trailing moving average; the first points average what exists so far."""
     out, total = [], 0.0
@@ -103,15 +86,8 @@ def plot(metrics_path: str, out_path: str | None = None) -> str:
         ax.plot(steps, smooth(values, window), color="tab:blue", linewidth=2, label=f"mean of {window}")
         points = [(r["step"], r[f"eval_{key}"]) for r in held_out if r.get(f"eval_{key}") is not None]
         if points:
-            ax.plot(
-                [p[0] for p in points],
-                [p[1] for p in points],
-                "o-",
-                color="tab:orange",
-                markersize=4,
-                linewidth=1,
-                label="held-out eval",
-            )
+            ax.plot([p[0] for p in points], [p[1] for p in points], "o-", color="tab:orange", markersize=4,
+                    linewidth=1, label="held-out eval")
         ax.set_title("total reward" if key == "reward" else key.split("/")[1], fontsize=10)
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)
@@ -120,13 +96,8 @@ def plot(metrics_path: str, out_path: str | None = None) -> str:
         ax = axes[0][-1]
         for key in health:
             points = [(r["step"], r[key]) for r in rows if r.get(key) is not None]
-            ax.plot(
-                [p[0] for p in points],
-                smooth([p[1] for p in points], window),
-                color=HEALTH_COLORS[key],
-                linewidth=2,
-                label=HEALTH[key],
-            )
+            ax.plot([p[0] for p in points], smooth([p[1] for p in points], window), color=HEALTH_COLORS[key],
+                    linewidth=2, label=HEALTH[key])
         ax.set_ylim(-0.05, 1.05)
         ax.set_title("run health (1.0 = collapse)", fontsize=10)
         ax.set_xlabel("step")
@@ -156,18 +127,13 @@ def find_metrics(target: str) -> list[str]:
         return [path]
     if not os.path.isdir(target):
         return []
-    return sorted(
-        os.path.join(target, name, "metrics.jsonl")
-        for name in os.listdir(target)
-        if os.path.isfile(os.path.join(target, name, "metrics.jsonl"))
-    )
+    found = (os.path.join(target, name, "metrics.jsonl") for name in os.listdir(target))
+    return sorted(path for path in found if os.path.isfile(path))
 
 
 def main(argv: list[str]) -> None:
     if len(argv) != 1 or argv[0] in ("-h", "--help"):
-        sys.exit(
-            "usage: python grpo/plot_rewards.py RUN_DIR   (a folder holding metrics.jsonl, or a folder of such runs)"
-        )
+        sys.exit("usage: python grpo/plot_rewards.py RUN_DIR  (a folder with metrics.jsonl, or a folder of such runs)")
     paths = find_metrics(argv[0])
     if not paths:
         sys.exit(f"plot_rewards.py: no metrics.jsonl in {argv[0]} or in the folders directly under it")

@@ -23,8 +23,7 @@ from grpo import callbacks
 from grpo.cache import cache_file, first_unreadable, same_key, set_aside
 from grpo.checks import BadInput, Stopped
 from grpo.data import DatasetFormatError, filter_sft_by_length, is_local_path, load_worked_examples
-from grpo.device import trains_bf16
-from grpo.device import is_main_process
+from grpo.device import is_main_process, trains_bf16
 from grpo.record import installed_versions, timed, write_model_card
 
 # the knobs that decide what priming produces (with the model's checksum, the examples and versions)
@@ -51,22 +50,12 @@ def priming_key(k: dict, model_sha256: str | None, bf16: bool) -> dict:
     if is_local_path(source) and os.path.isfile(source):
         with open(source, "rb") as f:
             source = {"file": os.path.abspath(source), "sha256": hashlib.sha256(f.read()).hexdigest()}
-    return {**{n: k.get(n) for n in KEY_KNOBS}, "MODEL_SHA256": model_sha256, "FORMAT_SFT_DATASET": source,
-            "BF16": bf16, "CUDA": _cuda(), "SFT_TRAINER": _sft_trainer(),
-            "VERSIONS": installed_versions(("torch", "transformers", "trl", "peft", "unsloth"))}
-
-
-def _sft_trainer() -> str:
-    """The SFTTrainer class priming runs through: TRL's, or Unsloth's generated one (a GPU, UNSLOTH_ALLOW_CPU)."""
-    from trl import SFTTrainer
-
-    return SFTTrainer.__name__
-
-
-def _cuda() -> bool:
     import torch
+    from trl import SFTTrainer  # TRL's, or Unsloth's generated one (a GPU, UNSLOTH_ALLOW_CPU): its name tells
 
-    return torch.cuda.is_available()
+    return {**{n: k.get(n) for n in KEY_KNOBS}, "MODEL_SHA256": model_sha256, "FORMAT_SFT_DATASET": source,
+            "BF16": bf16, "CUDA": torch.cuda.is_available(), "SFT_TRAINER": SFTTrainer.__name__,
+            "VERSIONS": installed_versions(("torch", "transformers", "trl", "peft", "unsloth"))}
 
 
 def cached(entry: str, key: dict) -> bool:
@@ -98,14 +87,12 @@ def prime(k: dict, loaded, examples, resume_from: str | None) -> dict:
     the reference must be the primed adapter, so it is loaded first."""
     model, tokenizer = loaded.model, loaded.tokenizer
     primed = os.path.join(k["OUTPUT_DIR"], "lora_primed")
-    if resume_from:
-        if not (k["FORMAT_SFT"] and os.path.isdir(primed)):
-            return {"PRIMED_ADAPTER": None, "PRIMING_REUSED_FROM": None, "PRIMING_TRAINER": None}
-        if k["BETA"] > 0:  # the KL reference is a copy of the adapter as the trainer is built: the primed one
+    if resume_from or not k["FORMAT_SFT"]:
+        if not (resume_from and k["FORMAT_SFT"] and os.path.isdir(primed)):
+            primed = None
+        elif k["BETA"] > 0:  # the KL reference is a copy of the adapter as the trainer is built: the primed one
             model.load_adapter(primed, adapter_name="default", is_trainable=True)
         return {"PRIMED_ADAPTER": primed, "PRIMING_REUSED_FROM": None, "PRIMING_TRAINER": None}
-    if not k["FORMAT_SFT"]:
-        return {"PRIMED_ADAPTER": None, "PRIMING_REUSED_FROM": None, "PRIMING_TRAINER": None}
     bf16 = trains_bf16()
     metrics_path = os.path.join(k["OUTPUT_DIR"], "metrics.jsonl")
     key = priming_key(k, loaded.found["MODEL_SHA256"], bf16)

@@ -101,18 +101,6 @@ def is_whole(checkpoint: str) -> bool:
     return os.path.isfile(os.path.join(checkpoint, "trainer_state.json"))
 
 
-def check_loadable(checkpoint: str) -> str:
-    """checkpoint, after reading what resuming will load, without loading it (grpo/cache.py, unreadable).
-    Raises BadInput naming the file otherwise (before the model loads, not as a traceback mid-resume)."""
-    bad = first_unreadable(checkpoint)
-    if bad:
-        raise BadInput(
-            f"{bad[0]} cannot be loaded ({bad[1]}); resume from an earlier checkpoint with --resume=PATH, or "
-            f"move {os.path.basename(checkpoint)} aside"
-        )
-    return checkpoint
-
-
 # --- a full disk ---------------------------------------------------------------------------------------------
 FULL_DISK_TEXT = ("No space left on device", "Disk quota exceeded")  # as Python and safetensors tell it
 # torch.save's writer says only that a write failed (no errno): a full disk when the disk is nearly full too
@@ -222,7 +210,11 @@ def resume_checkpoint(k: dict) -> str | None:
     if k["RESUME"]:
         if not is_whole(k["RESUME"]):
             raise BadInput(f"RESUME={k['RESUME']}: not a checkpoint folder (no trainer_state.json)")
-        return check_loadable(k["RESUME"])
+        bad = first_unreadable(k["RESUME"])  # what resuming will load, read without loading it (grpo/cache.py)
+        if bad:  # named now, before the model loads, not as a traceback mid-resume
+            raise BadInput(f"{bad[0]} cannot be loaded ({bad[1]}); resume from an earlier checkpoint with "
+                           f"--resume=PATH, or move {os.path.basename(os.path.normpath(k['RESUME']))} aside")
+        return k["RESUME"]
     if not is_main_process():  # under torchrun rank 0 alone judges the folder; the others follow it
         return None
     earlier = earlier_run(out)

@@ -1,12 +1,15 @@
 """The statistics of an evaluation, where problems are the unit: the samples of one problem are correlated,
-so intervals resample problems (a percentile bootstrap), and pass@k is the unbiased estimator.
-evaluate.py and bench/ (eval_power.py, bench_smollm2.py) share them.
+so intervals resample problems (a percentile bootstrap), and pass@k is the unbiased estimator; and GRPO's
+gain over its learning-rate-0 control. evaluate.py and bench/ (eval_power.py, bench_smollm2.py,
+bench_learning.py) share them.
 """
 
 from __future__ import annotations
 
 import math
 import random
+
+from grpo.plot_rewards import grpo_rows
 
 
 def per_problem(samples: list[dict], key: str = "correct") -> list[list[bool]]:
@@ -57,3 +60,20 @@ def paired_bootstrap_ci(base: list[float], trained: list[float], resamples: int,
 def problem_means(samples: list[dict], key: str = "correct") -> list[float]:
     """The share of each problem's samples for which `key` holds, in problem order."""
     return [sum(g) / len(g) for g in per_problem(samples, key)]
+
+
+def gain_over_control(run: list[dict], control: list[dict], window: int) -> float:
+    """GRPO's measured effect: the run's mean total reward over its last `window` steps minus the
+    learning-rate-0 control's over the same steps. Run and control share the seed, so they draw the
+    same prompts: what differs is only what the updates did.
+
+    >>> run, control = [{"step": s, "reward": 1.0} for s in (1, 2, 3)], [{"step": s, "reward": 0.5} for s in (1, 2, 3)]
+    >>> gain_over_control(run, control, 2)
+    0.5
+    """
+    run, control = (grpo_rows(rows) for rows in (run, control))
+    if len(run) < window or [r["step"] for r in run] != [r["step"] for r in control]:
+        raise ValueError(
+            f"run and control must log the same steps, at least {window}: {len(run)} and {len(control)} GRPO rows"
+        )
+    return sum(r["reward"] for r in run[-window:]) / window - sum(r["reward"] for r in control[-window:]) / window

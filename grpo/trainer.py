@@ -236,13 +236,9 @@ def build(k: dict, loaded, rewards, dataset, eval_dataset, budget: int):
         args=config,
         train_dataset=dataset,
         eval_dataset=eval_dataset,
-        callbacks=[
-            callbacks.make_metrics_callback(metrics_path, list(k["REWARD_FUNCS"])),
-            alarm,
-            checkup,  # after the alarm: a collapse warning at the verdict's step counts in it
-            stop,
-            guard,
-        ],  # guard last: it cancels a save
+        # the health checks after the alarm (a collapse warning at the verdict's step counts in it); the guard
+        # last (it cancels a save)
+        callbacks=[callbacks.make_metrics_callback(metrics_path, k["REWARD_FUNCS"]), alarm, checkup, stop, guard],
     )
     controls = Controls(alarm=alarm, stop=stop, guard=guard, health=checkup, algorithm=algorithm_used(trainer.args))
     callbacks.compact_progress(trainer, "grpo")  # one short line a step; metrics.jsonl keeps every figure
@@ -256,15 +252,10 @@ def build(k: dict, loaded, rewards, dataset, eval_dataset, budget: int):
     used = controls.algorithm
     for note in algorithm_notes(used):
         print(f"note: {note}")
-    for knob, value in used.items():
-        if value != k[knob]:
-            print(
-                f"note: the trainer uses {knob}={value!r}, not the requested {k[knob]!r} "
-                "(Unsloth's GRPO config rewrote it)"
-            )
-    completions = (
-        config.per_device_train_batch_size * config.gradient_accumulation_steps * world_size()
-    )  # all processes
+    for knob in (knob for knob, value in used.items() if value != k[knob]):
+        print(f"note: the trainer uses {knob}={used[knob]!r}, not the requested {k[knob]!r} (Unsloth's GRPO config "
+              "rewrote it)")
+    completions = config.per_device_train_batch_size * config.gradient_accumulation_steps * world_size()  # all ranks
     processes = f" over {world_size()} processes" if world_size() > 1 else ""
     print(
         f"run: {k['MAX_STEPS']} steps, {completions // k['NUM_GENERATIONS']} prompts x {k['NUM_GENERATIONS']} "

@@ -15,7 +15,7 @@ import json
 import pytest
 from conftest import finish_script, run_script, start_script
 
-from grpo import plot_rewards
+from grpo import plot_rewards, stats
 
 STEPS = 80  # the bar holds at 80 steps on every build and seed measured (docs/cpu_evidence.md)
 SEEDS = (3407, 13)  # 3407 is the preset's default seed; 13 was held back when the preset was chosen
@@ -70,7 +70,7 @@ def test_learning_run_beats_its_control_without_collapse(runs, seed):
     workdir, logs = runs
     rows, control = rows_of(workdir, f"learn{seed}"), rows_of(workdir, f"control{seed}")
     assert len(rows) == len(control) == STEPS
-    gain = plot_rewards.gain_over_control(rows, control, WINDOW)
+    gain = stats.gain_over_control(rows, control, WINDOW)
     end_clipped = sum(r["completions/clipped_ratio"] for r in rows[-20:]) / 20
     print(f"seed {seed}: gain over the control, last {WINDOW} steps {gain:+.2f}; clipped at the end {end_clipped:.2f}")
     assert gain >= MIN_GAIN, (seed, gain)
