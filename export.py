@@ -99,7 +99,7 @@ def check_llama_cpp(k: dict, run: dict, adapter: str) -> None:
 
 
 def read_back(path: str, adapter: str, tokenizer) -> None:
-    """llama.cpp reads the file's tokenizer as transformers reads the run's, on a chat prompt; exits if not."""
+    """llama.cpp reads a chat prompt into the run's tokens and runs it through the file; exits if not."""
     import prompts
     from grpo import llama_cpp
 
@@ -112,7 +112,7 @@ def read_back(path: str, adapter: str, tokenizer) -> None:
         conversation, add_generation_prompt=True, tokenize=False))
     if why:
         sys.exit(f"export.py: error: {why}. The file is kept for a look, but llama.cpp will not serve it as trained")
-    print("llama.cpp reads it back: its tokens for a chat prompt are transformers' tokens")
+    print("llama.cpp reads it back: a chat prompt, in transformers' tokens, runs through it")
 
 
 def main(argv: list[str]) -> str:

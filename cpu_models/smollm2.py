@@ -62,6 +62,7 @@ def byte_level(tokenizer) -> None:
     state["model"]["byte_fallback"] = False
     state["decoder"] = {"type": "ByteLevel", "add_prefix_space": True, "trim_offsets": True, "use_regex": True}
     tokenizer._tokenizer = Tokenizer.from_str(json.dumps(state))
+    tokenizer.clean_up_tokenization_spaces = False  # as SmolLM2's own: a WordPiece clean-up that BPE text never needs
 
 
 def is_built(out_dir: str) -> bool:

@@ -9,6 +9,7 @@ a folder from the package registry.
 """
 
 import os
+import signal
 import shutil
 import subprocess
 import sys
@@ -152,35 +153,32 @@ def generate(llm, prompt_ids: list[int], max_tokens: int, stop_ids: set[int], sa
     return out
 
 
-def tokenizer_matches(llm, tokenizer, text: str) -> bool:
-    """Whether llama.cpp reads `text` into the same token ids as the transformers tokenizer."""
-    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
-    return llm.tokenize(text.encode(), add_bos=False, special=True) == ids
-
-
-
 def reads_back(path: str, tokenizer_dir: str, sample: str) -> str | None:
-    """Whether llama.cpp reads the written GGUF's tokenizer as transformers reads the run's: it loads the file's
-    vocabulary (llama-cpp-python, vocab_only) and tokenizes `sample` (a chat prompt). None when it agrees; else why.
-    In a child process: llama.cpp aborts the process on some vocabularies rather than raising."""
+    """Whether llama.cpp runs the written GGUF as transformers reads the run: it tokenizes `sample` (a chat prompt)
+    into the same ids, and runs that prompt through the model in one batch, as a server's first request does. None
+    when both hold; else why. In a child process: llama.cpp aborts or crashes the process rather than raising."""
     code = (
         "import sys; from llama_cpp import Llama; from transformers import AutoTokenizer\n"
-        "llm = Llama(model_path=sys.argv[1], vocab_only=True, verbose=False)\n"
         "text = sys.stdin.read()\n"
         "ids = AutoTokenizer.from_pretrained(sys.argv[2])(text, add_special_tokens=False)['input_ids']\n"
-        "sys.exit(0 if llm.tokenize(text.encode(), add_bos=False, special=True) == ids else 3)\n"
+        "llm = Llama(model_path=sys.argv[1], n_ctx=len(ids) + 8, n_batch=len(ids) + 8, verbose=False)\n"
+        "if llm.tokenize(text.encode(), add_bos=False, special=True) != ids: sys.exit(3)\n"
+        "llm.eval(ids)\n"
     )
     try:
         result = subprocess.run([sys.executable, "-c", code, path, tokenizer_dir], input=sample, capture_output=True,
                                 text=True, errors="replace", timeout=600)
     except subprocess.TimeoutExpired:
-        return f"llama.cpp did not read {path} back within 10 minutes"
+        return f"llama.cpp did not run {path} within 10 minutes"
     if result.returncode == 0:
         return None
     if result.returncode == 3:
         return f"llama.cpp reads the chat prompt into other tokens than transformers does ({path})"
+    if result.returncode < 0:  # killed by a signal: a crash inside llama.cpp
+        return (f"llama.cpp crashed ({signal.Signals(-result.returncode).name}) running a chat prompt through {path}: "
+                f"a fault in llama.cpp's build or in the file; `{INSTALL}` builds one that ran here (docs/gguf.md)")
     last = [line for line in (result.stderr or "").strip().splitlines() if line.strip()][-1:] or ["no output"]
-    return f"llama.cpp could not read {path} back (exit {result.returncode}): {last[0].strip()}"
+    return f"llama.cpp could not run {path} (exit {result.returncode}): {last[0].strip()}"
 
 
 def has_python_binding() -> bool:

@@ -65,3 +65,21 @@ def test_generation_stops_at_a_stop_id_the_limit_or_the_stop_test():
     assert llama_cpp.generate(Fake(), [1], 2, stop_ids={2}) == [5, 6]
     assert llama_cpp.generate(Fake(), [1], 10, stop_ids=set(), stop=lambda ids: ids[-1] == 6) == [5, 6]
     assert llama_cpp.generate(Fake(), [1], 0, stop_ids=set()) == []
+
+
+@pytest.mark.parametrize("returncode, said", [
+    (0, None),
+    (3, "reads the chat prompt into other tokens than transformers does"),
+    (-11, "llama.cpp crashed (SIGSEGV) running a chat prompt through f.gguf"),
+    (1, "llama.cpp could not run f.gguf (exit 1): ValueError: bad magic"),
+])
+def test_the_read_back_names_what_llama_cpp_did_with_the_file(monkeypatch, returncode, said):
+    """The child process's end, as export.py says it: a crash inside llama.cpp (a signal) is a line, not silence."""
+    import subprocess
+
+    def run(*args, **kwargs):
+        return subprocess.CompletedProcess(args, returncode, "", "Traceback ...\nValueError: bad magic\n")
+
+    monkeypatch.setattr(llama_cpp.subprocess, "run", run)
+    why = llama_cpp.reads_back("f.gguf", "lora", "a prompt")
+    assert (why is None) if said is None else (said in why and "\n" not in why)

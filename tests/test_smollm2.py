@@ -288,6 +288,12 @@ def in_llama_cpp(path, ids):
     return llm.metadata, tokens, logits
 
 
+def tokenizer_matches(llm, tokenizer, text: str) -> bool:
+    """Whether llama.cpp reads `text` into the same token ids as the transformers tokenizer."""
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    return llm.tokenize(text.encode(), add_bos=False, special=True) == ids
+
+
 def test_every_format_loads_in_llama_cpp_and_answers_like_the_merged_model(exported):
     """Token for token against the merged model in transformers; and the adapter's change to the logits (merged
     minus base, in transformers) reappears in llama.cpp as the run's GGUF minus the base model's GGUF of the same
@@ -324,7 +330,7 @@ def test_every_format_loads_in_llama_cpp_and_answers_like_the_merged_model(expor
     print(f"agreement with the merged model over {N_PROBLEMS} problems x {NEW_TOKENS} greedy tokens:",
           json.dumps(agreement))
     served = llama_cpp.load(str(next((run / "gguf_q8_0").glob("*.gguf"))), context=256)
-    assert all(llama_cpp.tokenizer_matches(served, tokenizer, t) for t in texts)  # the prompts read as transformers'
+    assert all(tokenizer_matches(served, tokenizer, t) for t in texts)  # the prompts read as transformers'
     served.close()
     assert agreement["f16"]["first_token_same"] == N_PROBLEMS, agreement
     assert agreement["f16"]["shared_tokens"] >= 0.5 * N_PROBLEMS * NEW_TOKENS, agreement
