@@ -131,8 +131,10 @@ def load(path: str, context: int, seed: int = 3407, logits_all: bool = False):
         from llama_cpp import Llama
     except ImportError as e:
         raise ValueError(f"running a GGUF needs llama-cpp-python ({e}): {INSTALL}") from None
-    return Llama(model_path=path, n_ctx=context, seed=seed, n_threads=os.cpu_count(), verbose=False,
-                 logits_all=logits_all)
+    asked = os.environ.get("OMP_NUM_THREADS", "").split(",")[0].strip()  # its threads spin as OpenMP's do: honour it
+    threads = int(asked) if asked.isdigit() and int(asked) > 0 else os.cpu_count()
+    return Llama(model_path=path, n_ctx=context, seed=seed, n_threads=threads, n_threads_batch=threads,
+                 verbose=False, logits_all=logits_all)
 
 
 def generate(llm, prompt_ids: list[int], max_tokens: int, stop_ids: set[int], sampling: dict | None = None,

@@ -87,8 +87,8 @@ def prime(k: dict, loaded, examples, resume_from: str | None) -> dict:
     the reference must be the primed adapter, so it is loaded first."""
     model, tokenizer = loaded.model, loaded.tokenizer
     primed = os.path.join(k["OUTPUT_DIR"], "lora_primed")
-    if resume_from or not k["FORMAT_SFT"]:
-        if not (resume_from and k["FORMAT_SFT"] and os.path.isdir(primed)):
+    if resume_from or not k["FORMAT_SFT"]:  # no priming now: off, or a checkpoint's adapter is primed already
+        if not (resume_from and k["FORMAT_SFT"] and os.path.isdir(primed)):  # nothing primed to point to
             primed = None
         elif k["BETA"] > 0:  # the KL reference is a copy of the adapter as the trainer is built: the primed one
             model.load_adapter(primed, adapter_name="default", is_trainable=True)
