@@ -98,7 +98,7 @@ def check_llama_cpp(k: dict, run: dict, adapter: str) -> None:
             raise ValueError(why)
 
 
-def read_back(path: str, adapter: str, tokenizer) -> None:
+def read_back(path: str, tokenizer) -> None:
     """llama.cpp reads a chat prompt into the run's tokens and runs it through the file; exits if not."""
     import prompts
     from grpo import llama_cpp
@@ -108,8 +108,8 @@ def read_back(path: str, adapter: str, tokenizer) -> None:
         return
     question = "Ava has 27 stickers and buys 18 more. How many stickers does she have now?"
     conversation = prompts.make_conversation({"prompt": question, "solution": ""})["prompt"]
-    why = llama_cpp.reads_back(path, adapter, tokenizer.apply_chat_template(
-        conversation, add_generation_prompt=True, tokenize=False))
+    text = tokenizer.apply_chat_template(conversation, add_generation_prompt=True, tokenize=False)
+    why = llama_cpp.reads_back(path, text, tokenizer(text, add_special_tokens=False)["input_ids"])
     if why:
         sys.exit(f"export.py: error: {why}. The file is kept for a look, but llama.cpp will not serve it as trained")
     print("llama.cpp reads it back: a chat prompt, in transformers' tokens, runs through it")
@@ -153,7 +153,7 @@ def main(argv: list[str]) -> str:
         staged = os.path.join(out, "merged_16bit")
         if isinstance(written, list) and os.path.isdir(staged):  # the CPU save's float32 merge, fed to the converter
             shutil.rmtree(staged)  # the GPU save drops its own the same way
-        read_back(files[0], os.path.join(k["RUN_DIR"], "lora"), tokenizer)
+        read_back(files[0], tokenizer)
         modelfile = isinstance(written, dict) and written.get("modelfile_location")
         if modelfile:  # Unsloth's GPU save writes one from its own template for the base model's name
             files.append(modelfile)

@@ -8,6 +8,7 @@ imports beside it, so that an offline export fails before loading anything. scri
 a folder from the package registry.
 """
 
+import json
 import os
 import signal
 import shutil
@@ -155,21 +156,21 @@ def generate(llm, prompt_ids: list[int], max_tokens: int, stop_ids: set[int], sa
     return out
 
 
-def reads_back(path: str, tokenizer_dir: str, sample: str) -> str | None:
+def reads_back(path: str, sample: str, ids: list[int]) -> str | None:
     """Whether llama.cpp runs the written GGUF as transformers reads the run: it tokenizes `sample` (a chat prompt)
-    into the same ids, and runs that prompt through the model in one batch, as a server's first request does. None
-    when both hold; else why. In a child process: llama.cpp aborts or crashes the process rather than raising."""
+    into `ids` (the run's tokenizer's), and runs that prompt through the model in one batch, as a server's first
+    request does. None when both hold; else why. In a child process: llama.cpp aborts or crashes the process
+    rather than raising."""
     code = (
-        "import sys; from llama_cpp import Llama; from transformers import AutoTokenizer\n"
-        "text = sys.stdin.read()\n"
-        "ids = AutoTokenizer.from_pretrained(sys.argv[2])(text, add_special_tokens=False)['input_ids']\n"
+        "import json, sys; from llama_cpp import Llama\n"
+        "text, ids = json.load(sys.stdin)\n"
         "llm = Llama(model_path=sys.argv[1], n_ctx=len(ids) + 8, n_batch=len(ids) + 8, verbose=False)\n"
         "if llm.tokenize(text.encode(), add_bos=False, special=True) != ids: sys.exit(3)\n"
         "llm.eval(ids)\n"
     )
     try:
-        result = subprocess.run([sys.executable, "-c", code, path, tokenizer_dir], input=sample, capture_output=True,
-                                text=True, errors="replace", timeout=600)
+        result = subprocess.run([sys.executable, "-c", code, path], input=json.dumps([sample, ids]),
+                                capture_output=True, text=True, errors="replace", timeout=600)
     except subprocess.TimeoutExpired:
         return f"llama.cpp did not run {path} within 10 minutes"
     if result.returncode == 0:

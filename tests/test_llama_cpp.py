@@ -81,5 +81,5 @@ def test_the_read_back_names_what_llama_cpp_did_with_the_file(monkeypatch, retur
         return subprocess.CompletedProcess(args, returncode, "", "Traceback ...\nValueError: bad magic\n")
 
     monkeypatch.setattr(llama_cpp.subprocess, "run", run)
-    why = llama_cpp.reads_back("f.gguf", "lora", "a prompt")
+    why = llama_cpp.reads_back("f.gguf", "a prompt", [1, 2])
     assert (why is None) if said is None else (said in why and "\n" not in why)
