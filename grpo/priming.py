@@ -87,12 +87,15 @@ def prime(k: dict, loaded, examples, resume_from: str | None) -> dict:
     the reference must be the primed adapter, so it is loaded first."""
     model, tokenizer = loaded.model, loaded.tokenizer
     primed = os.path.join(k["OUTPUT_DIR"], "lora_primed")
-    if resume_from or not k["FORMAT_SFT"]:  # no priming now: off, or a checkpoint's adapter is primed already
-        if not (resume_from and k["FORMAT_SFT"] and os.path.isdir(primed)):  # nothing primed to point to
-            primed = None
-        elif k["BETA"] > 0:  # the KL reference is a copy of the adapter as the trainer is built: the primed one
+    unprimed = {"PRIMED_ADAPTER": None, "PRIMING_REUSED_FROM": None, "PRIMING_TRAINER": None}
+    if resume_from:  # a checkpoint's adapter is primed already
+        if not (k["FORMAT_SFT"] and os.path.isdir(primed)):
+            return unprimed
+        if k["BETA"] > 0:  # the KL reference is a copy of the adapter as the trainer is built: the primed one
             model.load_adapter(primed, adapter_name="default", is_trainable=True)
-        return {"PRIMED_ADAPTER": primed, "PRIMING_REUSED_FROM": None, "PRIMING_TRAINER": None}
+        return {**unprimed, "PRIMED_ADAPTER": primed}
+    if not k["FORMAT_SFT"]:
+        return unprimed
     bf16 = trains_bf16()
     metrics_path = os.path.join(k["OUTPUT_DIR"], "metrics.jsonl")
     key = priming_key(k, loaded.found["MODEL_SHA256"], bf16)

@@ -252,9 +252,10 @@ def build(k: dict, loaded, rewards, dataset, eval_dataset, budget: int):
     used = controls.algorithm
     for note in algorithm_notes(used):
         print(f"note: {note}")
-    for knob in (knob for knob, value in used.items() if value != k[knob]):
-        print(f"note: the trainer uses {knob}={used[knob]!r}, not the requested {k[knob]!r} (Unsloth's GRPO config "
-              "rewrote it)")
+    for knob, value in used.items():
+        if value != k[knob]:
+            print(f"note: the trainer uses {knob}={value!r}, not the requested {k[knob]!r} (Unsloth's GRPO config "
+                  "rewrote it)")
     completions = config.per_device_train_batch_size * config.gradient_accumulation_steps * world_size()  # all ranks
     processes = f" over {world_size()} processes" if world_size() > 1 else ""
     print(
